@@ -1,0 +1,224 @@
+"""`embedlake`: the command line. Parses, validates cheaply, then hands over to flows and tasks.
+
+Exit status: 0 when the command did its job (a run with bad files recorded included); 1 with a
+one-line reason otherwise (a traceback only with --debug); 2 for a malformed command line.
+Heavy imports (torch, timm, prefect) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+_BANNER = "!" * 78
+
+
+class CliError(Exception):
+    """A failure the user can act on; printed as one line."""
+
+
+def _default_lake() -> str:
+    return os.environ.get("EMBEDLAKE_LAKE", "lake")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", default=_default_lake(), help="lake folder (default: ./lake or $EMBEDLAKE_LAKE)")
+    parser.add_argument("--metadata", help="sidecar metadata: CSV, Parquet or JSON lines")
+    parser.add_argument("--key", default="path", help="sidecar column naming the file: path (default) or image_id")
+    parser.add_argument(
+        "--backbone", action="append", dest="backbones", metavar="NAME",
+        help="backbone to run, repeatable (default: mobilenet_v1 and xception); see `embedlake backbones`",
+    )
+    parser.add_argument("--weights", default="imagenet", help="imagenet (default) | random | DIR | NAME=PATH[,NAME=PATH]")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=-1, help="decode processes (default: automatic; 0 = none)")
+    parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit per image")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embedlake",
+        description="Turn image collections into a queryable lake of embeddings and metadata.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="inventory and embed a collection into the lake")
+    run.add_argument("source", help="folder of images (searched recursively)")
+    _add_run_options(run)
+
+    sql = sub.add_parser("sql", help="run read-only SQL against the lake's catalog")
+    sql.add_argument("query", help="SQL (SELECT statements only)")
+    sql.add_argument("--lake", default=_default_lake())
+    sql.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    sql.add_argument("--output", help="write the result to this file (required for parquet)")
+
+    bb = sub.add_parser("backbones", help="describe the registered backbones")
+    bb.add_argument("names", nargs="*", metavar="NAME", help="default: mobilenet_v1 and xception")
+    bb.add_argument("--json", action="store_true", help="print JSON")
+    bb.add_argument("--all", action="store_true", help="every registered variant")
+
+    demo = sub.add_parser("demo", help="build the bundled sample collection and run the pipeline on it")
+    demo.add_argument("--lake", default=_default_lake())
+    demo.add_argument("--weights", default="imagenet")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_prefect(args.debug)
+    commands = {"run": _cmd_run, "sql": _cmd_sql, "backbones": _cmd_backbones, "demo": _cmd_demo}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("embedlake: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"embedlake: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _configure_prefect(debug: bool) -> None:
+    # Prefect's INFO lines drown the progress display; they still reach the Prefect API/UI
+    if not debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
+
+
+def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = False):
+    from embedlake.tasks.backbones import DEFAULT_BACKBONES, resolve_backbone
+    from embedlake.tasks.params import RunParams
+    from embedlake.tasks.weights import parse_weights_spec
+
+    if not Path(source).is_dir():
+        raise CliError(f"source {source!r} is not a folder")
+    names = [resolve_backbone(n).name for n in (args.backbones or DEFAULT_BACKBONES)]
+    parse_weights_spec(args.weights, names)  # fail on a bad --weights before Prefect starts
+    if args.metadata and not Path(args.metadata).is_file():
+        raise CliError(f"--metadata {args.metadata}: no such file")
+    if args.batch_size < 1:
+        raise CliError("--batch-size must be at least 1")
+    values: dict[str, Any] = dict(
+        source=str(Path(source).resolve()), lake=str(Path(args.lake).resolve()),
+        metadata=str(Path(args.metadata).resolve()) if args.metadata else None, key=args.key,
+        backbones=names, weights=args.weights, device=args.device, precision=args.precision,
+        batch_size=args.batch_size, workers=args.workers, random_fallback=random_fallback,
+    )
+    if args.max_pixels:
+        values["max_pixels"] = args.max_pixels
+    return RunParams(**values)
+
+
+def _execute(params) -> dict[str, Any]:
+    from embedlake.flows.pipeline import embed_collection
+
+    return embed_collection(params, progress=True)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    errors = ", ".join(f"{code} {n}" for code, n in summary["error_counts"].items()) or "none"
+    rate = summary.get("images_per_second")
+    lines = [
+        f"run {summary['run_id']} finished in {summary['seconds']:.1f} s on "
+        f"{summary['device']} ({summary['precision']})",
+        f"  files {summary['n_files']}: ok {summary['n_ok']}, error {summary['n_error']} ({errors})",
+        f"  images {summary['n_unique_images']} distinct: embedded {summary['n_embedded']}, "
+        f"already in the lake {summary['n_skipped']}"
+        + (f", {rate:.1f} images/s" if rate else ""),
+    ]
+    if summary.get("n_metadata_rows") is not None:
+        lines.append(
+            f"  metadata rows {summary['n_metadata_rows']}: without a file "
+            f"{summary['n_metadata_without_file']}; files without a row "
+            f"{summary['n_files_without_metadata']}"
+        )
+    lines.append(f"  lake {summary['lake']}")
+    print("\n".join(lines))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    params = _run_params(args, args.source)
+    summary = _execute(params)
+    _print_summary(summary)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from embedlake.data.sample import build_sample_collection
+
+    collection = build_sample_collection()
+    print(f"sample collection: {collection}")
+    args.metadata = str(collection / "metadata.csv")
+    args.key, args.backbones, args.device, args.precision = "path", None, "auto", "auto"
+    args.batch_size, args.workers, args.max_pixels = 32, -1, None
+    params = _run_params(args, str(collection / "images"), random_fallback=args.weights == "imagenet")
+    summary = _execute(params)
+    if summary["weights_random"]:
+        print(f"{_BANNER}\n{summary['message']}\n{_BANNER}", file=sys.stderr)
+    _print_summary(summary)
+    lake = summary["lake"]
+    print(
+        "\ntry:\n"
+        f"  embedlake sql --lake {lake} \"SELECT m.label, count(*) AS images "
+        "FROM images i JOIN metadata m USING (path) GROUP BY ALL ORDER BY images DESC\"\n"
+        f"  embedlake sql --lake {lake} \"SELECT image_id, similarity FROM "
+        "nearest((SELECT image_id FROM images WHERE path = 'cat/chelsea.jpg'), 'xception', 3)\""
+    )
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from embedlake.tasks.backbones import (
+        DEFAULT_BACKBONES,
+        all_backbone_names,
+        describe,
+        resolve_backbone,
+    )
+
+    names = all_backbone_names() if args.all else (args.names or list(DEFAULT_BACKBONES))
+    rows = [describe(resolve_backbone(name)) for name in names]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'name':<22}{'params':>12}{'MACs':>16}{'dim':>6}{'input':>7}  preprocessing / pretrained"
+    print(header)
+    for row in rows:
+        pre = row["preprocessing"]
+        print(
+            f"{row['name']:<22}{row['params']:>12,}{row['macs']:>16,}{row['embedding_dim']:>6}"
+            f"{row['input_size']:>7}  {pre['interpolation']}, crop {pre['crop_pct']}, "
+            f"mean {pre['mean'][0]} std {pre['std'][0]}; {row['pretrained_tag']}"
+        )
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from embedlake.tasks.catalog import check_read_only, connect_read_only
+    from embedlake.tasks.render import write_result
+
+    if args.format == "parquet" and not args.output:
+        raise CliError("--format parquet needs --output FILE")
+    lake = Path(args.lake)
+    with connect_read_only(lake) as con:
+        statements = check_read_only(con, args.query)
+        for statement in statements[:-1]:
+            con.execute(statement)
+        table = con.sql(statements[-1]).to_arrow_table()
+    write_result(table, args.format, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The embedlake run as a Prefect flow: a table of contents over the steps in `tasks.steps`.
+
+The flow holds the lake's writer lock for the whole run, so two runs on one lake never write at
+once: the second waits for the first (and says so). Readers never take the lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from embedlake.tasks import steps
+from embedlake.tasks.lake import lake_lock
+from embedlake.tasks.params import RunParams
+
+__all__ = ["embed_collection"]
+
+
+@flow(name="embedlake-run", log_prints=True)
+def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
+    """Inventory SOURCE, embed every new image with each backbone, and rebuild the catalog."""
+    logger = get_run_logger()
+    lake = Path(params.lake).expanduser().resolve()
+    with lake_lock(lake, on_wait=logger.warning):
+        ctx = steps.start_run(params)
+        try:
+            files = steps.discover_source(ctx)
+            backbones = steps.load_backbones(params)
+            outcome = steps.embed_images(ctx, files, backbones, progress)
+            sidecar = steps.attach_metadata(ctx, files)
+            summary = steps.finish_run(ctx, files, backbones, outcome, sidecar)
+        except BaseException as exc:
+            steps.record_failure(ctx, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            steps.build_catalog(lake)
+    return summary

@@ -1,0 +1,119 @@
+"""The DuckDB catalog: views and macros over the lake's Parquet, and read-only connections to it.
+
+`catalog.duckdb` holds no data. It is built from `sql/catalog/*.sql` (in name order) into a new
+file that is then renamed over the old one, so a reader never sees a half-built catalog and never
+waits on the writer. It can be rebuilt from the Parquet alone at any time (`build_catalog`).
+
+Read connections are locked down: read-only, no file access outside the lake, no extension
+loading, configuration frozen, and only statements that read (SELECT, EXPLAIN) are admitted,
+because DuckDB's read-only mode still lets COPY ... TO write files inside allowed directories.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from .lake import ensure_lake
+
+__all__ = [
+    "CATALOG_NAME",
+    "RefusedStatement",
+    "build_catalog",
+    "check_read_only",
+    "connect_read_only",
+    "latest_metadata_part",
+    "sql_text",
+]
+
+CATALOG_NAME = "catalog.duckdb"
+_READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+
+
+class RefusedStatement(ValueError):
+    """A statement that would do more than read."""
+
+
+def sql_text(*parts: str) -> str:
+    """The text of a file under the package's sql/ folder, e.g. sql_text('catalog', 'x.sql')."""
+    return resources.files("embedlake.sql").joinpath(*parts).read_text()
+
+
+def _sql_files(folder: str) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in resources.files("embedlake.sql").joinpath(folder).iterdir()
+        if entry.name.endswith(".sql")
+    )
+
+
+def _literal_path(path: Path) -> str:
+    # the lake path goes into DDL we write ourselves (DuckDB binds no parameters in CREATE VIEW);
+    # doubling quotes keeps any folder name a single string literal
+    return str(path.resolve()).replace("'", "''")
+
+
+def latest_metadata_part(lake: Path) -> Path:
+    parts = sorted(p for p in (lake / "metadata").glob("*.parquet") if p.name != "_schema.parquet")
+    return parts[-1] if parts else lake / "metadata" / "_schema.parquet"
+
+
+def build_catalog(lake: Path) -> Path:
+    """(Re)build LAKE/catalog.duckdb from the Parquet parts; atomic for readers."""
+    lake = ensure_lake(lake)
+    target = lake / CATALOG_NAME
+    tmp = lake / f"{CATALOG_NAME}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    replacements = {
+        "@LAKE@": _literal_path(lake),
+        "@METADATA_PART@": _literal_path(latest_metadata_part(lake)),
+    }
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            for name in _sql_files("catalog"):
+                text = sql_text("catalog", name)
+                for marker, value in replacements.items():
+                    text = text.replace(marker, value)
+                con.execute(text)
+            con.execute("CHECKPOINT")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return target
+
+
+def connect_read_only(lake: Path, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
+    """A connection to the catalog that can read the lake and nothing else."""
+    catalog = lake / CATALOG_NAME
+    if not catalog.is_file():
+        raise FileNotFoundError(
+            f"no catalog at {catalog}: run `embedlake run SOURCE --lake {lake}` first"
+        )
+    con = duckdb.connect(str(catalog), read_only=True, config={"memory_limit": memory_limit})
+    con.execute("SET allowed_directories = [$dir]", {"dir": str(lake.resolve()) + os.sep})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
+    """The statements of `query`, each checked to be a read; raises RefusedStatement."""
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise RefusedStatement(str(exc).splitlines()[0]) from exc
+    if not statements:
+        raise RefusedStatement("the query is empty")
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in _READ_ONLY_TYPES:
+            raise RefusedStatement(
+                f"only SELECT (and EXPLAIN) may run here; refused a {kind} statement"
+            )
+    return [statement.query for statement in statements]

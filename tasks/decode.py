@@ -1,0 +1,125 @@
+"""Decode each image once and cut the crop every requested backbone needs.
+
+The crops are exactly timm's eval pipeline for each pretrained config: the PIL stages of
+`create_transform(**resolve_data_config(...))` (bicubic resize of the short side, centre crop)
+are taken from timm itself and applied here; the float stages (ToTensor, Normalize) run on the
+device, on uint8 batches, in `tasks.embed` with the same arithmetic.
+
+Before cropping, an image is brought to 8-bit RGB the way a user expects: EXIF orientation
+applied, first frame of an animation or multi-page file, alpha composited on white, 16-bit and
+float modes scaled (not clipped) to 8 bits. Large JPEGs decode at a reduced size (libjpeg's DCT
+scaling) when the reduced image is still at least as large as every crop's resize target.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["CropPlan", "DecodeError", "crop_plans", "decode_for_backbones", "to_rgb"]
+
+_BACKGROUND = (255, 255, 255)
+
+
+class DecodeError(Exception):
+    """A file that cannot become pixels; `code` is one of discover.ERROR_CODES."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """The PIL stages of one backbone's timm eval transform."""
+
+    backbone: str
+    resize_short_side: int
+    stages: Any  # torchvision Compose of timm's Resize + CenterCrop
+
+
+def crop_plans(data_configs: dict[str, dict[str, Any]]) -> list[CropPlan]:
+    """One plan per backbone, from timm's own eval transform for its data config."""
+    from timm.data import create_transform
+    from torchvision import transforms
+
+    plans = []
+    for name, cfg in data_configs.items():
+        full = create_transform(**cfg, is_training=False)
+        pil_stages = [t for t in full.transforms if isinstance(t, (transforms.Resize, transforms.CenterCrop))]
+        if len(pil_stages) != len(full.transforms) - 2:
+            raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
+        resize = pil_stages[0]
+        short = resize.size if isinstance(resize.size, int) else min(resize.size)
+        plans.append(CropPlan(name, int(short), transforms.Compose(pil_stages)))
+    return plans
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB: alpha over white, wide modes rescaled to their own range, palettes expanded."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16"):
+            arr = arr / 65535.0 * 255.0
+        else:
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def decode_for_backbones(
+    path: Path, plans: list[CropPlan], max_pixels: int, reduce_jpeg: bool = True
+) -> dict[str, np.ndarray]:
+    """uint8 HWC crops, one per plan, from a single decode of `path`; raises DecodeError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > max_pixels:
+                    raise DecodeError(
+                        "decompression_bomb",
+                        f"{img.width}x{img.height} pixels exceeds the limit of {max_pixels}",
+                    )
+                if reduce_jpeg and img.format == "JPEG":
+                    _draft(img, max(p.resize_short_side for p in plans))
+                img.seek(0)
+                img.load()
+                rgb = to_rgb(ImageOps.exif_transpose(img))
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError("decompression_bomb", str(exc)) from exc
+    except OSError as exc:
+        text = str(exc)
+        code = "truncated" if "truncated" in text or "premature end" in text.lower() else "corrupt"
+        if "decoder" in text and "not available" in text:
+            code = "unsupported_format"
+        raise DecodeError(code, f"{type(exc).__name__}: {text}") from exc
+    except Exception as exc:  # Pillow plugins raise ValueError, SyntaxError, struct.error...
+        raise DecodeError("corrupt", f"{type(exc).__name__}: {exc}") from exc
+    return {plan.backbone: np.asarray(plan.stages(rgb), dtype=np.uint8) for plan in plans}
+
+
+def _draft(img: Image.Image, short_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the short side stays >= short_side."""
+    short = min(img.size)
+    scale = 1
+    while scale < 8 and short // (scale * 2) >= short_side:
+        scale *= 2
+    if scale > 1:
+        img.draft("RGB", (img.width // scale, img.height // scale))

@@ -1,0 +1,238 @@
+"""Discover: walk SOURCE and inventory every regular file as one row of `files`.
+
+Each row carries the relative path, size, mtime, the SHA-256 of the bytes (= `image_id`), and
+what the image header says (format, width, height, mode, EXIF) without decoding pixels. A file
+that is not an image, is empty, unreadable or over the pixel limit becomes a row with
+`status = 'error'` and an `error_code`; it never stops the walk.
+
+Skipped, by rule: hidden files and folders (a name starting with '.'), the lake itself when it
+lies inside SOURCE, and symlinks whose target lies outside SOURCE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ERROR_CODES",
+    "FILE_COLUMNS",
+    "discover_files",
+    "iter_source_files",
+    "probe_file",
+]
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default decompression-bomb threshold
+
+# The stable vocabulary of `files.error_code` (README documents each).
+ERROR_CODES = {
+    "empty_file": "the file has zero bytes",
+    "not_an_image": "no image format recognises the bytes",
+    "unsupported_format": "recognised, but Pillow cannot decode this variant",
+    "truncated": "the image data ends early",
+    "corrupt": "the image data is malformed",
+    "decompression_bomb": "more pixels than the configured limit",
+    "timeout": "decoding took longer than the per-file limit",
+    "unreadable": "the file could not be read (permissions, I/O error)",
+}
+
+FILE_COLUMNS = [
+    "path",
+    "size_bytes",
+    "mtime",
+    "image_id",
+    "status",
+    "error_code",
+    "error_message",
+    "format",
+    "width",
+    "height",
+    "mode",
+    "n_frames",
+    "exif_datetime",
+    "exif_make",
+    "exif_model",
+    "exif_orientation",
+    "exif_exposure_time",
+    "exif_f_number",
+    "exif_iso",
+    "exif_focal_length",
+    "gps_lat",
+    "gps_lon",
+]
+
+_HASH_CHUNK = 1 << 20
+
+
+def iter_source_files(source: Path, skip: list[Path] | None = None) -> list[Path]:
+    """Every regular file under `source` by the skip rules above, in a stable (sorted) order."""
+    source = source.resolve()
+    skip_resolved = [p.resolve() for p in (skip or [])]
+    found: list[Path] = []
+    for root, dirs, files in os.walk(source, followlinks=False):
+        root_path = Path(root)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and (root_path / d).resolve() not in skip_resolved
+        )
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = root_path / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(source) or not target.is_file():
+                    continue
+            elif not path.is_file():
+                continue
+            found.append(path)
+    return found
+
+
+def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+    """The `files` row for one file: stat, SHA-256, header and EXIF. Never raises."""
+    row: dict[str, Any] = dict.fromkeys(FILE_COLUMNS)
+    row["path"] = path.relative_to(source).as_posix()
+    row["status"] = "ok"
+    try:
+        stat = path.stat()
+        row["size_bytes"] = stat.st_size
+        row["mtime"] = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
+        row["image_id"] = _sha256(path)
+    except OSError as exc:
+        return _error(row, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
+    if row["size_bytes"] == 0:
+        return _error(row, "empty_file", "the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                row["format"] = img.format
+                row["width"], row["height"] = img.size
+                row["mode"] = img.mode
+                row["n_frames"] = getattr(img, "n_frames", 1)
+                if img.width * img.height > max_pixels:
+                    return _error(
+                        row,
+                        "decompression_bomb",
+                        f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds "
+                        f"the limit of {max_pixels}",
+                    )
+                row.update(read_exif(img))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _error(row, "decompression_bomb", str(exc))
+    except UnidentifiedImageError:
+        return _error(row, "not_an_image", "no image format recognises the bytes")
+    except OSError as exc:
+        return _error(row, "corrupt", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a broken header can raise anything from inside a Pillow plugin
+        return _error(row, "corrupt", f"{type(exc).__name__}: {exc}")
+    return row
+
+
+def discover_files(
+    source: Path, skip: list[Path] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[dict[str, Any]]:
+    """Probe every file under `source` (threads: hashing is I/O bound and releases the GIL)."""
+    source = source.resolve()
+    paths = iter_source_files(source, skip)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(lambda p: probe_file(p, source, max_pixels), paths))
+
+
+def _error(row: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    row["status"] = "error"
+    row["error_code"] = code
+    row["error_message"] = message
+    return row
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_TAG = {name: tag for tag, name in ExifTags.TAGS.items()}
+
+
+def read_exif(img: Image.Image) -> dict[str, Any]:
+    """EXIF fields users ask for; anything malformed is left out, never raised."""
+    out: dict[str, Any] = {}
+    try:
+        exif = img.getexif()
+    except Exception:  # malformed EXIF must not fail the image: keep what parses (nothing here)
+        return out
+    ifd = _safe(lambda: exif.get_ifd(ExifTags.IFD.Exif)) or {}
+    out["exif_make"] = _text(exif.get(_TAG["Make"]))
+    out["exif_model"] = _text(exif.get(_TAG["Model"]))
+    orientation = exif.get(_TAG["Orientation"])
+    out["exif_orientation"] = int(orientation) if isinstance(orientation, int) else None
+    out["exif_datetime"] = _exif_datetime(
+        ifd.get(_TAG["DateTimeOriginal"]) or exif.get(_TAG["DateTime"])
+    )
+    out["exif_exposure_time"] = _number(ifd.get(_TAG["ExposureTime"]))
+    out["exif_f_number"] = _number(ifd.get(_TAG["FNumber"]))
+    iso = ifd.get(_TAG["ISOSpeedRatings"])
+    out["exif_iso"] = _number(iso[0] if isinstance(iso, tuple) and iso else iso)
+    out["exif_focal_length"] = _number(ifd.get(_TAG["FocalLength"]))
+    gps = _safe(lambda: exif.get_ifd(ExifTags.IFD.GPSInfo)) or {}
+    out["gps_lat"] = _gps_degrees(gps.get(2), gps.get(1))
+    out["gps_lon"] = _gps_degrees(gps.get(4), gps.get(3))
+    return out
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception:  # a malformed sub-IFD is dropped; the rest of the EXIF still counts
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        value = value.strip("\x00 ").strip()
+        return value or None
+    return None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if number == number else None  # NaN from 0/0 rationals
+
+
+def _exif_datetime(value: Any) -> datetime | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _gps_degrees(dms: Any, ref: Any) -> float | None:
+    try:
+        degrees, minutes, seconds = (float(v) for v in dms)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    value = degrees + minutes / 60 + seconds / 3600
+    if _text(ref) in ("S", "W"):
+        value = -value
+    return round(value, 7)

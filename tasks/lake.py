@@ -1,0 +1,258 @@
+"""The lake on disk: Parquet parts per table, written atomically, and the writer's lock.
+
+Layout under LAKE/:
+    runs/<run_id>-<stage>.parquet      one row per run stage (started, then finished or aborted)
+    files/<run_id>.parquet             every discovered file of a run
+    embeddings/<run_id>-<seq>.parquet  embeddings, a part every few batches
+    metadata/<run_id>.parquet          the run's sidecar metadata, as given
+    catalog.duckdb                     views and macros over the parts (tasks.catalog)
+
+A part exists under its final name only once it is complete: it is written to a temporary name in
+the same folder, fsynced, then renamed into place (and the folder fsynced). Temporary files left
+by a killed run are removed by the next run, which holds the lake's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+__all__ = [
+    "EMBEDDINGS_SCHEMA",
+    "FILES_SCHEMA",
+    "METADATA_KEYS_SCHEMA",
+    "RUNS_SCHEMA",
+    "TABLES",
+    "LakeBusy",
+    "embedded_image_ids",
+    "ensure_lake",
+    "lake_lock",
+    "new_run_id",
+    "read_table",
+    "rows_to_table",
+    "to_json",
+    "remove_stale_temporaries",
+    "write_part_atomically",
+]
+
+TABLES = ("runs", "files", "embeddings", "metadata")
+_TMP_MARK = ".tmp-"
+
+_TS = pa.timestamp("us", tz="UTC")
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("stage", pa.string()),
+        ("started_at", _TS),
+        ("finished_at", _TS),
+        ("status", pa.string()),
+        ("source", pa.string()),
+        ("params", pa.string()),
+        ("n_files", pa.int64()),
+        ("n_ok", pa.int64()),
+        ("n_error", pa.int64()),
+        ("n_unique_images", pa.int64()),
+        ("n_embedded", pa.int64()),
+        ("n_skipped", pa.int64()),
+        ("error_counts", pa.string()),
+        ("n_metadata_rows", pa.int64()),
+        ("n_metadata_without_file", pa.int64()),
+        ("n_files_without_metadata", pa.int64()),
+        ("device", pa.string()),
+        ("precision", pa.string()),
+        ("weights", pa.string()),
+        ("weights_random", pa.bool_()),
+        ("seconds", pa.float64()),
+        ("images_per_second", pa.float64()),
+        ("versions", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+
+FILES_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("path", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("mtime", _TS),
+        ("image_id", pa.string()),
+        ("status", pa.string()),
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),
+        ("n_frames", pa.int32()),
+        ("exif_datetime", pa.timestamp("us")),
+        ("exif_make", pa.string()),
+        ("exif_model", pa.string()),
+        ("exif_orientation", pa.int32()),
+        ("exif_exposure_time", pa.float64()),
+        ("exif_f_number", pa.float64()),
+        ("exif_iso", pa.float64()),
+        ("exif_focal_length", pa.float64()),
+        ("gps_lat", pa.float64()),
+        ("gps_lon", pa.float64()),
+    ]
+)
+
+EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("backbone", pa.string()),
+        ("weights_id", pa.string()),
+        ("precision", pa.string()),
+        ("dim", pa.int32()),
+        ("embedding", pa.list_(pa.float32())),
+        ("norm", pa.float32()),
+        ("run_id", pa.string()),
+        ("created_at", _TS),
+    ]
+)
+
+# the metadata table's columns are the sidecar's own; these two are always there for joins
+METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string())])
+
+_SCHEMAS = {
+    "runs": RUNS_SCHEMA,
+    "files": FILES_SCHEMA,
+    "embeddings": EMBEDDINGS_SCHEMA,
+    "metadata": METADATA_KEYS_SCHEMA,
+}
+
+
+class LakeBusy(RuntimeError):
+    """Another run holds the lake's writer lock."""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: UTC time to the second plus 6 random hex digits."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def ensure_lake(lake: Path) -> Path:
+    """Create the lake's folders; write each table's zero-row schema part once.
+
+    The schema parts keep every view bindable before the first data lands (DuckDB refuses a
+    glob that matches nothing) and pin the column types for `union_by_name`.
+    """
+    lake.mkdir(parents=True, exist_ok=True)
+    for table in TABLES:
+        (lake / table).mkdir(exist_ok=True)
+    for table, schema in _SCHEMAS.items():
+        target = lake / table / "_schema.parquet"
+        if not target.exists():
+            write_part_atomically(schema.empty_table(), target)
+    return lake
+
+
+def write_part_atomically(table: pa.Table, target: Path) -> Path:
+    """Write `table` to `target`: temp file in the same folder, fsync, rename, fsync folder."""
+    tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        with tmp.open("wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(lake: Path) -> list[Path]:
+    """Delete temporaries a killed writer left behind; call only while holding the lock."""
+    removed = []
+    for path in lake.rglob(f"*{_TMP_MARK}*"):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def lake_lock(lake: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lake's writer lock (an OS file lock: released by the kernel if the run dies).
+
+    A second writer waits for the first; `on_wait` is told once that it is waiting.
+    Readers never take this lock.
+    """
+    lake.mkdir(parents=True, exist_ok=True)
+    path = lake / ".lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            if on_wait:
+                on_wait(f"the lake {lake} is being written by {holder}; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_table(lake: Path, table: str, columns: list[str] | None = None) -> pa.Table:
+    """All committed parts of one table (temporaries are never matched)."""
+    folder = lake / table
+    parts = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    if not parts:
+        schema = _SCHEMAS[table]
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
+    dataset = ds.dataset([str(p) for p in parts], format="parquet", schema=_SCHEMAS.get(table))
+    return dataset.to_table(columns=columns)
+
+
+def embedded_image_ids(lake: Path, backbone: str, weights_id: str, precision: str) -> set[str]:
+    """image_ids that already have an embedding for this backbone, weights and precision."""
+    table = read_table(lake, "embeddings", ["image_id", "backbone", "weights_id", "precision"])
+    if table.num_rows == 0:
+        return set()
+    frame = table.to_pandas()
+    hit = (
+        (frame["backbone"] == backbone)
+        & (frame["weights_id"] == weights_id)
+        & (frame["precision"] == precision)
+    )
+    return set(frame.loc[hit, "image_id"])
+
+
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """A table in `schema`'s column order from dict rows (missing keys become nulls)."""
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,26 @@
+"""The parameters of one run, typed, so the Prefect UI and the CLI show and validate the same."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .backbones import DEFAULT_BACKBONES
+from .discover import DEFAULT_MAX_PIXELS
+
+__all__ = ["RunParams"]
+
+
+class RunParams(BaseModel):
+    source: str = Field(description="folder of images (searched recursively)")
+    lake: str = Field(default="lake", description="the lake folder")
+    metadata: str | None = Field(default=None, description="sidecar CSV, Parquet or JSON lines")
+    key: str = Field(default="path", description="sidecar column that names the file")
+    backbones: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKBONES))
+    weights: str = Field(default="imagenet", description="imagenet | random | DIR | NAME=PATH,...")
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = Field(default=32, ge=1)
+    workers: int = Field(default=-1, description="decode processes; -1 = automatic, 0 = none")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
+    random_fallback: bool = False

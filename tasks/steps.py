@@ -1,0 +1,324 @@
+"""The steps of a run, as plain functions with thin Prefect task wrappers.
+
+start -> discover -> load backbones -> embed (writing parts as it goes) -> sidecar -> finish ->
+catalog. Each step takes and returns plain data, so it can be tested without the engine
+(`step.fn(...)`), and the flow in `flows.pipeline` only composes them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from . import catalog, discover, lake
+from .backbones import resolve_backbone
+from .decode import crop_plans
+from .embed import EmbedItem, Embedder, iter_embedded_batches, resolve_device, resolve_precision
+from .metadata import SidecarResult, join_sidecar, read_sidecar
+from .params import RunParams
+from .progress import Progress
+from .weights import LoadedBackbone, WeightsError, load_backbone, parse_weights_spec
+
+__all__ = [
+    "EmbedOutcome",
+    "RunContext",
+    "attach_metadata",
+    "build_catalog",
+    "discover_source",
+    "embed_images",
+    "finish_run",
+    "load_backbones",
+    "record_failure",
+    "start_run",
+]
+
+_PART_ROWS = 4096  # embedding rows per Parquet part: a killed run loses at most this much work
+_SMALL_RUN = 64  # below this many images, worker start-up costs more than it saves
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    lake: Path
+    source: Path
+    started_at: datetime
+    params: RunParams
+
+
+@dataclass
+class BackboneSet:
+    loaded: list[LoadedBackbone]
+    weights_random: bool
+    message: str | None = None
+
+
+@dataclass
+class EmbedOutcome:
+    device: str
+    precision: str
+    n_unique_images: int = 0
+    n_embedded: int = 0
+    n_skipped: int = 0
+    seconds: float = 0.0
+    decode_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def _log():
+    import logging
+
+    try:
+        return get_run_logger()
+    except Exception:  # outside a flow or task run (unit tests, `.fn` calls)
+        return logging.getLogger("embedlake")
+
+
+def _stage_row(ctx: RunContext, stage: str, status: str, **values: Any) -> pa.Table:
+    row = {
+        "run_id": ctx.run_id,
+        "stage": stage,
+        "status": status,
+        "started_at": ctx.started_at,
+        "source": str(ctx.source),
+        "params": lake.to_json(ctx.params.model_dump()),
+        "versions": lake.to_json(_versions()),
+        **values,
+    }
+    return lake.rows_to_table([row], lake.RUNS_SCHEMA)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("embedlake", "torch", "timm", "prefect", "duckdb", "pillow", "pyarrow"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def start_run_fn(params: RunParams) -> RunContext:
+    """Prepare the lake (we hold its lock): clear temporaries, mark dead runs, record the start."""
+    source = Path(params.source).expanduser().resolve()
+    if not source.is_dir():
+        raise FileNotFoundError(f"source {params.source} is not a folder")
+    root = lake.ensure_lake(Path(params.lake).expanduser().resolve())
+    removed = lake.remove_stale_temporaries(root)
+    if removed:
+        _log().warning("removed %d temporary file(s) left by an interrupted run", len(removed))
+    started = datetime.now(UTC)
+    ctx = RunContext(lake.new_run_id(started), root, source, started, params)
+    runs = lake.read_table(root, "runs", ["run_id", "stage"]).to_pylist()
+    ended = {r["run_id"] for r in runs if r["stage"] != "started"}
+    for dead in sorted({r["run_id"] for r in runs} - ended):
+        # we hold the lock, so a run that only ever started is not running: it was killed
+        row = lake.rows_to_table(
+            [{"run_id": dead, "stage": "aborted", "status": "aborted", "finished_at": started,
+              "message": f"found unfinished by run {ctx.run_id}"}],
+            lake.RUNS_SCHEMA,
+        )
+        lake.write_part_atomically(row, root / "runs" / f"{dead}-2-aborted.parquet")
+    lake.write_part_atomically(
+        _stage_row(ctx, "started", "running"), root / "runs" / f"{ctx.run_id}-0-started.parquet"
+    )
+    return ctx
+
+
+def discover_source_fn(ctx: RunContext) -> list[dict[str, Any]]:
+    rows = discover.discover_files(ctx.source, skip=[ctx.lake], max_pixels=ctx.params.max_pixels)
+    _log().info("discovered %d files under %s", len(rows), ctx.source)
+    return rows
+
+
+def load_backbones_fn(params: RunParams) -> BackboneSet:
+    """Load every requested backbone; only the demo may fall back to random weights, loudly."""
+    specs = [resolve_backbone(name) for name in params.backbones]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--backbone given twice: {', '.join(names)}")
+    sources = parse_weights_spec(params.weights, names)
+    try:
+        return BackboneSet([load_backbone(s, sources[s.name]) for s in specs], False)
+    except WeightsError as exc:
+        if not params.random_fallback:
+            raise
+        message = f"RANDOM WEIGHTS: ImageNet weights unavailable ({exc}); embeddings are not meaningful"
+        _log().warning(message)
+        random = parse_weights_spec("random", names)
+        return BackboneSet([load_backbone(s, random[s.name]) for s in specs], True, message)
+
+
+def _auto_workers(requested: int, n_items: int) -> int:
+    if requested >= 0:
+        return requested
+    if n_items < _SMALL_RUN:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def embed_images_fn(
+    ctx: RunContext, files: list[dict[str, Any]], backbones: BackboneSet, progress: bool = False
+) -> EmbedOutcome:
+    """Embed each distinct ok image once per backbone that lacks it; write parts as it goes."""
+    params = ctx.params
+    device = resolve_device(params.device)
+    precision = resolve_precision(params.precision, device)
+    outcome = EmbedOutcome(device=device, precision=precision)
+
+    first_path: dict[str, Path] = {}
+    for row in files:
+        if row["status"] == "ok":
+            first_path.setdefault(row["image_id"], ctx.source / row["path"])
+    outcome.n_unique_images = len(first_path)
+
+    missing: dict[str, set[str]] = {}
+    for loaded in backbones.loaded:
+        done = lake.embedded_image_ids(ctx.lake, loaded.spec.name, loaded.weights_id, precision)
+        missing[loaded.spec.name] = set(first_path) - done
+    todo = sorted(set().union(*missing.values())) if missing else []
+    outcome.n_skipped = len(first_path) - len(todo)
+    if not todo:
+        return outcome
+
+    embedder = Embedder(backbones.loaded, device, precision)
+    plans = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
+    items = [EmbedItem(image_id, first_path[image_id]) for image_id in todo]
+    workers = _auto_workers(params.workers, len(items))
+    _log().info(
+        "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
+        len(items), outcome.n_skipped, device, precision, params.batch_size, workers,
+    )
+    pending: list[dict[str, Any]] = []
+    seq = 0
+
+    def flush() -> None:
+        nonlocal seq, pending
+        if pending:
+            part = ctx.lake / "embeddings" / f"{ctx.run_id}-{seq:06d}.parquet"
+            lake.write_part_atomically(lake.rows_to_table(pending, lake.EMBEDDINGS_SCHEMA), part)
+            seq, pending = seq + 1, []
+
+    started = time.perf_counter()
+    with Progress("embedding", total=len(items), enabled=progress) as bar:
+        for batch in iter_embedded_batches(
+            items, embedder, plans,
+            batch_size=params.batch_size, workers=workers, max_pixels=params.max_pixels,
+        ):
+            now = datetime.now(UTC)
+            for image_id, code, message in batch.errors:
+                outcome.decode_errors[image_id] = (code, message)
+            for loaded in backbones.loaded:
+                name = loaded.spec.name
+                vectors, norms = batch.embeddings.get(name), batch.norms.get(name)
+                for i, image_id in enumerate(batch.ok_ids):
+                    if image_id in missing[name]:
+                        pending.append({
+                            "image_id": image_id, "backbone": name,
+                            "weights_id": loaded.weights_id, "precision": precision,
+                            "dim": int(vectors.shape[1]), "embedding": vectors[i],
+                            "norm": float(norms[i]), "run_id": ctx.run_id, "created_at": now,
+                        })
+            outcome.n_embedded += len(batch.ok_ids)
+            if len(pending) >= _PART_ROWS:
+                flush()
+            bar.advance(len(batch.ok_ids) + len(batch.errors))
+    flush()
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def attach_metadata_fn(ctx: RunContext, files: list[dict[str, Any]]) -> SidecarResult | None:
+    """Store the sidecar as this run's metadata part, with path and image_id for joins."""
+    if not ctx.params.metadata:
+        return None
+    result = join_sidecar(read_sidecar(Path(ctx.params.metadata)), ctx.params.key, files)
+    table = pa.Table.from_pandas(result.frame, preserve_index=False)
+    lake.write_part_atomically(table, ctx.lake / "metadata" / f"{ctx.run_id}.parquet")
+    return result
+
+
+def finish_run_fn(
+    ctx: RunContext,
+    files: list[dict[str, Any]],
+    backbones: BackboneSet,
+    outcome: EmbedOutcome,
+    sidecar: SidecarResult | None,
+) -> dict[str, Any]:
+    """Write the run's files part (decode errors applied) and its 'finished' row; the summary."""
+    rows = []
+    for row in files:
+        row = {**row, "run_id": ctx.run_id}
+        error = outcome.decode_errors.get(row["image_id"]) if row["status"] == "ok" else None
+        if error:
+            row.update(status="error", error_code=error[0], error_message=error[1])
+        rows.append(row)
+    lake.write_part_atomically(
+        lake.rows_to_table(rows, lake.FILES_SCHEMA), ctx.lake / "files" / f"{ctx.run_id}.parquet"
+    )
+    codes = Counter(r["error_code"] for r in rows if r["status"] == "error")
+    finished = datetime.now(UTC)
+    n_new = outcome.n_embedded
+    summary = {
+        "run_id": ctx.run_id,
+        "status": "finished",
+        "finished_at": finished,
+        "n_files": len(rows),
+        "n_ok": sum(r["status"] == "ok" for r in rows),
+        "n_error": sum(r["status"] == "error" for r in rows),
+        "n_unique_images": outcome.n_unique_images,
+        "n_embedded": n_new,
+        "n_skipped": outcome.n_skipped,
+        "error_counts": lake.to_json(dict(sorted(codes.items()))),
+        "n_metadata_rows": sidecar.n_rows if sidecar else None,
+        "n_metadata_without_file": sidecar.n_without_file if sidecar else None,
+        "n_files_without_metadata": sidecar.n_files_without_row if sidecar else None,
+        "device": outcome.device,
+        "precision": outcome.precision,
+        "weights": lake.to_json({b.spec.name: b.weights_id for b in backbones.loaded}),
+        "weights_random": backbones.weights_random,
+        "seconds": (finished - ctx.started_at).total_seconds(),
+        "images_per_second": n_new / outcome.seconds if outcome.seconds > 0 else None,
+        "message": backbones.message,
+    }
+    lake.write_part_atomically(
+        _stage_row(ctx, "finished", **summary),
+        ctx.lake / "runs" / f"{ctx.run_id}-1-finished.parquet",
+    )
+    return {**summary, "error_counts": dict(sorted(codes.items())), "lake": str(ctx.lake)}
+
+
+def record_failure_fn(ctx: RunContext, message: str) -> None:
+    lake.write_part_atomically(
+        _stage_row(ctx, "failed", "failed", finished_at=datetime.now(UTC), message=message),
+        ctx.lake / "runs" / f"{ctx.run_id}-1-failed.parquet",
+    )
+
+
+def build_catalog_fn(root: Path) -> Path:
+    return catalog.build_catalog(root)
+
+
+def _as_task(fn, name: str, **options):
+    # models, file lists and contexts are not cacheable inputs: every step runs every time
+    return task(fn, name=name, cache_policy=NO_CACHE, **options)
+
+
+start_run = _as_task(start_run_fn, "start-run")
+discover_source = _as_task(discover_source_fn, "discover")
+load_backbones = _as_task(load_backbones_fn, "load-backbones")
+embed_images = _as_task(embed_images_fn, "embed")
+attach_metadata = _as_task(attach_metadata_fn, "sidecar-metadata")
+finish_run = _as_task(finish_run_fn, "finish-run")
+record_failure = _as_task(record_failure_fn, "record-failure")
+build_catalog = _as_task(build_catalog_fn, "build-catalog", retries=2, retry_delay_seconds=1)
