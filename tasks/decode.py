@@ -8,7 +8,7 @@ device, on uint8 batches, in `tasks.embed` with the same arithmetic.
 Before cropping, an image is brought to 8-bit RGB the way a user expects: EXIF orientation
 applied, first frame of an animation or multi-page file, alpha composited on white, 16-bit and
 float modes scaled (not clipped) to 8 bits. Large JPEGs decode at a reduced size (libjpeg's DCT
-scaling) when the reduced image is still at least as large as every crop's resize target.
+scaling) when the reduced image is still at least twice every crop's resize target.
 """
 
 from __future__ import annotations
@@ -116,10 +116,15 @@ def decode_for_backbones(
 
 
 def _draft(img: Image.Image, short_side: int) -> None:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the short side stays >= short_side."""
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the short side stays >= 2 x short_side.
+
+    The 2x margin keeps the bicubic resize that follows a real downscale, so a drafted image's
+    crop stays close to the full decode's; photos under 2x the target decode in full (bit-exact
+    parity with timm's pipeline).
+    """
     short = min(img.size)
     scale = 1
-    while scale < 8 and short // (scale * 2) >= short_side:
+    while scale < 8 and short // (scale * 2) >= 2 * short_side:
         scale *= 2
     if scale > 1:
         img.draft("RGB", (img.width // scale, img.height // scale))

@@ -1,0 +1,89 @@
+"""Shared fixtures: an isolated, offline environment and small generated collections."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports prefect or huggingface_hub: no network, no telemetry, no ~/.prefect.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="embedlake-prefect-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
+
+
+def photo(name: str):
+    """A real photo from scikit-image's bundled data, as an RGB PIL image."""
+    from PIL import Image
+
+    data = resources.files("skimage.data").joinpath(name).read_bytes()
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def jpeg_bytes(img, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def make_collection(root: Path, n_photos: int = 4) -> dict[str, str]:
+    """Good photos, a resized copy, a byte-identical copy and broken files; returns path -> label."""
+    labels = {}
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PHOTOS[:n_photos]:
+        stem = name.split(".")[0]
+        (root / "good").mkdir(exist_ok=True)
+        (root / "good" / f"{stem}.jpg").write_bytes(jpeg_bytes(photo(name)))
+        labels[f"good/{stem}.jpg"] = stem
+    first = root / "good" / f"{PHOTOS[0].split('.')[0]}.jpg"
+    (root / "copies").mkdir(exist_ok=True)
+    (root / "copies" / "same_bytes.jpg").write_bytes(first.read_bytes())
+    labels["copies/same_bytes.jpg"] = PHOTOS[0].split(".")[0]
+    img = photo(PHOTOS[0])
+    (root / "copies" / "smaller.jpg").write_bytes(
+        jpeg_bytes(img.resize((img.width // 2, img.height // 2)), quality=70)
+    )
+    labels["copies/smaller.jpg"] = PHOTOS[0].split(".")[0]
+    (root / "broken").mkdir(exist_ok=True)
+    (root / "broken" / "empty.jpg").write_bytes(b"")
+    (root / "broken" / "truncated.jpg").write_bytes(first.read_bytes()[:3000])
+    (root / "broken" / "readme.txt").write_text("not an image")
+    return labels
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory) -> tuple[Path, Path]:
+    """(SOURCE, metadata.csv) of a small generated collection, shared read-only by tests."""
+    root = tmp_path_factory.mktemp("collection")
+    labels = make_collection(root / "images")
+    meta = root / "metadata.csv"
+    meta.write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in labels.items()))
+    return root / "images", meta
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server for the whole session; yields its API URL for subprocesses."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def cli_env(prefect_api) -> dict[str, str]:
+    """Environment for `embedlake` subprocesses: offline, sharing the session's Prefect server."""
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = prefect_api
+    env.pop("EMBEDLAKE_LAKE", None)
+    return env

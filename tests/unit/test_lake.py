@@ -1,0 +1,93 @@
+"""Atomic Parquet parts, stale temporaries, and the catalog rebuilt from Parquet alone."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embedlake.tasks import lake
+from embedlake.tasks.catalog import (
+    RefusedStatement,
+    build_catalog,
+    check_read_only,
+    connect_read_only,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _embedding_rows(n: int, run_id: str = "r1") -> pa.Table:
+    rows = [
+        {"image_id": f"{i:064x}", "backbone": "mobilenet_v1", "weights_id": "w", "precision": "fp32",
+         "dim": 4, "embedding": [1.0, 0.0, 0.0, 0.0], "norm": 2.0, "run_id": run_id}
+        for i in range(n)
+    ]
+    return lake.rows_to_table(rows, lake.EMBEDDINGS_SCHEMA)
+
+
+def test_part_appears_complete_or_not_at_all(tmp_path, monkeypatch):
+    target = tmp_path / "part.parquet"
+
+    def write_half_then_die(table, where, **kwargs):
+        where.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", write_half_then_die)
+    with pytest.raises(OSError, match="disk full"):
+        lake.write_part_atomically(_embedding_rows(3), target)
+    assert list(tmp_path.iterdir()) == []  # neither the part nor its temporary
+
+
+def test_part_round_trips(tmp_path):
+    target = lake.write_part_atomically(_embedding_rows(5), tmp_path / "p.parquet")
+    assert pq.read_table(target).num_rows == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["p.parquet"]
+
+
+def test_stale_temporaries_are_removed_and_never_read(tmp_path):
+    root = lake.ensure_lake(tmp_path / "lake")
+    stale = root / "embeddings" / "r0-000000.parquet.tmp-999-abc"
+    stale.write_bytes(b"half written")
+    assert lake.read_table(root, "embeddings").num_rows == 0
+    assert lake.remove_stale_temporaries(root) == [stale]
+    assert not stale.exists()
+
+
+def test_catalog_is_rebuilt_from_parquet_alone(tmp_path):
+    root = lake.ensure_lake(tmp_path / "lake")
+    lake.write_part_atomically(_embedding_rows(7), root / "embeddings" / "r1-000000.parquet")
+    build_catalog(root)
+    (root / "catalog.duckdb").unlink()
+    build_catalog(root)
+    with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 7
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"runs", "files", "images", "embeddings", "metadata"} <= views
+    assert not list(root.glob("catalog.duckdb.tmp*"))
+
+
+def test_empty_lake_has_every_view_with_its_columns(tmp_path):
+    root = lake.ensure_lake(tmp_path / "lake")
+    build_catalog(root)
+    with connect_read_only(root) as con:
+        cols = {r[0] for r in con.execute("DESCRIBE files").fetchall()}
+        assert {"run_id", "path", "size_bytes", "mtime", "image_id", "status", "error_code",
+                "error_message", "format", "width", "height", "mode", "gps_lat", "gps_lon"} <= cols
+        assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+
+
+def test_read_connections_refuse_writes_and_outside_reads(tmp_path):
+    root = lake.ensure_lake(tmp_path / "lake")
+    build_catalog(root)
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    with connect_read_only(root) as con:
+        for statement in (f"COPY (SELECT 1) TO '{root}/x.csv'", "CREATE TABLE t (a INT)",
+                          "ATTACH ':memory:' AS m", "INSTALL httpfs", "SET threads = 1"):
+            with pytest.raises(RefusedStatement):
+                check_read_only(con, statement)
+        with pytest.raises(duckdb.Error, match="Permission|disabled"):
+            con.execute(f"SELECT * FROM read_csv('{outside}')").fetchall()
+    assert not (root / "x.csv").exists()
