@@ -28,19 +28,34 @@ def _default_lake() -> str:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", default=_default_lake(), help="lake folder (default: ./lake or $EMBEDLAKE_LAKE)")
-    parser.add_argument("--metadata", help="sidecar metadata: CSV, Parquet or JSON lines")
-    parser.add_argument("--key", default="path", help="sidecar column naming the file: path (default) or image_id")
     parser.add_argument(
-        "--backbone", action="append", dest="backbones", metavar="NAME",
-        help="backbone to run, repeatable (default: mobilenet_v1 and xception); see `embedlake backbones`",
+        "--lake", default=_default_lake(), help="lake folder (default: ./lake or $EMBEDLAKE_LAKE)"
     )
-    parser.add_argument("--weights", default="imagenet", help="imagenet (default) | random | DIR | NAME=PATH[,NAME=PATH]")
+    parser.add_argument("--metadata", help="sidecar metadata: CSV, Parquet or JSON lines")
+    parser.add_argument(
+        "--key", default="path", help="sidecar column naming the file: path (default) or image_id"
+    )
+    parser.add_argument(
+        "--backbone",
+        action="append",
+        dest="backbones",
+        metavar="NAME",
+        help="repeatable (default: mobilenet_v1 and xception); see `embedlake backbones`",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (default) | random | DIR | NAME=PATH[,NAME=PATH]",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=-1, help="decode processes (default: automatic; 0 = none)")
-    parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit per image")
+    parser.add_argument(
+        "--workers", type=int, default=-1, help="decode processes (default: automatic; 0 = none)"
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=None, help="decompression-bomb limit per image"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     bb.add_argument("--json", action="store_true", help="print JSON")
     bb.add_argument("--all", action="store_true", help="every registered variant")
 
-    demo = sub.add_parser("demo", help="build the bundled sample collection and run the pipeline on it")
+    demo = sub.add_parser(
+        "demo", help="build the bundled sample collection and run the pipeline on it"
+    )
     demo.add_argument("--lake", default=_default_lake())
     demo.add_argument("--weights", default="imagenet")
     return parser
@@ -90,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _configure_prefect(debug: bool) -> None:
-    # Prefect's INFO lines drown the progress display; they still reach the Prefect API/UI
+    # Prefect's console lines (and its tracebacks of failed tasks) would drown the progress
+    # display and the one-line error; they all still reach the Prefect API and its UI.
     if not debug:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
+        for handler in ("", "_FLOW_RUNS", "_TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_CONSOLE{handler}_LEVEL", "CRITICAL")
 
 
 def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = False):
@@ -111,10 +128,17 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
     values: dict[str, Any] = dict(
-        source=str(Path(source).resolve()), lake=str(Path(args.lake).resolve()),
-        metadata=str(Path(args.metadata).resolve()) if args.metadata else None, key=args.key,
-        backbones=names, weights=args.weights, device=args.device, precision=args.precision,
-        batch_size=args.batch_size, workers=args.workers, random_fallback=random_fallback,
+        source=str(Path(source).resolve()),
+        lake=str(Path(args.lake).resolve()),
+        metadata=str(Path(args.metadata).resolve()) if args.metadata else None,
+        key=args.key,
+        backbones=names,
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        random_fallback=random_fallback,
     )
     if args.max_pixels:
         values["max_pixels"] = args.max_pixels
@@ -133,10 +157,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     lines = [
         f"run {summary['run_id']} finished in {summary['seconds']:.1f} s on "
         f"{summary['device']} ({summary['precision']})",
-        f"  files {summary['n_files']}: ok {summary['n_ok']}, error {summary['n_error']} ({errors})",
+        f"  files {summary['n_files']}: ok {summary['n_ok']}, "
+        f"error {summary['n_error']} ({errors})",
         f"  images {summary['n_unique_images']} distinct: embedded {summary['n_embedded']}, "
-        f"already in the lake {summary['n_skipped']}"
-        + (f", {rate:.1f} images/s" if rate else ""),
+        f"already in the lake {summary['n_skipped']}" + (f", {rate:.1f} images/s" if rate else ""),
     ]
     if summary.get("n_metadata_rows") is not None:
         lines.append(
@@ -163,7 +187,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     args.metadata = str(collection / "metadata.csv")
     args.key, args.backbones, args.device, args.precision = "path", None, "auto", "auto"
     args.batch_size, args.workers, args.max_pixels = 32, -1, None
-    params = _run_params(args, str(collection / "images"), random_fallback=args.weights == "imagenet")
+    params = _run_params(
+        args, str(collection / "images"), random_fallback=args.weights == "imagenet"
+    )
     summary = _execute(params)
     if summary["weights_random"]:
         print(f"{_BANNER}\n{summary['message']}\n{_BANNER}", file=sys.stderr)
@@ -171,9 +197,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     lake = summary["lake"]
     print(
         "\ntry:\n"
-        f"  embedlake sql --lake {lake} \"SELECT m.label, count(*) AS images "
-        "FROM images i JOIN metadata m USING (path) GROUP BY ALL ORDER BY images DESC\"\n"
-        f"  embedlake sql --lake {lake} \"SELECT image_id, similarity FROM "
+        f'  embedlake sql --lake {lake} "SELECT m.label, count(*) AS images '
+        'FROM images i JOIN metadata m USING (path) GROUP BY ALL ORDER BY images DESC"\n'
+        f'  embedlake sql --lake {lake} "SELECT image_id, similarity FROM '
         "nearest((SELECT image_id FROM images WHERE path = 'cat/chelsea.jpg'), 'xception', 3)\""
     )
     return 0
@@ -192,7 +218,9 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'name':<22}{'params':>12}{'MACs':>16}{'dim':>6}{'input':>7}  preprocessing / pretrained"
+    header = (
+        f"{'name':<22}{'params':>12}{'MACs':>16}{'dim':>6}{'input':>7}  preprocessing / pretrained"
+    )
     print(header)
     for row in rows:
         pre = row["preprocessing"]

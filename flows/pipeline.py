@@ -6,24 +6,28 @@ once: the second waits for the first (and says so). Readers never take the lock.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
-
-from prefect import flow, get_run_logger
 
 from embedlake.tasks import steps
 from embedlake.tasks.lake import lake_lock
 from embedlake.tasks.params import RunParams
+from prefect import flow, get_run_logger
 
 __all__ = ["embed_collection"]
 
 
-@flow(name="embedlake-run", log_prints=True)
+def _say_waiting(message: str) -> None:
+    get_run_logger().warning(message)
+    print(f"embedlake: {message}", file=sys.stderr, flush=True)
+
+
+@flow(name="embedlake-run")
 def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
     """Inventory SOURCE, embed every new image with each backbone, and rebuild the catalog."""
-    logger = get_run_logger()
     lake = Path(params.lake).expanduser().resolve()
-    with lake_lock(lake, on_wait=logger.warning):
+    with lake_lock(lake, on_wait=_say_waiting):
         ctx = steps.start_run(params)
         try:
             files = steps.discover_source(ctx)

@@ -88,7 +88,11 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
 
 
 def _mobilenet(alpha: float, resolution: int) -> BackboneSpec:
-    name = "mobilenet_v1" if (alpha, resolution) == (1.0, 224) else f"mobilenet_v1_{alpha}_{resolution}"
+    name = (
+        "mobilenet_v1"
+        if (alpha, resolution) == (1.0, 224)
+        else f"mobilenet_v1_{alpha}_{resolution}"
+    )
     return BackboneSpec(
         name=name,
         family="mobilenet_v1",
@@ -139,9 +143,7 @@ def build_model(spec: BackboneSpec, *, num_classes: int = 0) -> torch.nn.Module:
     """A randomly initialised timm model for `spec`, in eval mode; num_classes=0 drops the head."""
     import timm
 
-    if spec.family == "xception":
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes)
-    elif spec.alpha == 1.0:
+    if spec.family == "xception" or spec.alpha == 1.0:
         model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes)
     else:
         # timm registers MobileNet v1 at alpha 1.0 only; its generator takes the multiplier

@@ -52,7 +52,9 @@ def crop_plans(data_configs: dict[str, dict[str, Any]]) -> list[CropPlan]:
     plans = []
     for name, cfg in data_configs.items():
         full = create_transform(**cfg, is_training=False)
-        pil_stages = [t for t in full.transforms if isinstance(t, (transforms.Resize, transforms.CenterCrop))]
+        pil_stages = [
+            t for t in full.transforms if isinstance(t, (transforms.Resize, transforms.CenterCrop))
+        ]
         if len(pil_stages) != len(full.transforms) - 2:
             raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
         resize = pil_stages[0]

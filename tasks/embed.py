@@ -116,7 +116,9 @@ class Embedder:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def embed(self, crops: dict[str, torch.Tensor]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def embed(
+        self, crops: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """uint8 NHWC batches per backbone -> (unit embeddings, raw norms) as float32 arrays."""
         import torch
 

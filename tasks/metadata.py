@@ -60,7 +60,8 @@ def join_sidecar(frame: pd.DataFrame, key: str, files: list[dict[str, Any]]) -> 
     """Attach `path` and `image_id` to each sidecar row and count what does not match."""
     if key not in frame.columns:
         raise MetadataError(
-            f"--key {key}: the sidecar has no such column (columns: {', '.join(map(str, frame.columns))})"
+            f"--key {key}: the sidecar has no such column "
+            f"(columns: {', '.join(map(str, frame.columns))})"
         )
     if key not in ("path", "image_id"):
         raise MetadataError(f"--key {key}: the key must be 'path' or 'image_id'")

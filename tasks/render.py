@@ -43,8 +43,16 @@ def write_result(table: pa.Table, fmt: str, output: str | None = None) -> None:
                 frame[column] = frame[column].map(_shorten)
         import pandas as pd
 
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50,
-                               "display.width", 200, "display.max_colwidth", 80):
+        with pd.option_context(
+            "display.max_rows",
+            200,
+            "display.max_columns",
+            50,
+            "display.width",
+            200,
+            "display.max_colwidth",
+            80,
+        ):
             text = frame.to_string(index=False) if len(frame.columns) else "(no columns)"
         text += f"\n({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
     elif fmt == "json":

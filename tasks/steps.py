@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from . import catalog, discover, lake
 from .backbones import resolve_backbone
 from .decode import crop_plans
-from .embed import EmbedItem, Embedder, iter_embedded_batches, resolve_device, resolve_precision
+from .embed import Embedder, EmbedItem, iter_embedded_batches, resolve_device, resolve_precision
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import RunParams
 from .progress import Progress
@@ -124,8 +124,15 @@ def start_run_fn(params: RunParams) -> RunContext:
     for dead in sorted({r["run_id"] for r in runs} - ended):
         # we hold the lock, so a run that only ever started is not running: it was killed
         row = lake.rows_to_table(
-            [{"run_id": dead, "stage": "aborted", "status": "aborted", "finished_at": started,
-              "message": f"found unfinished by run {ctx.run_id}"}],
+            [
+                {
+                    "run_id": dead,
+                    "stage": "aborted",
+                    "status": "aborted",
+                    "finished_at": started,
+                    "message": f"found unfinished by run {ctx.run_id}",
+                }
+            ],
             lake.RUNS_SCHEMA,
         )
         lake.write_part_atomically(row, root / "runs" / f"{dead}-2-aborted.parquet")
@@ -153,7 +160,9 @@ def load_backbones_fn(params: RunParams) -> BackboneSet:
     except WeightsError as exc:
         if not params.random_fallback:
             raise
-        message = f"RANDOM WEIGHTS: ImageNet weights unavailable ({exc}); embeddings are not meaningful"
+        message = (
+            f"RANDOM WEIGHTS: ImageNet weights unavailable ({exc}); embeddings are not meaningful"
+        )
         _log().warning(message)
         random = parse_weights_spec("random", names)
         return BackboneSet([load_backbone(s, random[s.name]) for s in specs], True, message)
@@ -197,7 +206,12 @@ def embed_images_fn(
     workers = _auto_workers(params.workers, len(items))
     _log().info(
         "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
-        len(items), outcome.n_skipped, device, precision, params.batch_size, workers,
+        len(items),
+        outcome.n_skipped,
+        device,
+        precision,
+        params.batch_size,
+        workers,
     )
     pending: list[dict[str, Any]] = []
     seq = 0
@@ -212,8 +226,12 @@ def embed_images_fn(
     started = time.perf_counter()
     with Progress("embedding", total=len(items), enabled=progress) as bar:
         for batch in iter_embedded_batches(
-            items, embedder, plans,
-            batch_size=params.batch_size, workers=workers, max_pixels=params.max_pixels,
+            items,
+            embedder,
+            plans,
+            batch_size=params.batch_size,
+            workers=workers,
+            max_pixels=params.max_pixels,
         ):
             now = datetime.now(UTC)
             for image_id, code, message in batch.errors:
@@ -223,12 +241,19 @@ def embed_images_fn(
                 vectors, norms = batch.embeddings.get(name), batch.norms.get(name)
                 for i, image_id in enumerate(batch.ok_ids):
                     if image_id in missing[name]:
-                        pending.append({
-                            "image_id": image_id, "backbone": name,
-                            "weights_id": loaded.weights_id, "precision": precision,
-                            "dim": int(vectors.shape[1]), "embedding": vectors[i],
-                            "norm": float(norms[i]), "run_id": ctx.run_id, "created_at": now,
-                        })
+                        pending.append(
+                            {
+                                "image_id": image_id,
+                                "backbone": name,
+                                "weights_id": loaded.weights_id,
+                                "precision": precision,
+                                "dim": int(vectors.shape[1]),
+                                "embedding": vectors[i],
+                                "norm": float(norms[i]),
+                                "run_id": ctx.run_id,
+                                "created_at": now,
+                            }
+                        )
             outcome.n_embedded += len(batch.ok_ids)
             if len(pending) >= _PART_ROWS:
                 flush()

@@ -88,7 +88,9 @@ def parse_weights_spec(spec: str, backbones: list[str]) -> dict[str, WeightsSour
         return {name: WeightsSource("file", given[name]) for name in backbones}
     folder = Path(spec).expanduser()
     if folder.is_file():
-        raise WeightsError(f"--weights {spec}: a single file needs a backbone, e.g. xception={spec}")
+        raise WeightsError(
+            f"--weights {spec}: a single file needs a backbone, e.g. xception={spec}"
+        )
     if not folder.is_dir():
         raise WeightsError(
             f"--weights {spec!r}: not 'imagenet', 'random', a folder or NAME=PATH pairs"
@@ -195,7 +197,5 @@ def _load_file_into(model: torch.nn.Module, spec: BackboneSpec, path: Path) -> N
             shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
             problems.append(f"{label}: {shown}")
     if problems:
-        raise WeightsError(
-            f"{path} does not fit {spec.name} ({spec.arch}): " + "; ".join(problems)
-        )
+        raise WeightsError(f"{path} does not fit {spec.name} ({spec.arch}): " + "; ".join(problems))
     model.load_state_dict(state, strict=True)

@@ -36,7 +36,7 @@ def jpeg_bytes(img, quality: int = 90) -> bytes:
 
 
 def make_collection(root: Path, n_photos: int = 4) -> dict[str, str]:
-    """Good photos, a resized copy, a byte-identical copy and broken files; returns path -> label."""
+    """Good photos, a resized copy, an identical copy and broken files; returns path -> label."""
     labels = {}
     root.mkdir(parents=True, exist_ok=True)
     for name in PHOTOS[:n_photos]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from embedlake.tasks.backbones import (
     ALPHAS,
     RESOLUTIONS,
@@ -67,7 +66,9 @@ def test_every_registered_name_resolves_to_itself(name):
     assert resolve_backbone(name).name == name
 
 
-@pytest.mark.parametrize("bad", ["mobilenet_v2", "mobilenet_v1_0.6_224", "mobilenet_v1_1.0_100", "xception65"])
+@pytest.mark.parametrize(
+    "bad", ["mobilenet_v2", "mobilenet_v1_0.6_224", "mobilenet_v1_1.0_100", "xception65"]
+)
 def test_unknown_names_are_refused(bad):
     with pytest.raises(UnknownBackbone, match="unknown backbone"):
         resolve_backbone(bad)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from embedlake.tasks.discover import discover_files, iter_source_files
 from PIL import Image
 
-from embedlake.tasks.discover import discover_files, iter_source_files
 from tests.conftest import jpeg_bytes, make_collection, photo
 
 pytestmark = pytest.mark.unit
@@ -20,7 +20,12 @@ def test_every_file_is_a_row_with_status_and_code(tmp_path):
     assert rows["broken/readme.txt"]["error_code"] == "not_an_image"
     good = rows["good/astronaut.jpg"]
     assert (good["status"], good["format"], good["width"], good["height"], good["mode"]) == (
-        "ok", "JPEG", 512, 512, "RGB")
+        "ok",
+        "JPEG",
+        512,
+        512,
+        "RGB",
+    )
     assert good["image_id"] == rows["copies/same_bytes.jpg"]["image_id"]
     assert len(good["image_id"]) == 64
     assert len(rows) == 7
@@ -40,7 +45,9 @@ def test_hidden_files_lake_and_escaping_symlinks_are_skipped(tmp_path):
     (src / "link_in.jpg").symlink_to(src / "good" / "astronaut.jpg")
     names = {p.relative_to(src).as_posix() for p in iter_source_files(src, skip=[src / "lake"])}
     assert "link_in.jpg" in names
-    assert not {n for n in names if n.startswith((".", "lake/")) or "/." in n or n == "link_out.jpg"}
+    assert not {
+        n for n in names if n.startswith((".", "lake/")) or "/." in n or n == "link_out.jpg"
+    }
 
 
 def test_exif_and_gps_values(tmp_path):

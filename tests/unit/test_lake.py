@@ -6,7 +6,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from embedlake.tasks import lake
 from embedlake.tasks.catalog import (
     RefusedStatement,
@@ -20,8 +19,16 @@ pytestmark = pytest.mark.unit
 
 def _embedding_rows(n: int, run_id: str = "r1") -> pa.Table:
     rows = [
-        {"image_id": f"{i:064x}", "backbone": "mobilenet_v1", "weights_id": "w", "precision": "fp32",
-         "dim": 4, "embedding": [1.0, 0.0, 0.0, 0.0], "norm": 2.0, "run_id": run_id}
+        {
+            "image_id": f"{i:064x}",
+            "backbone": "mobilenet_v1",
+            "weights_id": "w",
+            "precision": "fp32",
+            "dim": 4,
+            "embedding": [1.0, 0.0, 0.0, 0.0],
+            "norm": 2.0,
+            "run_id": run_id,
+        }
         for i in range(n)
     ]
     return lake.rows_to_table(rows, lake.EMBEDDINGS_SCHEMA)
@@ -63,7 +70,12 @@ def test_catalog_is_rebuilt_from_parquet_alone(tmp_path):
     build_catalog(root)
     with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 7
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        views = {
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
     assert {"runs", "files", "images", "embeddings", "metadata"} <= views
     assert not list(root.glob("catalog.duckdb.tmp*"))
 
@@ -73,8 +85,22 @@ def test_empty_lake_has_every_view_with_its_columns(tmp_path):
     build_catalog(root)
     with connect_read_only(root) as con:
         cols = {r[0] for r in con.execute("DESCRIBE files").fetchall()}
-        assert {"run_id", "path", "size_bytes", "mtime", "image_id", "status", "error_code",
-                "error_message", "format", "width", "height", "mode", "gps_lat", "gps_lon"} <= cols
+        assert {
+            "run_id",
+            "path",
+            "size_bytes",
+            "mtime",
+            "image_id",
+            "status",
+            "error_code",
+            "error_message",
+            "format",
+            "width",
+            "height",
+            "mode",
+            "gps_lat",
+            "gps_lon",
+        } <= cols
         assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 0
 
 
@@ -84,8 +110,13 @@ def test_read_connections_refuse_writes_and_outside_reads(tmp_path):
     outside = tmp_path / "secret.csv"
     outside.write_text("a\n1\n")
     with connect_read_only(root) as con:
-        for statement in (f"COPY (SELECT 1) TO '{root}/x.csv'", "CREATE TABLE t (a INT)",
-                          "ATTACH ':memory:' AS m", "INSTALL httpfs", "SET threads = 1"):
+        for statement in (
+            f"COPY (SELECT 1) TO '{root}/x.csv'",
+            "CREATE TABLE t (a INT)",
+            "ATTACH ':memory:' AS m",
+            "INSTALL httpfs",
+            "SET threads = 1",
+        ):
             with pytest.raises(RefusedStatement):
                 check_read_only(con, statement)
         with pytest.raises(duckdb.Error, match="Permission|disabled"):

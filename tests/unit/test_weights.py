@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from embedlake.tasks.backbones import build_model, resolve_backbone
 from embedlake.tasks.weights import WeightsError, load_backbone, parse_weights_spec
 
@@ -63,7 +62,9 @@ def test_mismatched_checkpoint_is_refused_naming_the_keys(tmp_path):
     path = tmp_path / "wrong.pth"
     torch.save(other.state_dict(), path)
     source = parse_weights_spec(f"{NAME}={path}", [NAME])[NAME]
-    with pytest.raises(WeightsError, match=r"does not fit mobilenet_v1_0.25_128.*shape: blocks\.0\.0\.bn1\.bias"):
+    with pytest.raises(
+        WeightsError, match=r"does not fit mobilenet_v1_0.25_128.*shape: blocks\.0\.0\.bn1\.bias"
+    ):
         load_backbone(resolve_backbone(NAME), source)
 
 

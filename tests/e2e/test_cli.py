@@ -1,0 +1,220 @@
+"""The CLI in subprocesses, checked through a separate read-only DuckDB connection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+# DESIGN.md's contract: these columns must exist (more are allowed)
+CONTRACT = {
+    "runs": {
+        "run_id",
+        "started_at",
+        "finished_at",
+        "status",
+        "source",
+        "params",
+        "n_files",
+        "n_ok",
+        "n_error",
+        "n_embedded",
+        "n_skipped",
+        "device",
+        "precision",
+        "versions",
+    },
+    "files": {
+        "run_id",
+        "path",
+        "size_bytes",
+        "mtime",
+        "image_id",
+        "status",
+        "error_code",
+        "error_message",
+        "format",
+        "width",
+        "height",
+        "mode",
+        "exif_datetime",
+        "exif_make",
+        "exif_model",
+        "exif_orientation",
+        "gps_lat",
+        "gps_lon",
+    },
+    "images": {"path", "image_id", "status", "width", "height"},
+    "embeddings": {
+        "image_id",
+        "backbone",
+        "weights_id",
+        "precision",
+        "dim",
+        "embedding",
+        "norm",
+        "run_id",
+    },
+    "metadata": {"path", "image_id", "label"},
+}
+
+
+def embedlake(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "embedlake.flows.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def lake_run(collection, tmp_path_factory, prefect_api):
+    import os
+
+    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+    source, meta = collection
+    lake = tmp_path_factory.mktemp("e2e") / "lake"
+    done = embedlake(
+        "run",
+        str(source),
+        "--lake",
+        str(lake),
+        "--weights",
+        "random",
+        "--metadata",
+        str(meta),
+        env=env,
+    )
+    return done, lake, env
+
+
+def test_run_exits_zero_and_reports(lake_run):
+    done, lake, _ = lake_run
+    assert done.returncode == 0, done.stderr
+    assert "files 9: ok 6, error 3" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_views_match_the_design_contract(lake_run):
+    _, lake, _ = lake_run
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        for view, columns in CONTRACT.items():
+            have = {row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()}
+            assert columns <= have, (view, columns - have)
+        statuses = dict(
+            con.execute("SELECT path, coalesce(error_code, status) FROM files").fetchall()
+        )
+        assert statuses["broken/empty.jpg"] == "empty_file"
+        assert statuses["broken/truncated.jpg"] == "truncated"
+        assert statuses["broken/readme.txt"] == "not_an_image"
+        assert statuses["copies/same_bytes.jpg"] == "ok"
+        # identical bytes under two paths: one embedding per backbone
+        counts = con.execute("""
+            SELECT e.backbone, count(*) FROM embeddings e
+            JOIN (SELECT DISTINCT image_id FROM files WHERE path IN
+                  ('good/astronaut.jpg', 'copies/same_bytes.jpg')) USING (image_id)
+            GROUP BY 1 ORDER BY 1""").fetchall()
+        assert counts == [("mobilenet_v1", 1), ("xception", 1)]
+        dims = con.execute("""SELECT backbone, min(dim), max(len(embedding)),
+                              min(list_dot_product(embedding, embedding))
+                              FROM embeddings GROUP BY 1 ORDER BY 1""").fetchall()
+        assert [d[:3] for d in dims] == [("mobilenet_v1", 1024, 1024), ("xception", 2048, 2048)]
+        assert all(abs(d[3] - 1) < 1e-4 for d in dims)
+        labels = con.execute("""SELECT m.label FROM files f JOIN metadata m USING (path)
+                                WHERE f.path = 'copies/smaller.jpg'""").fetchall()
+        assert labels == [("astronaut",)]
+        joined_by_id = con.execute(
+            "SELECT count(*) FROM images i JOIN metadata m USING (image_id)"
+        ).fetchone()[0]
+        assert joined_by_id >= 6
+
+
+def test_parts_read_with_pyarrow(lake_run):
+    _, lake, _ = lake_run
+    parts = sorted(lake.glob("*/*.parquet"))
+    assert {p.parent.name for p in parts} == {"runs", "files", "embeddings", "metadata"}
+    rows = sum(pq.read_table(p).num_rows for p in (lake / "embeddings").glob("*.parquet"))
+    assert rows == 10
+
+
+def test_sql_command_formats_and_refuses_writes(lake_run):
+    _, lake, env = lake_run
+    out = embedlake(
+        "sql",
+        "SELECT backbone, count(*) AS n FROM embeddings GROUP BY 1 ORDER BY 1",
+        "--lake",
+        str(lake),
+        "--format",
+        "json",
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"backbone": "mobilenet_v1", "n": 5},
+        {"backbone": "xception", "n": 5},
+    ]
+    refused = embedlake(
+        "sql", f"COPY (SELECT 1) TO '{lake}/evil.csv'", "--lake", str(lake), env=env
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("embedlake: error:") and len(refused.stderr.splitlines()) == 1
+    assert not (lake / "evil.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "/no/such/folder", "--weights", "random"], "is not a folder"),
+        (["run", ".", "--backbone", "resnet50", "--weights", "random"], "unknown backbone"),
+        (["run", ".", "--weights", "/no/such/dir"], "not 'imagenet', 'random'"),
+        (["sql", "SELECT 1", "--lake", "/no/such/lake"], "no catalog at"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_nonzero(args, message, cli_env, tmp_path):
+    done = embedlake(*args, env=cli_env, cwd=tmp_path)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_imagenet_weights_unavailable_is_one_line(collection, cli_env, tmp_path):
+    source, _ = collection
+    done = embedlake("run", str(source), "--lake", str(tmp_path / "lake"), env=cli_env)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("embedlake: error: ImageNet weights for") and "--weights random" in last
+    assert "Traceback" not in done.stderr
+
+
+def test_backbones_json_reproduces_the_papers(cli_env):
+    done = embedlake("backbones", "--json", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)}
+    assert rows["xception"]["params_with_classifier"] == 22_855_952
+    assert round(rows["mobilenet_v1"]["params_with_classifier"] / 1e6, 1) == 4.2
+    assert {
+        "params",
+        "macs",
+        "embedding_dim",
+        "input_size",
+        "preprocessing",
+        "pretrained_tag",
+    } <= set(rows["mobilenet_v1"])
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["sql"], ["backbones"], ["demo"]])
+def test_help_everywhere(command, cli_env):
+    done = embedlake(*command, "--help", env=cli_env)
+    assert done.returncode == 0 and "usage: embedlake" in done.stdout

@@ -1,0 +1,64 @@
+"""The run flow under Prefect's test harness: contract, dedup, incremental rerun, failure rows."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+from embedlake.flows.pipeline import embed_collection
+from embedlake.tasks.params import RunParams
+from embedlake.tasks.weights import WeightsError
+
+pytestmark = pytest.mark.flows
+
+FAST = ["mobilenet_v1_0.25_128", "xception"]
+
+
+def _params(source, lake, **extra):
+    return RunParams(
+        source=str(source),
+        lake=str(lake),
+        backbones=FAST,
+        weights="random",
+        workers=0,
+        batch_size=4,
+        **extra,
+    )
+
+
+def test_run_then_rerun_embeds_only_what_is_new(prefect_api, collection, tmp_path):
+    source, meta = collection
+    lake = tmp_path / "lake"
+    first = embed_collection(_params(source, lake, metadata=str(meta)))
+    assert first["status"] == "finished"
+    assert first["n_files"] == 9 and first["n_error"] == 3
+    assert first["error_counts"] == {"empty_file": 1, "not_an_image": 1, "truncated": 1}
+    # 4 photos + the smaller copy; the byte-identical copy is embedded once
+    assert first["n_embedded"] == 5 and first["n_skipped"] == 0
+
+    second = embed_collection(_params(source, lake))
+    assert (second["n_embedded"], second["n_skipped"]) == (0, 5)
+
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        per_backbone = dict(
+            con.execute("SELECT backbone, count(*) FROM embeddings GROUP BY 1").fetchall()
+        )
+        assert per_backbone == {"mobilenet_v1_0.25_128": 5, "xception": 5}
+        runs = con.execute(
+            "SELECT status, n_embedded, n_skipped FROM runs ORDER BY started_at"
+        ).fetchall()
+        assert runs == [("finished", 5, 0), ("finished", 0, 5)]
+        run_ids = {r[0] for r in con.execute("SELECT DISTINCT run_id FROM embeddings").fetchall()}
+        assert run_ids == {first["run_id"]}
+        assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 6
+        dims = dict(con.execute("SELECT backbone, max(dim) FROM embeddings GROUP BY 1").fetchall())
+        assert dims == {"mobilenet_v1_0.25_128": 256, "xception": 2048}
+
+
+def test_a_failed_run_is_recorded_and_leaves_the_lake_readable(prefect_api, collection, tmp_path):
+    source, _ = collection
+    lake = tmp_path / "lake"
+    with pytest.raises(WeightsError):
+        embed_collection(_params(source, lake).model_copy(update={"weights": "imagenet"}))
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        ((status, message),) = con.execute("SELECT status, message FROM runs").fetchall()
+    assert status == "failed" and "ImageNet weights" in message
