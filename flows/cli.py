@@ -56,6 +56,21 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=None, help="decompression-bomb limit per image"
     )
+    parser.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a file may take to decode before it becomes a 'timeout' error row",
+    )
+    parser.add_argument(
+        "--pillow-plugin",
+        action="append",
+        dest="pillow_plugins",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (or call MODULE:FUNCTION) to register more formats, e.g. "
+        "pillow_heif:register_heif_opener; repeatable",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +154,8 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         batch_size=args.batch_size,
         workers=args.workers,
         random_fallback=random_fallback,
+        decode_timeout=args.decode_timeout,
+        pillow_plugins=args.pillow_plugins,
     )
     if args.max_pixels:
         values["max_pixels"] = args.max_pixels
@@ -187,6 +204,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     args.metadata = str(collection / "metadata.csv")
     args.key, args.backbones, args.device, args.precision = "path", None, "auto", "auto"
     args.batch_size, args.workers, args.max_pixels = 32, -1, None
+    args.decode_timeout, args.pillow_plugins = 30.0, []
     params = _run_params(
         args, str(collection / "images"), random_fallback=args.weights == "imagenet"
     )

@@ -1,6 +1,7 @@
 """Embed: uint8 crops in, L2-normalised embeddings (and their raw norms) out, in batches.
 
-Decoding runs in DataLoader worker processes, overlapped with the forward passes. Batches travel
+Decoding runs in replaceable worker processes (tasks.decode_pool), overlapped with the forward
+passes. Batches travel
 as uint8 NHWC and are normalised on the device with timm's arithmetic (x/255 - mean) / std, then
 laid out channels_last. Forward passes run under `torch.inference_mode()` at the run's precision:
 fp32, or bf16/fp16 autocast. Every input item yields a result: an embedding per backbone, or the
@@ -12,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .decode import CropPlan, DecodeError, decode_for_backbones
+from .decode import CropPlan
+from .decode_pool import Decoded, DecodeJob, iter_decoded
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PRECISIONS",
     "BatchResult",
-    "EmbedItem",
     "Embedder",
     "cpu_has_native_bf16",
     "iter_embedded_batches",
@@ -35,12 +36,6 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class EmbedItem:
-    image_id: str
-    path: Path
 
 
 @dataclass
@@ -141,65 +136,56 @@ class Embedder:
         return embeddings, norms
 
 
-class _CropDataset:
-    """Map-style dataset for DataLoader workers: item -> crops or a decode error."""
-
-    def __init__(self, items: list[EmbedItem], plans: list[CropPlan], max_pixels: int):
-        self.items = items
-        self.plans = plans
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[str, dict[str, np.ndarray] | None, Any]:
-        item = self.items[index]
-        try:
-            return item.image_id, decode_for_backbones(item.path, self.plans, self.max_pixels), None
-        except DecodeError as exc:
-            return item.image_id, None, (exc.code, exc.message)
-
-
-def _collate(samples: list[tuple[str, dict[str, np.ndarray] | None, Any]]) -> dict[str, Any]:
+def _stack(decoded: list[Decoded], pin: bool) -> dict[str, torch.Tensor]:
     import torch
 
-    ok = [(image_id, crops) for image_id, crops, _ in samples if crops is not None]
-    errors = [(image_id, err[0], err[1]) for image_id, crops, err in samples if crops is None]
-    stacked: dict[str, torch.Tensor] = {}
-    if ok:
-        for name in ok[0][1]:
-            stacked[name] = torch.from_numpy(np.stack([crops[name] for _, crops in ok]))
-    return {"ok_ids": [image_id for image_id, _ in ok], "crops": stacked, "errors": errors}
+    batch = {}
+    for name in decoded[0].crops:
+        tensor = torch.from_numpy(np.stack([d.crops[name] for d in decoded]))
+        batch[name] = tensor.pin_memory() if pin else tensor
+    return batch
 
 
 def iter_embedded_batches(
-    items: list[EmbedItem],
+    jobs: list[DecodeJob],
     embedder: Embedder,
     plans: list[CropPlan],
     *,
     batch_size: int,
     workers: int,
     max_pixels: int,
+    decode_timeout: float,
+    pillow_plugins: list[str] | None = None,
 ) -> Iterator[BatchResult]:
-    """Decode (in `workers` processes; 0 = in this process) and embed `items`, batch by batch."""
-    from torch.utils.data import DataLoader
+    """Decode `jobs` (in `workers` replaceable processes) and embed them, batch by batch."""
+    pin = embedder.device.type == "cuda"
+    ready: list[Decoded] = []
+    errors: list[tuple[str, str, str]] = []
 
-    if not items:
-        return
-    loader = DataLoader(
-        _CropDataset(items, plans, max_pixels),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=embedder.device.type == "cuda",
-        # forkserver: workers must not inherit Prefect's threads and locks by fork()
-        multiprocessing_context="forkserver" if workers > 0 else None,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    for batch in loader:
-        if batch["ok_ids"]:
-            embeddings, norms = embedder.embed(batch["crops"])
+    def run_batch() -> BatchResult:
+        nonlocal ready, errors
+        if ready:
+            embeddings, norms = embedder.embed(_stack(ready, pin))
         else:
             embeddings, norms = {}, {}
-        yield BatchResult(batch["ok_ids"], embeddings, norms, batch["errors"])
+        result = BatchResult([d.image_id for d in ready], embeddings, norms, errors)
+        ready, errors = [], []
+        return result
+
+    for decoded in iter_decoded(
+        jobs,
+        plans,
+        workers=workers,
+        timeout=decode_timeout,
+        max_pixels=max_pixels,
+        plugins=pillow_plugins,
+        window=max(64, 4 * batch_size),
+    ):
+        if decoded.crops is None:
+            errors.append((decoded.image_id, *decoded.error))
+        else:
+            ready.append(decoded)
+        if len(ready) >= batch_size:
+            yield run_batch()
+    if ready or errors:
+        yield run_batch()

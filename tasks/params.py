@@ -22,5 +22,11 @@ class RunParams(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     workers: int = Field(default=-1, description="decode processes; -1 = automatic, 0 = none")
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    decode_timeout: float = Field(
+        default=30.0, gt=0, description="seconds per file, then 'timeout'"
+    )
+    pillow_plugins: list[str] = Field(
+        default_factory=list, description="modules (or module:function) that register formats"
+    )
     # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
     random_fallback: bool = False

@@ -23,7 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from . import catalog, discover, lake
 from .backbones import resolve_backbone
 from .decode import crop_plans
-from .embed import Embedder, EmbedItem, iter_embedded_batches, resolve_device, resolve_precision
+from .decode_pool import DecodeJob, load_pillow_plugins
+from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import RunParams
 from .progress import Progress
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 _PART_ROWS = 4096  # embedding rows per Parquet part: a killed run loses at most this much work
-_SMALL_RUN = 64  # below this many images, worker start-up costs more than it saves
 
 
 @dataclass
@@ -143,6 +143,7 @@ def start_run_fn(params: RunParams) -> RunContext:
 
 
 def discover_source_fn(ctx: RunContext) -> list[dict[str, Any]]:
+    load_pillow_plugins(ctx.params.pillow_plugins)
     rows = discover.discover_files(ctx.source, skip=[ctx.lake], max_pixels=ctx.params.max_pixels)
     _log().info("discovered %d files under %s", len(rows), ctx.source)
     return rows
@@ -168,11 +169,10 @@ def load_backbones_fn(params: RunParams) -> BackboneSet:
         return BackboneSet([load_backbone(s, random[s.name]) for s in specs], True, message)
 
 
-def _auto_workers(requested: int, n_items: int) -> int:
+def _auto_workers(requested: int) -> int:
+    # at least one: only a worker process can be replaced when a decoder hangs
     if requested >= 0:
         return requested
-    if n_items < _SMALL_RUN:
-        return 0
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
@@ -202,8 +202,8 @@ def embed_images_fn(
 
     embedder = Embedder(backbones.loaded, device, precision)
     plans = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
-    items = [EmbedItem(image_id, first_path[image_id]) for image_id in todo]
-    workers = _auto_workers(params.workers, len(items))
+    items = [DecodeJob(image_id, first_path[image_id]) for image_id in todo]
+    workers = _auto_workers(params.workers)
     _log().info(
         "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
         len(items),
@@ -232,6 +232,8 @@ def embed_images_fn(
             batch_size=params.batch_size,
             workers=workers,
             max_pixels=params.max_pixels,
+            decode_timeout=params.decode_timeout,
+            pillow_plugins=params.pillow_plugins,
         ):
             now = datetime.now(UTC)
             for image_id, code, message in batch.errors:

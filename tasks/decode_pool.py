@@ -1,0 +1,131 @@
+"""Decode in worker processes that can be replaced: a file that hangs a decoder costs one worker.
+
+pebble's ProcessPool kills a worker whose task outlives its timeout and starts a fresh one, which
+multiprocessing's and DataLoader's pools cannot do; the file becomes a `timeout` error row and
+the run goes on. At most `window` files are in flight, so memory does not grow with the run.
+Results come back as they complete (order does not matter downstream).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, TimeoutError, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .decode import CropPlan, DecodeError, decode_for_backbones
+
+__all__ = ["DecodeJob", "Decoded", "load_pillow_plugins", "iter_decoded"]
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    image_id: str
+    path: Path
+
+
+@dataclass
+class Decoded:
+    image_id: str
+    crops: dict[str, np.ndarray] | None
+    error: tuple[str, str] | None = None
+
+
+def load_pillow_plugins(specs: list[str]) -> None:
+    """Import Pillow plugins: `module` or `module:register_function` (e.g. HEIF support)."""
+    for spec in specs:
+        module_name, _, function = spec.partition(":")
+        module = importlib.import_module(module_name)
+        if function:
+            getattr(module, function)()
+
+
+_PLANS: list[CropPlan] = []
+_MAX_PIXELS = 0
+
+
+def _init_worker(plans: list[CropPlan], max_pixels: int, plugins: list[str]) -> None:
+    global _PLANS, _MAX_PIXELS
+    _PLANS, _MAX_PIXELS = plans, max_pixels
+    load_pillow_plugins(plugins)
+
+
+def _decode_in_worker(path: Path) -> dict[str, np.ndarray] | tuple[str, str]:
+    try:
+        return decode_for_backbones(path, _PLANS, _MAX_PIXELS)
+    except DecodeError as exc:
+        return exc.code, exc.message
+
+
+def _decode_here(job: DecodeJob, plans: list[CropPlan], max_pixels: int) -> Decoded:
+    try:
+        return Decoded(job.image_id, decode_for_backbones(job.path, plans, max_pixels))
+    except DecodeError as exc:
+        return Decoded(job.image_id, None, (exc.code, exc.message))
+
+
+def iter_decoded(
+    jobs: list[DecodeJob],
+    plans: list[CropPlan],
+    *,
+    workers: int,
+    timeout: float,
+    max_pixels: int,
+    plugins: list[str] | None = None,
+    window: int = 64,
+) -> Iterator[Decoded]:
+    """Crops (or the error) for every job; `workers=0` decodes here, without a time limit."""
+    plugins = plugins or []
+    if workers == 0:
+        load_pillow_plugins(plugins)
+        for job in jobs:
+            yield _decode_here(job, plans, max_pixels)
+        return
+
+    from pebble import ProcessPool
+
+    # forkserver: workers must not inherit the parent's threads (Prefect, torch) through fork()
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPool(
+        max_workers=workers,
+        initializer=_init_worker,
+        initargs=(plans, max_pixels, plugins),
+        context=context,
+    ) as pool:
+        pending = {}
+        queue = iter(jobs)
+        try:
+            while True:
+                while len(pending) < window:
+                    job = next(queue, None)
+                    if job is None:
+                        break
+                    pending[pool.schedule(_decode_in_worker, args=(job.path,), timeout=timeout)] = (
+                        job
+                    )
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    yield _outcome(job, future, timeout)
+        finally:
+            pool.stop()
+
+
+def _outcome(job: DecodeJob, future, timeout: float) -> Decoded:
+    try:
+        result = future.result()
+    except TimeoutError:
+        return Decoded(job.image_id, None, ("timeout", f"decoding took over {timeout:g} s"))
+    except Exception as exc:  # the worker died (a decoder crashed the process): an error row
+        return Decoded(
+            job.image_id, None, ("corrupt", f"decoder crashed: {type(exc).__name__}: {exc}")
+        )
+    if isinstance(result, tuple):
+        return Decoded(job.image_id, None, result)
+    return Decoded(job.image_id, result)
