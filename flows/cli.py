@@ -57,6 +57,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--max-pixels", type=int, default=None, help="decompression-bomb limit per image"
     )
     parser.add_argument(
+        "--part-rows",
+        type=int,
+        default=4096,
+        help="embedding rows per Parquet part (a killed run keeps every finished part)",
+    )
+    parser.add_argument(
         "--decode-timeout",
         type=float,
         default=30.0,
@@ -99,8 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="build the bundled sample collection and run the pipeline on it"
     )
-    demo.add_argument("--lake", default=_default_lake())
-    demo.add_argument("--weights", default="imagenet")
+    _add_run_options(demo)
     return parser
 
 
@@ -155,6 +160,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         workers=args.workers,
         random_fallback=random_fallback,
         decode_timeout=args.decode_timeout,
+        part_rows=args.part_rows,
         pillow_plugins=args.pillow_plugins,
     )
     if args.max_pixels:
@@ -201,10 +207,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     collection = build_sample_collection()
     print(f"sample collection: {collection}")
-    args.metadata = str(collection / "metadata.csv")
-    args.key, args.backbones, args.device, args.precision = "path", None, "auto", "auto"
-    args.batch_size, args.workers, args.max_pixels = 32, -1, None
-    args.decode_timeout, args.pillow_plugins = 30.0, []
+    args.metadata, args.key = str(collection / "metadata.csv"), "path"
     params = _run_params(
         args, str(collection / "images"), random_fallback=args.weights == "imagenet"
     )

@@ -29,6 +29,7 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
     lake = Path(params.lake).expanduser().resolve()
     with lake_lock(lake, on_wait=_say_waiting):
         ctx = steps.start_run(params)
+        steps.build_catalog(lake)  # readers see the run as 'running' from the start
         try:
             files = steps.discover_source(ctx)
             backbones = steps.load_backbones(params)

@@ -22,6 +22,9 @@ class RunParams(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     workers: int = Field(default=-1, description="decode processes; -1 = automatic, 0 = none")
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    part_rows: int = Field(
+        default=4096, ge=1, description="embedding rows per Parquet part; a killed run keeps each"
+    )
     decode_timeout: float = Field(
         default=30.0, gt=0, description="seconds per file, then 'timeout'"
     )

@@ -43,8 +43,6 @@ __all__ = [
     "start_run",
 ]
 
-_PART_ROWS = 4096  # embedding rows per Parquet part: a killed run loses at most this much work
-
 
 @dataclass
 class RunContext:
@@ -119,23 +117,19 @@ def start_run_fn(params: RunParams) -> RunContext:
         _log().warning("removed %d temporary file(s) left by an interrupted run", len(removed))
     started = datetime.now(UTC)
     ctx = RunContext(lake.new_run_id(started), root, source, started, params)
-    runs = lake.read_table(root, "runs", ["run_id", "stage"]).to_pylist()
+    runs = lake.read_table(root, "runs").to_pylist()
     ended = {r["run_id"] for r in runs if r["stage"] != "started"}
-    for dead in sorted({r["run_id"] for r in runs} - ended):
+    for dead in (r for r in runs if r["run_id"] not in ended):
         # we hold the lock, so a run that only ever started is not running: it was killed
-        row = lake.rows_to_table(
-            [
-                {
-                    "run_id": dead,
-                    "stage": "aborted",
-                    "status": "aborted",
-                    "finished_at": started,
-                    "message": f"found unfinished by run {ctx.run_id}",
-                }
-            ],
-            lake.RUNS_SCHEMA,
-        )
-        lake.write_part_atomically(row, root / "runs" / f"{dead}-2-aborted.parquet")
+        aborted = {
+            **dead,
+            "stage": "aborted",
+            "status": "aborted",
+            "finished_at": started,
+            "message": f"found unfinished by run {ctx.run_id}",
+        }
+        target = root / "runs" / f"{dead['run_id']}-2-aborted.parquet"
+        lake.write_part_atomically(lake.rows_to_table([aborted], lake.RUNS_SCHEMA), target)
     lake.write_part_atomically(
         _stage_row(ctx, "started", "running"), root / "runs" / f"{ctx.run_id}-0-started.parquet"
     )
@@ -257,7 +251,7 @@ def embed_images_fn(
                             }
                         )
             outcome.n_embedded += len(batch.ok_ids)
-            if len(pending) >= _PART_ROWS:
+            if len(pending) >= params.part_rows:
                 flush()
             bar.advance(len(batch.ok_ids) + len(batch.errors))
     flush()

@@ -60,6 +60,21 @@ def make_collection(root: Path, n_photos: int = 4) -> dict[str, str]:
     return labels
 
 
+def make_distinct_photos(root: Path, n: int) -> list[Path]:
+    """`n` distinct JPEGs: crops of the bundled photos at varied offsets and sizes."""
+    root.mkdir(parents=True, exist_ok=True)
+    sources = [photo(name) for name in PHOTOS]
+    paths = []
+    for i in range(n):
+        img = sources[i % len(sources)]
+        step = i // len(sources)
+        box = (7 * step, 5 * step, img.width - 3 * step, img.height - 9 * step)
+        path = root / f"photo_{i:03d}.jpg"
+        path.write_bytes(jpeg_bytes(img.crop(box).resize((320, 240)), quality=85))
+        paths.append(path)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory) -> tuple[Path, Path]:
     """(SOURCE, metadata.csv) of a small generated collection, shared read-only by tests."""

@@ -1,0 +1,151 @@
+"""Exactly once under SIGKILL, and two writers on one lake, with the CLI in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import make_distinct_photos
+
+pytestmark = pytest.mark.e2e
+
+RUN = [sys.executable, "-m", "embedlake.flows.cli", "run"]
+
+
+def _start(source: Path, lake: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*RUN, str(source), "--lake", str(lake), "--weights", "random", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(condition, timeout: float = 180, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _data_parts(lake: Path, table: str) -> list[Path]:
+    return [p for p in (lake / table).glob("*.parquet") if p.name != "_schema.parquet"]
+
+
+def test_sigkill_mid_embedding_then_rerun_is_exactly_once(tmp_path, cli_env):
+    source = tmp_path / "photos"
+    n = 30
+    make_distinct_photos(source, n)
+    lake = tmp_path / "lake"
+    options = ("--batch-size", "2", "--part-rows", "2")
+    victim = _start(source, lake, cli_env, *options)
+    try:
+        _wait_for(
+            lambda: len(_data_parts(lake, "embeddings")) >= 3 or victim.poll() is not None,
+            what="three embedding parts",
+        )
+        assert victim.poll() is None, victim.communicate()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL) if victim.poll() is None else None
+    killed_parts = _data_parts(lake, "embeddings")
+    kept_rows = sum(pq.read_table(p).num_rows for p in killed_parts)  # every visible part is whole
+    assert 0 < kept_rows < 2 * n
+
+    rerun = subprocess.run(
+        [*RUN, str(source), "--lake", str(lake), "--weights", "random", *options],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert not list(lake.rglob("*.tmp-*"))
+    rows = [
+        pq.read_table(p).select(["image_id", "backbone"]).to_pylist()
+        for p in _data_parts(lake, "embeddings")
+    ]
+    keys = [(r["image_id"], r["backbone"]) for part in rows for r in part]
+    assert len(keys) == len(set(keys)) == 2 * n  # raw parts, not the deduplicating view
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        runs = con.execute(
+            "SELECT status, n_embedded, n_skipped FROM runs ORDER BY started_at"
+        ).fetchall()
+    assert runs[0][0] == "aborted"
+    assert runs[1][0] == "finished" and runs[1][1] + runs[1][2] == n and runs[1][2] >= 1
+    assert runs[1][2] == kept_rows // 2
+
+
+def test_two_writers_wait_and_readers_never_do(tmp_path, cli_env):
+    source = tmp_path / "photos"
+    make_distinct_photos(source, 24)
+    lake = tmp_path / "lake"
+    first = _start(source, lake, cli_env, "--batch-size", "2")
+    second = None
+    try:
+        _wait_for(
+            lambda: (
+                "pid" in _read(lake / ".lock")
+                and (lake / "catalog.duckdb").exists()
+                or first.poll() is not None
+            ),
+            what="the first run to hold the lake",
+        )
+        read = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "embedlake.flows.cli",
+                "sql",
+                "SELECT status FROM runs",
+                "--lake",
+                str(lake),
+                "--format",
+                "csv",
+            ],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert read.returncode == 0, read.stderr
+        assert "running" in read.stdout
+        assert first.poll() is None, "the reader must have run while the writer held the lake"
+        second = _start(source, lake, cli_env)
+        _, err2 = second.communicate(timeout=600)
+        _, err1 = first.communicate(timeout=600)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    assert "waiting for it to finish" in err2
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        runs = con.execute(
+            "SELECT status, n_embedded, n_skipped FROM runs ORDER BY started_at"
+        ).fetchall()
+        raw = con.execute(
+            f"SELECT count(*) FROM read_parquet('{lake}/embeddings/*.parquet')"
+        ).fetchone()[0]
+    assert runs == [("finished", 24, 0), ("finished", 0, 24)]
+    assert raw == 48
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
