@@ -137,10 +137,10 @@ def _configure_prefect(debug: bool) -> None:
 def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = False):
     from embedlake.tasks.backbones import DEFAULT_BACKBONES, resolve_backbone
     from embedlake.tasks.params import RunParams
+    from embedlake.tasks.sources import open_source
     from embedlake.tasks.weights import parse_weights_spec
 
-    if not Path(source).is_dir():
-        raise CliError(f"source {source!r} is not a folder")
+    opened = open_source(source)  # a local folder resolved, or a URL checked to be a folder
     names = [resolve_backbone(n).name for n in (args.backbones or DEFAULT_BACKBONES)]
     parse_weights_spec(args.weights, names)  # fail on a bad --weights before Prefect starts
     if args.metadata and not Path(args.metadata).is_file():
@@ -148,7 +148,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
     values: dict[str, Any] = dict(
-        source=str(Path(source).resolve()),
+        source=str(opened),
         lake=str(Path(args.lake).resolve()),
         metadata=str(Path(args.metadata).resolve()) if args.metadata else None,
         key=args.key,

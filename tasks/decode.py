@@ -13,6 +13,7 @@ scaling) when the reduced image is still at least twice every crop's resize targ
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_for_backbones(
-    path: Path, plans: list[CropPlan], max_pixels: int, reduce_jpeg: bool = True
+    file: Path | bytes, plans: list[CropPlan], max_pixels: int, reduce_jpeg: bool = True
 ) -> dict[str, np.ndarray]:
-    """uint8 HWC crops, one per plan, from a single decode of `path`; raises DecodeError."""
+    """uint8 HWC crops, one per plan, from a single decode of `file` (a path or its bytes).
+
+    Raises DecodeError.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as img:
                 if img.width * img.height > max_pixels:
                     raise DecodeError(
                         "decompression_bomb",

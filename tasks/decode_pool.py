@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, TimeoutError, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,10 @@ __all__ = ["DecodeJob", "Decoded", "load_pillow_plugins", "iter_decoded"]
 
 @dataclass(frozen=True)
 class DecodeJob:
+    """One image to decode: a local path, or a name that `reader` turns into bytes."""
+
     image_id: str
-    path: Path
+    location: Path | str
 
 
 @dataclass
@@ -54,16 +56,18 @@ def _init_worker(plans: list[CropPlan], max_pixels: int, plugins: list[str]) -> 
     load_pillow_plugins(plugins)
 
 
-def _decode_in_worker(path: Path) -> dict[str, np.ndarray] | tuple[str, str]:
+def _decode_in_worker(file: Path | bytes) -> dict[str, np.ndarray] | tuple[str, str]:
     try:
-        return decode_for_backbones(path, _PLANS, _MAX_PIXELS)
+        return decode_for_backbones(file, _PLANS, _MAX_PIXELS)
     except DecodeError as exc:
         return exc.code, exc.message
 
 
-def _decode_here(job: DecodeJob, plans: list[CropPlan], max_pixels: int) -> Decoded:
+def _decode_here(
+    file: Path | bytes, job: DecodeJob, plans: list[CropPlan], max_pixels: int
+) -> Decoded:
     try:
-        return Decoded(job.image_id, decode_for_backbones(job.path, plans, max_pixels))
+        return Decoded(job.image_id, decode_for_backbones(file, plans, max_pixels))
     except DecodeError as exc:
         return Decoded(job.image_id, None, (exc.code, exc.message))
 
@@ -76,14 +80,22 @@ def iter_decoded(
     timeout: float,
     max_pixels: int,
     plugins: list[str] | None = None,
+    reader: Callable[[str], bytes] | None = None,
     window: int = 64,
 ) -> Iterator[Decoded]:
-    """Crops (or the error) for every job; `workers=0` decodes here, without a time limit."""
+    """Crops (or the error) for every job; `workers=0` decodes here, without a time limit.
+
+    With a `reader`, each job's location is read into bytes here, just before it is scheduled.
+    """
     plugins = plugins or []
+
+    def payload(job: DecodeJob) -> Path | bytes:
+        return reader(str(job.location)) if reader else job.location
+
     if workers == 0:
         load_pillow_plugins(plugins)
         for job in jobs:
-            yield _decode_here(job, plans, max_pixels)
+            yield _decode_here(payload(job), job, plans, max_pixels)
         return
 
     from pebble import ProcessPool
@@ -104,9 +116,8 @@ def iter_decoded(
                     job = next(queue, None)
                     if job is None:
                         break
-                    pending[pool.schedule(_decode_in_worker, args=(job.path,), timeout=timeout)] = (
-                        job
-                    )
+                    future = pool.schedule(_decode_in_worker, args=(payload(job),), timeout=timeout)
+                    pending[future] = job
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

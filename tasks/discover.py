@@ -12,14 +12,17 @@ lies inside SOURCE, and symlinks whose target lies outside SOURCE.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import ExifTags, Image, UnidentifiedImageError
+
+from .sources import RemoteFile, RemoteSource
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -99,10 +102,8 @@ def iter_source_files(source: Path, skip: list[Path] | None = None) -> list[Path
 
 
 def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
-    """The `files` row for one file: stat, SHA-256, header and EXIF. Never raises."""
-    row: dict[str, Any] = dict.fromkeys(FILE_COLUMNS)
-    row["path"] = path.relative_to(source).as_posix()
-    row["status"] = "ok"
+    """The `files` row for one local file: stat, SHA-256, header and EXIF. Never raises."""
+    row = _new_row(path.relative_to(source).as_posix())
     try:
         stat = path.stat()
         row["size_bytes"] = stat.st_size
@@ -110,12 +111,38 @@ def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -
         row["image_id"] = _sha256(path)
     except OSError as exc:
         return _error(row, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
+    return _probe_image(row, path, max_pixels)
+
+
+def probe_remote_file(
+    source: RemoteSource, entry: RemoteFile, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, Any]:
+    """The `files` row for one file behind fsspec, read once into memory. Never raises."""
+    row = _new_row(entry.rel)
+    row["size_bytes"], row["mtime"] = entry.size, entry.mtime
+    try:
+        data = source.read(entry.rel)
+    except Exception as exc:  # fsspec backends raise their own error types for I/O failures
+        return _error(row, "unreadable", f"{type(exc).__name__}: {exc}")
+    row["size_bytes"] = len(data)
+    row["image_id"] = hashlib.sha256(data).hexdigest()
+    return _probe_image(row, io.BytesIO(data), max_pixels)
+
+
+def _new_row(rel: str) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(FILE_COLUMNS)
+    row["path"], row["status"] = rel, "ok"
+    return row
+
+
+def _probe_image(row: dict[str, Any], file: Path | BinaryIO, max_pixels: int) -> dict[str, Any]:
+    """Header fields and EXIF into `row`, or the error that stops it."""
     if row["size_bytes"] == 0:
         return _error(row, "empty_file", "the file is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(file) as img:
                 row["format"] = img.format
                 row["width"], row["height"] = img.size
                 row["mode"] = img.mode
@@ -132,20 +159,26 @@ def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -
         return _error(row, "decompression_bomb", str(exc))
     except UnidentifiedImageError:
         return _error(row, "not_an_image", "no image format recognises the bytes")
-    except OSError as exc:
-        return _error(row, "corrupt", f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a broken header can raise anything from inside a Pillow plugin
         return _error(row, "corrupt", f"{type(exc).__name__}: {exc}")
     return row
 
 
 def discover_files(
-    source: Path, skip: list[Path] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path | RemoteSource,
+    skip: list[Path] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """Probe every file under `source` (threads: hashing is I/O bound and releases the GIL)."""
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    if isinstance(source, RemoteSource):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(
+                pool.map(lambda e: probe_remote_file(source, e, max_pixels), source.list_files())
+            )
     source = source.resolve()
     paths = iter_source_files(source, skip)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: probe_file(p, source, max_pixels), paths))
 
 

@@ -10,7 +10,7 @@ decode error that stopped it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,6 +156,7 @@ def iter_embedded_batches(
     max_pixels: int,
     decode_timeout: float,
     pillow_plugins: list[str] | None = None,
+    reader: Callable[[str], bytes] | None = None,
 ) -> Iterator[BatchResult]:
     """Decode `jobs` (in `workers` replaceable processes) and embed them, batch by batch."""
     pin = embedder.device.type == "cuda"
@@ -179,6 +180,7 @@ def iter_embedded_batches(
         timeout=decode_timeout,
         max_pixels=max_pixels,
         plugins=pillow_plugins,
+        reader=reader,
         window=max(64, 4 * batch_size),
     ):
         if decoded.crops is None:

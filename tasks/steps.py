@@ -28,6 +28,7 @@ from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_prec
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import RunParams
 from .progress import Progress
+from .sources import RemoteSource, open_source
 from .weights import LoadedBackbone, WeightsError, load_backbone, parse_weights_spec
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
 class RunContext:
     run_id: str
     lake: Path
-    source: Path
+    source: Path | RemoteSource
     started_at: datetime
     params: RunParams
 
@@ -108,9 +109,7 @@ def _versions() -> dict[str, str]:
 
 def start_run_fn(params: RunParams) -> RunContext:
     """Prepare the lake (we hold its lock): clear temporaries, mark dead runs, record the start."""
-    source = Path(params.source).expanduser().resolve()
-    if not source.is_dir():
-        raise FileNotFoundError(f"source {params.source} is not a folder")
+    source = open_source(params.source)
     root = lake.ensure_lake(Path(params.lake).expanduser().resolve())
     removed = lake.remove_stale_temporaries(root)
     if removed:
@@ -179,10 +178,12 @@ def embed_images_fn(
     precision = resolve_precision(params.precision, device)
     outcome = EmbedOutcome(device=device, precision=precision)
 
-    first_path: dict[str, Path] = {}
+    remote = isinstance(ctx.source, RemoteSource)
+    first_path: dict[str, Path | str] = {}
     for row in files:
         if row["status"] == "ok":
-            first_path.setdefault(row["image_id"], ctx.source / row["path"])
+            location = row["path"] if remote else ctx.source / row["path"]
+            first_path.setdefault(row["image_id"], location)
     outcome.n_unique_images = len(first_path)
 
     missing: dict[str, set[str]] = {}
@@ -228,6 +229,7 @@ def embed_images_fn(
             max_pixels=params.max_pixels,
             decode_timeout=params.decode_timeout,
             pillow_plugins=params.pillow_plugins,
+            reader=ctx.source.read if remote else None,
         ):
             now = datetime.now(UTC)
             for image_id, code, message in batch.errors:

@@ -177,6 +177,7 @@ def test_sql_command_formats_and_refuses_writes(lake_run):
     ("args", "message"),
     [
         (["run", "/no/such/folder", "--weights", "random"], "is not a folder"),
+        (["run", "nosuchscheme://x", "--weights", "random"], "nosuchscheme"),
         (["run", ".", "--backbone", "resnet50", "--weights", "random"], "unknown backbone"),
         (["run", ".", "--weights", "/no/such/dir"], "not 'imagenet', 'random'"),
         (["sql", "SELECT 1", "--lake", "/no/such/lake"], "no catalog at"),

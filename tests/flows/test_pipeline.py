@@ -62,3 +62,31 @@ def test_a_failed_run_is_recorded_and_leaves_the_lake_readable(prefect_api, coll
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         ((status, message),) = con.execute("SELECT status, message FROM runs").fetchall()
     assert status == "failed" and "ImageNet weights" in message
+
+
+def test_fsspec_source_gives_the_same_lake_as_the_folder(prefect_api, collection, tmp_path):
+    import fsspec
+
+    source, _ = collection
+    fs = fsspec.filesystem("memory")
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            fs.pipe(f"/embedlake-test/{path.relative_to(source).as_posix()}", path.read_bytes())
+    local = embed_collection(_params(source, tmp_path / "local"))
+    remote = embed_collection(
+        _params("memory://embedlake-test", tmp_path / "remote").model_copy(update={"workers": 1})
+    )
+    for key in ("n_files", "n_ok", "n_error", "n_embedded", "error_counts"):
+        assert local[key] == remote[key], key
+
+    def lake_rows(lake):
+        with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+            files = con.execute(
+                "SELECT path, image_id, status, error_code FROM files ORDER BY path"
+            ).fetchall()
+            vectors = con.execute(
+                "SELECT image_id, backbone, embedding FROM embeddings ORDER BY ALL"
+            ).fetchall()
+        return files, vectors
+
+    assert lake_rows(tmp_path / "local") == lake_rows(tmp_path / "remote")

@@ -1,0 +1,77 @@
+"""Where a collection lives: a local folder, or any fsspec URL (`memory://`, `s3://`, ...).
+
+A local folder (or a `file://` URL) is walked with the skip rules of `tasks.discover` and read in
+place; decode workers open the files themselves. Any other URL is listed and read through fsspec
+in this process, and decode workers receive the bytes, so filesystems that live in one process
+(`memory://`) and ones that need credentials work alike. `s3://` needs the `s3` extra (s3fs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RemoteFile", "RemoteSource", "open_source"]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    rel: str
+    size: int
+    mtime: datetime | None
+
+
+class RemoteSource:
+    """A collection behind an fsspec filesystem."""
+
+    def __init__(self, uri: str):
+        import fsspec
+
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(uri)
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"source {uri}: {exc}") from exc
+        self.root = self.root.rstrip("/")
+        self.uri = uri
+        if not self.fs.isdir(self.root):
+            raise FileNotFoundError(f"source {uri} is not a folder")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def list_files(self) -> list[RemoteFile]:
+        """Every file under the root, hidden names skipped, in sorted order."""
+        found = []
+        for name, info in sorted(self.fs.find(self.root, detail=True, withdirs=False).items()):
+            rel = name[len(self.root) :].lstrip("/")
+            if not rel or any(part.startswith(".") for part in rel.split("/")):
+                continue
+            found.append(RemoteFile(rel, int(info.get("size") or 0), _mtime(info)))
+        return found
+
+    def read(self, rel: str) -> bytes:
+        return self.fs.cat_file(f"{self.root}/{rel}")
+
+
+def _mtime(info: dict[str, Any]) -> datetime | None:
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, tz=UTC)
+    return None
+
+
+def open_source(source: str) -> Path | RemoteSource:
+    """A resolved local folder, or a RemoteSource for any other URL."""
+    if source.startswith("file://"):
+        source = source.removeprefix("file://")
+    if "://" in source:
+        return RemoteSource(source)
+    path = Path(source).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"source {source} is not a folder")
+    return path
