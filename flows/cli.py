@@ -49,7 +49,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: 16 on CPU, 256 on CUDA)",
+    )
     parser.add_argument(
         "--workers", type=int, default=-1, help="decode processes (default: automatic; 0 = none)"
     )
@@ -145,7 +150,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
     parse_weights_spec(args.weights, names)  # fail on a bad --weights before Prefect starts
     if args.metadata and not Path(args.metadata).is_file():
         raise CliError(f"--metadata {args.metadata}: no such file")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
     values: dict[str, Any] = dict(
         source=str(opened),

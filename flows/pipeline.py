@@ -31,11 +31,11 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
         ctx = steps.start_run(params)
         steps.build_catalog(lake)  # readers see the run as 'running' from the start
         try:
-            files = steps.discover_source(ctx)
+            inventory = steps.discover_source(ctx)
             backbones = steps.load_backbones(params)
-            outcome = steps.embed_images(ctx, files, backbones, progress)
-            sidecar = steps.attach_metadata(ctx, files)
-            summary = steps.finish_run(ctx, files, backbones, outcome, sidecar)
+            outcome = steps.embed_images(ctx, inventory, backbones, progress)
+            sidecar = steps.attach_metadata(ctx, inventory)
+            summary = steps.finish_run(ctx, inventory, backbones, outcome, sidecar)
         except BaseException as exc:
             steps.record_failure(ctx, f"{type(exc).__name__}: {exc}")
             raise

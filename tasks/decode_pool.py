@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, TimeoutError, wait
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class Decoded:
     image_id: str
     crops: dict[str, np.ndarray] | None
     error: tuple[str, str] | None = None
+    seconds: float = 0.0  # decode time in the worker
 
 
 def load_pillow_plugins(specs: list[str]) -> None:
@@ -56,11 +58,13 @@ def _init_worker(plans: list[CropPlan], max_pixels: int, plugins: list[str]) -> 
     load_pillow_plugins(plugins)
 
 
-def _decode_in_worker(file: Path | bytes) -> dict[str, np.ndarray] | tuple[str, str]:
+def _decode_in_worker(file: Path | bytes) -> tuple[dict[str, np.ndarray] | tuple[str, str], float]:
+    started = time.perf_counter()
     try:
-        return decode_for_backbones(file, _PLANS, _MAX_PIXELS)
+        result = decode_for_backbones(file, _PLANS, _MAX_PIXELS)
     except DecodeError as exc:
-        return exc.code, exc.message
+        result = exc.code, exc.message
+    return result, time.perf_counter() - started
 
 
 def _decode_here(
@@ -130,7 +134,7 @@ def iter_decoded(
 
 def _outcome(job: DecodeJob, future, timeout: float) -> Decoded:
     try:
-        result = future.result()
+        result, seconds = future.result()
     except TimeoutError:
         return Decoded(job.image_id, None, ("timeout", f"decoding took over {timeout:g} s"))
     except Exception as exc:  # the worker died (a decoder crashed the process): an error row
@@ -138,5 +142,5 @@ def _outcome(job: DecodeJob, future, timeout: float) -> Decoded:
             job.image_id, None, ("corrupt", f"decoder crashed: {type(exc).__name__}: {exc}")
         )
     if isinstance(result, tuple):
-        return Decoded(job.image_id, None, result)
-    return Decoded(job.image_id, result)
+        return Decoded(job.image_id, None, result, seconds)
+    return Decoded(job.image_id, result, None, seconds)

@@ -10,6 +10,8 @@ decode error that stopped it.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,15 +88,22 @@ class Embedder:
     """The loaded backbones on one device at one precision."""
 
     def __init__(self, backbones: list[LoadedBackbone], device: str, precision: str):
+        import copy
+
         import torch
+
+        from .fold import fold_batchnorm
 
         self.device = torch.device(device)
         self.precision = precision
-        self.backbones = backbones
+        self.models: dict[str, torch.nn.Module] = {}
+        self.seconds: Counter[str] = Counter()  # transfer, forward
         self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for loaded in backbones:
-            loaded.model.to(self.device).eval()
-            loaded.model.to(memory_format=torch.channels_last)
+            # a folded copy: the caller's model (and its weights_id) stay as loaded
+            model = copy.deepcopy(loaded.model).eval()
+            fold_batchnorm(model)
+            self.models[loaded.spec.name] = model.to(self.device, memory_format=torch.channels_last)
             cfg = loaded.spec.data_config()
             shape = (1, 3, 1, 1)
             mean = torch.tensor(cfg["mean"], device=self.device).view(shape)
@@ -119,20 +128,23 @@ class Embedder:
 
         embeddings, norms = {}, {}
         with torch.inference_mode():
-            for loaded in self.backbones:
-                name = loaded.spec.name
+            for name, model in self.models.items():
+                started = time.perf_counter()
                 batch = crops[name].to(self.device, non_blocking=True)
+                moved = time.perf_counter()
                 mean, std = self._norm[name]
                 # the same ops, in the same order, as ToTensor + Normalize: bitwise parity in fp32
                 x = batch.permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
                 x = x.contiguous(memory_format=torch.channels_last)
                 with self._autocast():
-                    features = loaded.model(x)
+                    features = model(x)
                 features = features.float()
                 norm = features.norm(dim=1)
                 unit = features / norm.clamp_min(1e-12).unsqueeze(1)
                 embeddings[name] = unit.cpu().numpy()
                 norms[name] = norm.cpu().numpy()
+                self.seconds["transfer"] += moved - started
+                self.seconds["forward"] += time.perf_counter() - moved
         return embeddings, norms
 
 
@@ -157,8 +169,13 @@ def iter_embedded_batches(
     decode_timeout: float,
     pillow_plugins: list[str] | None = None,
     reader: Callable[[str], bytes] | None = None,
+    timings: Counter[str] | None = None,
 ) -> Iterator[BatchResult]:
-    """Decode `jobs` (in `workers` replaceable processes) and embed them, batch by batch."""
+    """Decode `jobs` (in `workers` replaceable processes) and embed them, batch by batch.
+
+    `timings` gathers seconds: decode (summed over workers), wait_for_decode (this process idle).
+    """
+    timings = Counter() if timings is None else timings
     pin = embedder.device.type == "cuda"
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
@@ -173,7 +190,7 @@ def iter_embedded_batches(
         ready, errors = [], []
         return result
 
-    for decoded in iter_decoded(
+    decoded_stream = iter_decoded(
         jobs,
         plans,
         workers=workers,
@@ -182,7 +199,14 @@ def iter_embedded_batches(
         plugins=pillow_plugins,
         reader=reader,
         window=max(64, 4 * batch_size),
-    ):
+    )
+    while True:
+        waited = time.perf_counter()
+        decoded = next(decoded_stream, None)
+        timings["wait_for_decode"] += time.perf_counter() - waited
+        if decoded is None:
+            break
+        timings["decode"] += decoded.seconds
         if decoded.crops is None:
             errors.append((decoded.image_id, *decoded.error))
         else:

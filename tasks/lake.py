@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -36,6 +37,7 @@ __all__ = [
     "TABLES",
     "LakeBusy",
     "embedded_image_ids",
+    "embeddings_table",
     "ensure_lake",
     "lake_lock",
     "new_run_id",
@@ -76,6 +78,7 @@ RUNS_SCHEMA = pa.schema(
         ("weights_random", pa.bool_()),
         ("seconds", pa.float64()),
         ("images_per_second", pa.float64()),
+        ("stage_seconds", pa.string()),
         ("versions", pa.string()),
         ("message", pa.string()),
     ]
@@ -247,6 +250,35 @@ def embedded_image_ids(lake: Path, backbone: str, weights_id: str, precision: st
         & (frame["precision"] == precision)
     )
     return set(frame.loc[hit, "image_id"])
+
+
+def embeddings_table(
+    *,
+    image_ids: list[str],
+    backbone: str,
+    weights_id: str,
+    precision: str,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    run_id: str,
+) -> pa.Table:
+    """Embedding rows built column-wise from an (n, dim) float32 array (no per-row Python)."""
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    now = datetime.now(UTC)
+    columns = {
+        "image_id": pa.array(image_ids, pa.string()),
+        "backbone": pa.array([backbone] * n, pa.string()),
+        "weights_id": pa.array([weights_id] * n, pa.string()),
+        "precision": pa.array([precision] * n, pa.string()),
+        "dim": pa.array(np.full(n, dim, dtype=np.int32)),
+        "embedding": pa.ListArray.from_arrays(offsets, values),
+        "norm": pa.array(np.asarray(norms, dtype=np.float32)),
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "created_at": pa.array([now] * n, _TS),
+    }
+    return pa.table(columns, schema=EMBEDDINGS_SCHEMA)
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -19,7 +19,9 @@ class RunParams(BaseModel):
     weights: str = Field(default="imagenet", description="imagenet | random | DIR | NAME=PATH,...")
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int | None = Field(
+        default=None, ge=1, description="default: 16 on CPU, 256 on CUDA"
+    )
     workers: int = Field(default=-1, description="decode processes; -1 = automatic, 0 = none")
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     part_rows: int = Field(

@@ -33,6 +33,7 @@ from .weights import LoadedBackbone, WeightsError, load_backbone, parse_weights_
 
 __all__ = [
     "EmbedOutcome",
+    "Inventory",
     "RunContext",
     "attach_metadata",
     "build_catalog",
@@ -55,6 +56,14 @@ class RunContext:
 
 
 @dataclass
+class Inventory:
+    """The `files` rows of a run (as discovered) and the seconds it took to read and hash them."""
+
+    rows: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
 class BackboneSet:
     loaded: list[LoadedBackbone]
     weights_random: bool
@@ -70,6 +79,7 @@ class EmbedOutcome:
     n_skipped: int = 0
     seconds: float = 0.0
     decode_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _log():
@@ -135,11 +145,12 @@ def start_run_fn(params: RunParams) -> RunContext:
     return ctx
 
 
-def discover_source_fn(ctx: RunContext) -> list[dict[str, Any]]:
+def discover_source_fn(ctx: RunContext) -> Inventory:
+    started = time.perf_counter()
     load_pillow_plugins(ctx.params.pillow_plugins)
     rows = discover.discover_files(ctx.source, skip=[ctx.lake], max_pixels=ctx.params.max_pixels)
     _log().info("discovered %d files under %s", len(rows), ctx.source)
-    return rows
+    return Inventory(rows, time.perf_counter() - started)
 
 
 def load_backbones_fn(params: RunParams) -> BackboneSet:
@@ -170,7 +181,7 @@ def _auto_workers(requested: int) -> int:
 
 
 def embed_images_fn(
-    ctx: RunContext, files: list[dict[str, Any]], backbones: BackboneSet, progress: bool = False
+    ctx: RunContext, inventory: Inventory, backbones: BackboneSet, progress: bool = False
 ) -> EmbedOutcome:
     """Embed each distinct ok image once per backbone that lacks it; write parts as it goes."""
     params = ctx.params
@@ -180,7 +191,7 @@ def embed_images_fn(
 
     remote = isinstance(ctx.source, RemoteSource)
     first_path: dict[str, Path | str] = {}
-    for row in files:
+    for row in inventory.rows:
         if row["status"] == "ok":
             location = row["path"] if remote else ctx.source / row["path"]
             first_path.setdefault(row["image_id"], location)
@@ -199,24 +210,28 @@ def embed_images_fn(
     plans = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
     items = [DecodeJob(image_id, first_path[image_id]) for image_id in todo]
     workers = _auto_workers(params.workers)
+    batch_size = params.batch_size or (256 if device.startswith("cuda") else 16)
     _log().info(
         "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
         len(items),
         outcome.n_skipped,
         device,
         precision,
-        params.batch_size,
+        batch_size,
         workers,
     )
-    pending: list[dict[str, Any]] = []
+    pending: list[pa.Table] = []
     seq = 0
+    timings: Counter[str] = Counter()
 
     def flush() -> None:
         nonlocal seq, pending
         if pending:
+            started_write = time.perf_counter()
             part = ctx.lake / "embeddings" / f"{ctx.run_id}-{seq:06d}.parquet"
-            lake.write_part_atomically(lake.rows_to_table(pending, lake.EMBEDDINGS_SCHEMA), part)
+            lake.write_part_atomically(pa.concat_tables(pending), part)
             seq, pending = seq + 1, []
+            timings["write"] += time.perf_counter() - started_write
 
     started = time.perf_counter()
     with Progress("embedding", total=len(items), enabled=progress) as bar:
@@ -224,48 +239,48 @@ def embed_images_fn(
             items,
             embedder,
             plans,
-            batch_size=params.batch_size,
+            batch_size=batch_size,
             workers=workers,
             max_pixels=params.max_pixels,
             decode_timeout=params.decode_timeout,
             pillow_plugins=params.pillow_plugins,
             reader=ctx.source.read if remote else None,
+            timings=timings,
         ):
-            now = datetime.now(UTC)
             for image_id, code, message in batch.errors:
                 outcome.decode_errors[image_id] = (code, message)
             for loaded in backbones.loaded:
                 name = loaded.spec.name
-                vectors, norms = batch.embeddings.get(name), batch.norms.get(name)
-                for i, image_id in enumerate(batch.ok_ids):
-                    if image_id in missing[name]:
-                        pending.append(
-                            {
-                                "image_id": image_id,
-                                "backbone": name,
-                                "weights_id": loaded.weights_id,
-                                "precision": precision,
-                                "dim": int(vectors.shape[1]),
-                                "embedding": vectors[i],
-                                "norm": float(norms[i]),
-                                "run_id": ctx.run_id,
-                                "created_at": now,
-                            }
+                keep = [i for i, image_id in enumerate(batch.ok_ids) if image_id in missing[name]]
+                if keep:
+                    pending.append(
+                        lake.embeddings_table(
+                            image_ids=[batch.ok_ids[i] for i in keep],
+                            backbone=name,
+                            weights_id=loaded.weights_id,
+                            precision=precision,
+                            vectors=batch.embeddings[name][keep],
+                            norms=batch.norms[name][keep],
+                            run_id=ctx.run_id,
                         )
+                    )
             outcome.n_embedded += len(batch.ok_ids)
-            if len(pending) >= params.part_rows:
+            if sum(t.num_rows for t in pending) >= params.part_rows:
                 flush()
             bar.advance(len(batch.ok_ids) + len(batch.errors))
     flush()
     outcome.seconds = time.perf_counter() - started
+    timings.update(embedder.seconds)
+    outcome.stage_seconds = {k: round(v, 3) for k, v in sorted(timings.items())}
     return outcome
 
 
-def attach_metadata_fn(ctx: RunContext, files: list[dict[str, Any]]) -> SidecarResult | None:
+def attach_metadata_fn(ctx: RunContext, inventory: Inventory) -> SidecarResult | None:
     """Store the sidecar as this run's metadata part, with path and image_id for joins."""
     if not ctx.params.metadata:
         return None
-    result = join_sidecar(read_sidecar(Path(ctx.params.metadata)), ctx.params.key, files)
+    sidecar = read_sidecar(Path(ctx.params.metadata))
+    result = join_sidecar(sidecar, ctx.params.key, inventory.rows)
     table = pa.Table.from_pandas(result.frame, preserve_index=False)
     lake.write_part_atomically(table, ctx.lake / "metadata" / f"{ctx.run_id}.parquet")
     return result
@@ -273,14 +288,14 @@ def attach_metadata_fn(ctx: RunContext, files: list[dict[str, Any]]) -> SidecarR
 
 def finish_run_fn(
     ctx: RunContext,
-    files: list[dict[str, Any]],
+    inventory: Inventory,
     backbones: BackboneSet,
     outcome: EmbedOutcome,
     sidecar: SidecarResult | None,
 ) -> dict[str, Any]:
     """Write the run's files part (decode errors applied) and its 'finished' row; the summary."""
     rows = []
-    for row in files:
+    for row in inventory.rows:
         row = {**row, "run_id": ctx.run_id}
         error = outcome.decode_errors.get(row["image_id"]) if row["status"] == "ok" else None
         if error:
@@ -312,6 +327,9 @@ def finish_run_fn(
         "weights_random": backbones.weights_random,
         "seconds": (finished - ctx.started_at).total_seconds(),
         "images_per_second": n_new / outcome.seconds if outcome.seconds > 0 else None,
+        "stage_seconds": lake.to_json(
+            {"discover": round(inventory.seconds, 3), **outcome.stage_seconds}
+        ),
         "message": backbones.message,
     }
     lake.write_part_atomically(
