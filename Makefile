@@ -32,6 +32,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

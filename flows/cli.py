@@ -62,6 +62,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--max-pixels", type=int, default=None, help="decompression-bomb limit per image"
     )
     parser.add_argument(
+        "--decode",
+        default="auto",
+        choices=["auto", "pillow", "device"],
+        help="JPEG decoding: pillow (CPU workers) or device (nvJPEG); auto: device on CUDA",
+    )
+    parser.add_argument(
         "--part-rows",
         type=int,
         default=4096,
@@ -166,6 +172,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         random_fallback=random_fallback,
         decode_timeout=args.decode_timeout,
         part_rows=args.part_rows,
+        decode=args.decode,
         pillow_plugins=args.pillow_plugins,
     )
     if args.max_pixels:

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, get_run_logger
+
 from embedlake.tasks import steps
 from embedlake.tasks.lake import lake_lock
 from embedlake.tasks.params import RunParams
-from prefect import flow, get_run_logger
 
 __all__ = ["embed_collection"]
 

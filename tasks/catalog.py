@@ -26,6 +26,7 @@ __all__ = [
     "check_read_only",
     "connect_read_only",
     "latest_metadata_part",
+    "run_checks",
     "sql_text",
 ]
 
@@ -100,6 +101,14 @@ def connect_read_only(lake: Path, memory_limit: str = "4GB") -> duckdb.DuckDBPyC
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def run_checks(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    """Every query in sql/checks/: name -> offending rows (an empty list is a pass)."""
+    return {
+        name.removesuffix(".sql"): con.execute(sql_text("checks", name)).fetchall()
+        for name in _sql_files("checks")
+    }
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:

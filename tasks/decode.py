@@ -42,6 +42,7 @@ class CropPlan:
 
     backbone: str
     resize_short_side: int
+    crop_size: int
     stages: Any  # torchvision Compose of timm's Resize + CenterCrop
 
 
@@ -56,11 +57,12 @@ def crop_plans(data_configs: dict[str, dict[str, Any]]) -> list[CropPlan]:
         pil_stages = [
             t for t in full.transforms if isinstance(t, (transforms.Resize, transforms.CenterCrop))
         ]
-        if len(pil_stages) != len(full.transforms) - 2:
+        if len(pil_stages) != 2 or len(full.transforms) != 4:
             raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
-        resize = pil_stages[0]
-        short = resize.size if isinstance(resize.size, int) else min(resize.size)
-        plans.append(CropPlan(name, int(short), transforms.Compose(pil_stages)))
+        resize, crop = pil_stages
+        if cfg["interpolation"] != "bicubic" or not isinstance(resize.size, int):
+            raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
+        plans.append(CropPlan(name, resize.size, crop.size[0], transforms.Compose(pil_stages)))
     return plans
 
 

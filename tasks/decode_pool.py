@@ -29,6 +29,7 @@ class DecodeJob:
 
     image_id: str
     location: Path | str
+    format: str | None = None  # from the header, so JPEGs can go to the device decoder
 
 
 @dataclass

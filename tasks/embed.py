@@ -10,6 +10,7 @@ decode error that stopped it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -98,6 +99,7 @@ class Embedder:
         self.precision = precision
         self.models: dict[str, torch.nn.Module] = {}
         self.seconds: Counter[str] = Counter()  # transfer, forward
+        self.max_batch = 1 << 30  # lowered on CUDA out-of-memory
         self._norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for loaded in backbones:
             # a folded copy: the caller's model (and its weights_id) stay as loaded
@@ -123,7 +125,40 @@ class Embedder:
     def embed(
         self, crops: dict[str, torch.Tensor]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """uint8 NHWC batches per backbone -> (unit embeddings, raw norms) as float32 arrays."""
+        """uint8 NHWC batches per backbone -> (unit embeddings, raw norms) as float32 arrays.
+
+        On CUDA out-of-memory the batch is split in halves until it fits; the smaller size is
+        kept (`max_batch`) for the rest of the run, and said in the log.
+        """
+        import torch
+
+        n = len(next(iter(crops.values())))
+        while True:
+            size = min(n, self.max_batch)
+            try:
+                parts = [
+                    self._embed_once({k: v[i : i + size] for k, v in crops.items()})
+                    for i in range(0, n, size)
+                ]
+                break
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda" or size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.max_batch = max(1, size // 2)
+                logging.getLogger("embedlake").warning(
+                    "CUDA out of memory at batch %d; continuing at %d", size, self.max_batch
+                )
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]},
+            {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]},
+        )
+
+    def _embed_once(
+        self, crops: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         import torch
 
         embeddings, norms = {}, {}
@@ -170,12 +205,24 @@ def iter_embedded_batches(
     pillow_plugins: list[str] | None = None,
     reader: Callable[[str], bytes] | None = None,
     timings: Counter[str] | None = None,
+    decode_on_device: bool = False,
 ) -> Iterator[BatchResult]:
-    """Decode `jobs` (in `workers` replaceable processes) and embed them, batch by batch.
+    """Decode `jobs` and embed them, batch by batch.
 
-    `timings` gathers seconds: decode (summed over workers), wait_for_decode (this process idle).
+    Pillow decodes in `workers` replaceable processes; with `decode_on_device`, JPEGs are decoded
+    on the embedder's device first and only the rest (and what nvJPEG refuses) go to Pillow.
+    `timings` gathers seconds: decode (summed over workers), wait_for_decode (this process idle),
+    decode_on_device.
     """
     timings = Counter() if timings is None else timings
+    if decode_on_device:
+        jpegs = [job for job in jobs if job.format == "JPEG"]
+        jobs = [job for job in jobs if job.format != "JPEG"]
+        for result, refused in _embed_jpegs_on_device(
+            jpegs, embedder, plans, batch_size, reader, timings
+        ):
+            jobs.extend(refused)
+            yield result
     pin = embedder.device.type == "cuda"
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
@@ -215,3 +262,39 @@ def iter_embedded_batches(
             yield run_batch()
     if ready or errors:
         yield run_batch()
+
+
+def _embed_jpegs_on_device(
+    jobs: list[DecodeJob],
+    embedder: Embedder,
+    plans: list[CropPlan],
+    batch_size: int,
+    reader: Callable[[str], bytes] | None,
+    timings: Counter[str],
+) -> Iterator[tuple[BatchResult, list[DecodeJob]]]:
+    """Batches of JPEGs decoded on the device; bytes for the next batch are read meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .device_decode import decode_jpegs_on_device
+
+    def read(job: DecodeJob) -> bytes:
+        return reader(str(job.location)) if reader else Path(job.location).read_bytes()
+
+    chunks = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        upcoming = [pool.submit(read, job) for job in chunks[0]] if chunks else []
+        for index, chunk in enumerate(chunks):
+            waited = time.perf_counter()
+            payloads = [future.result() for future in upcoming]
+            timings["wait_for_read"] += time.perf_counter() - waited
+            if index + 1 < len(chunks):
+                upcoming = [pool.submit(read, job) for job in chunks[index + 1]]
+            started = time.perf_counter()
+            crops, ok, refused = decode_jpegs_on_device(payloads, str(embedder.device), plans)
+            timings["decode_on_device"] += time.perf_counter() - started
+            if ok:
+                embeddings, norms = embedder.embed(crops)
+                result = BatchResult([chunk[i].image_id for i in ok], embeddings, norms)
+            else:
+                result = BatchResult([], {}, {})
+            yield result, [chunk[i] for i in refused]

@@ -24,6 +24,9 @@ class RunParams(BaseModel):
     )
     workers: int = Field(default=-1, description="decode processes; -1 = automatic, 0 = none")
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    decode: str = Field(
+        default="auto", description="auto | pillow | device: JPEGs on the GPU (auto: on CUDA)"
+    )
     part_rows: int = Field(
         default=4096, ge=1, description="embedding rows per Parquet part; a killed run keeps each"
     )

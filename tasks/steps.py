@@ -180,6 +180,14 @@ def _auto_workers(requested: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
+def _decode_on_device(requested: str, device: str) -> bool:
+    if requested not in ("auto", "pillow", "device"):
+        raise ValueError(f"--decode {requested!r}: expected auto, pillow or device")
+    if requested == "device" and not device.startswith("cuda"):
+        raise ValueError("--decode device needs a CUDA device")
+    return requested == "device" or (requested == "auto" and device.startswith("cuda"))
+
+
 def embed_images_fn(
     ctx: RunContext, inventory: Inventory, backbones: BackboneSet, progress: bool = False
 ) -> EmbedOutcome:
@@ -191,10 +199,11 @@ def embed_images_fn(
 
     remote = isinstance(ctx.source, RemoteSource)
     first_path: dict[str, Path | str] = {}
+    formats: dict[str, str | None] = {}
     for row in inventory.rows:
-        if row["status"] == "ok":
-            location = row["path"] if remote else ctx.source / row["path"]
-            first_path.setdefault(row["image_id"], location)
+        if row["status"] == "ok" and row["image_id"] not in first_path:
+            first_path[row["image_id"]] = row["path"] if remote else ctx.source / row["path"]
+            formats[row["image_id"]] = row["format"]
     outcome.n_unique_images = len(first_path)
 
     missing: dict[str, set[str]] = {}
@@ -208,7 +217,8 @@ def embed_images_fn(
 
     embedder = Embedder(backbones.loaded, device, precision)
     plans = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
-    items = [DecodeJob(image_id, first_path[image_id]) for image_id in todo]
+    items = [DecodeJob(image_id, first_path[image_id], formats[image_id]) for image_id in todo]
+    decode_on_device = _decode_on_device(params.decode, device)
     workers = _auto_workers(params.workers)
     batch_size = params.batch_size or (256 if device.startswith("cuda") else 16)
     _log().info(
@@ -246,6 +256,7 @@ def embed_images_fn(
             pillow_plugins=params.pillow_plugins,
             reader=ctx.source.read if remote else None,
             timings=timings,
+            decode_on_device=decode_on_device,
         ):
             for image_id, code, message in batch.errors:
                 outcome.decode_errors[image_id] = (code, message)

@@ -6,3 +6,7 @@ FROM read_parquet('@LAKE@/embeddings/*.parquet', union_by_name = true)
 QUALIFY row_number() OVER (
     PARTITION BY image_id, backbone, weights_id, precision ORDER BY created_at, run_id
 ) = 1;
+
+-- embedding_rows: every stored row, before the view above removes duplicates (for checks).
+CREATE OR REPLACE VIEW embedding_rows AS
+SELECT * FROM read_parquet('@LAKE@/embeddings/*.parquet', union_by_name = true);

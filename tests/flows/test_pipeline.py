@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import duckdb
 import pytest
+
 from embedlake.flows.pipeline import embed_collection
 from embedlake.tasks.params import RunParams
 from embedlake.tasks.weights import WeightsError
@@ -90,3 +93,27 @@ def test_fsspec_source_gives_the_same_lake_as_the_folder(prefect_api, collection
         return files, vectors
 
     assert lake_rows(tmp_path / "local") == lake_rows(tmp_path / "remote")
+
+
+def test_checks_pass_and_catch_a_missing_embedding(prefect_api, collection, tmp_path):
+    from embedlake.tasks.catalog import build_catalog, connect_read_only, run_checks
+
+    source, _ = collection
+    lake = tmp_path / "lake"
+    embed_collection(_params(source, lake, part_rows=2))
+    with connect_read_only(lake) as con:
+        results = run_checks(con)
+    assert set(results) == {"consistent_dims", "every_ok_image_embedded", "no_duplicate_embeddings"}
+    assert all(rows == [] for rows in results.values()), results
+
+    parts = sorted(
+        p for p in (lake / "embeddings").glob("*.parquet") if p.name != "_schema.parquet"
+    )
+    parts[0].unlink()  # lose some embeddings behind the lake's back
+    shutil.copy(parts[1], parts[1].with_name("copy-" + parts[1].name))  # and store some twice
+    build_catalog(lake)
+    with connect_read_only(lake) as con:
+        results = run_checks(con)
+    assert results["every_ok_image_embedded"]
+    assert results["no_duplicate_embeddings"]
+    assert results["consistent_dims"] == []

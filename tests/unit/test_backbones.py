@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from embedlake.tasks.backbones import (
     ALPHAS,
     RESOLUTIONS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from embedlake.tasks.discover import discover_files, iter_source_files
 from PIL import Image
 
+from embedlake.tasks.discover import discover_files, iter_source_files
 from tests.conftest import jpeg_bytes, make_collection, photo
 
 pytestmark = pytest.mark.unit

@@ -7,12 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from embedlake.tasks.backbones import resolve_backbone
 from embedlake.tasks.decode import crop_plans
 from embedlake.tasks.decode_pool import DecodeJob, iter_decoded
 from embedlake.tasks.discover import DEFAULT_MAX_PIXELS, discover_files
-from PIL import Image
-
 from tests.conftest import jpeg_bytes, photo
 
 pytestmark = pytest.mark.unit

@@ -6,6 +6,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from embedlake.tasks import lake
 from embedlake.tasks.catalog import (
     RefusedStatement,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from embedlake.tasks.metadata import MetadataError, join_sidecar, read_sidecar
 
 pytestmark = pytest.mark.unit

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from timm.data import create_transform
+
 from embedlake.tasks.backbones import resolve_backbone
 from embedlake.tasks.decode import crop_plans, decode_for_backbones
 from embedlake.tasks.discover import DEFAULT_MAX_PIXELS
 from embedlake.tasks.embed import Embedder, cpu_has_native_bf16
 from embedlake.tasks.weights import load_backbone, parse_weights_spec
-from PIL import Image
-from timm.data import create_transform
-
 from tests.conftest import PHOTOS, jpeg_bytes, photo
 
 pytestmark = pytest.mark.unit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from embedlake.tasks.backbones import build_model, resolve_backbone
 from embedlake.tasks.weights import WeightsError, load_backbone, parse_weights_spec
 
