@@ -40,7 +40,6 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/gpu.json")
     args = parser.parse_args()
 
-    import pyarrow as pa
     import torch
 
     from embedlake.tasks import lake
@@ -96,6 +95,7 @@ def main() -> int:
         def run(subset: list, label: str, on_gpu: bool) -> tuple[float, int, Counter]:
             timings: Counter[str] = Counter()
             embedder.seconds.clear()
+            writer = lake.PartWriter(root / "embeddings", f"{label}-{len(subset)}", 8192)
             started, done = time.perf_counter(), 0
             batches = iter_embedded_batches(
                 subset,
@@ -108,24 +108,22 @@ def main() -> int:
                 decode_on_device=on_gpu,
                 timings=timings,
             )
-            for seq, batch in enumerate(batches):
-                if not batch.ok_ids:
-                    continue
-                tables = [
-                    lake.embeddings_table(
-                        image_ids=batch.ok_ids,
-                        backbone=name,
-                        weights_id="w",
-                        precision="fp16",
-                        vectors=batch.embeddings[name],
-                        norms=batch.norms[name],
-                        run_id=label,
+            for batch in batches:
+                for name in BACKBONES if batch.ok_ids else ():
+                    writer.add(
+                        lake.embeddings_table(
+                            image_ids=batch.ok_ids,
+                            backbone=name,
+                            weights_id="w",
+                            precision="fp16",
+                            vectors=batch.embeddings[name],
+                            norms=batch.norms[name],
+                            run_id=label,
+                        )
                     )
-                    for name in BACKBONES
-                ]
-                part = root / "embeddings" / f"{label}-{len(subset)}-{seq:05d}.parquet"
-                lake.write_part_atomically(pa.concat_tables(tables), part)
                 done += len(batch.ok_ids)
+            writer.close()
+            timings["write"] = writer.seconds
             timings.update(embedder.seconds)
             return time.perf_counter() - started, done, timings
 

@@ -28,16 +28,21 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def crop_on_device(images: list[torch.Tensor], plan: CropPlan) -> torch.Tensor:
-    """CHW uint8 images -> NHWC uint8 crops: resize short side (bicubic, antialias), centre crop."""
+    """CHW uint8 images -> NHWC uint8 crops: resize short side (bicubic, antialias), centre crop.
+
+    Images of the same size are resized in one batched call (a collection is mostly one size).
+    """
     import torch
     import torch.nn.functional as F
 
-    crops = []
     size = plan.crop_size
-    for image in images:
-        h, w = image.shape[-2:]
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape[-2:]), []).append(index)
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=images[0].device)
+    for (h, w), indexes in by_shape.items():
         new_h, new_w = resized_size(h, w, plan.resize_short_side)
-        x = image.unsqueeze(0).float()
+        x = torch.stack([images[i] for i in indexes]).float()
         if (new_h, new_w) != (h, w):
             x = F.interpolate(
                 x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
@@ -45,8 +50,8 @@ def crop_on_device(images: list[torch.Tensor], plan: CropPlan) -> torch.Tensor:
         top = int(round((new_h - size) / 2.0))
         left = int(round((new_w - size) / 2.0))
         x = x[..., top : top + size, left : left + size]
-        crops.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(crops).permute(0, 2, 3, 1).contiguous()
+        out[indexes] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out.permute(0, 2, 3, 1).contiguous()
 
 
 def decode_jpegs_on_device(

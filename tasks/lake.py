@@ -36,6 +36,7 @@ __all__ = [
     "RUNS_SCHEMA",
     "TABLES",
     "LakeBusy",
+    "PartWriter",
     "embedded_image_ids",
     "embeddings_table",
     "ensure_lake",
@@ -279,6 +280,65 @@ def embeddings_table(
         "created_at": pa.array([now] * n, _TS),
     }
     return pa.table(columns, schema=EMBEDDINGS_SCHEMA)
+
+
+class PartWriter:
+    """Writes embedding parts on a background thread, so compression and fsync overlap compute.
+
+    `add` queues rows; every `part_rows` rows become one part, written atomically under
+    `folder/<prefix>-<seq>.parquet`. `close` flushes the rest and re-raises a writer error.
+    At most two parts wait in the queue, which bounds memory.
+    """
+
+    def __init__(self, folder: Path, prefix: str, part_rows: int):
+        import queue
+        import threading
+
+        self.folder, self.prefix, self.part_rows = folder, prefix, part_rows
+        self.seconds = 0.0
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+        self._seq = 0
+        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._run, name="part-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, table: pa.Table) -> None:
+        self._raise_if_failed()
+        self._pending.append(table)
+        self._rows += table.num_rows
+        if self._rows >= self.part_rows:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._pending:
+            target = self.folder / f"{self.prefix}-{self._seq:06d}.parquet"
+            self._queue.put((pa.concat_tables(self._pending), target))
+            self._pending, self._rows, self._seq = [], 0, self._seq + 1
+
+    def _run(self) -> None:
+        import time
+
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                started = time.perf_counter()
+                try:
+                    write_part_atomically(*item)
+                except BaseException as exc:  # handed to the producer by _raise_if_failed
+                    self._error = exc
+                self.seconds += time.perf_counter() - started
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Write what is pending and wait for the thread; raises the first write error."""
+        self._submit()
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_if_failed()
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -230,56 +230,46 @@ def embed_images_fn(
         batch_size,
         workers,
     )
-    pending: list[pa.Table] = []
-    seq = 0
     timings: Counter[str] = Counter()
-
-    def flush() -> None:
-        nonlocal seq, pending
-        if pending:
-            started_write = time.perf_counter()
-            part = ctx.lake / "embeddings" / f"{ctx.run_id}-{seq:06d}.parquet"
-            lake.write_part_atomically(pa.concat_tables(pending), part)
-            seq, pending = seq + 1, []
-            timings["write"] += time.perf_counter() - started_write
-
+    writer = lake.PartWriter(ctx.lake / "embeddings", ctx.run_id, params.part_rows)
     started = time.perf_counter()
-    with Progress("embedding", total=len(items), enabled=progress) as bar:
-        for batch in iter_embedded_batches(
-            items,
-            embedder,
-            plans,
-            batch_size=batch_size,
-            workers=workers,
-            max_pixels=params.max_pixels,
-            decode_timeout=params.decode_timeout,
-            pillow_plugins=params.pillow_plugins,
-            reader=ctx.source.read if remote else None,
-            timings=timings,
-            decode_on_device=decode_on_device,
-        ):
-            for image_id, code, message in batch.errors:
-                outcome.decode_errors[image_id] = (code, message)
-            for loaded in backbones.loaded:
-                name = loaded.spec.name
-                keep = [i for i, image_id in enumerate(batch.ok_ids) if image_id in missing[name]]
-                if keep:
-                    pending.append(
-                        lake.embeddings_table(
-                            image_ids=[batch.ok_ids[i] for i in keep],
-                            backbone=name,
-                            weights_id=loaded.weights_id,
-                            precision=precision,
-                            vectors=batch.embeddings[name][keep],
-                            norms=batch.norms[name][keep],
-                            run_id=ctx.run_id,
+    try:
+        with Progress("embedding", total=len(items), enabled=progress) as bar:
+            for batch in iter_embedded_batches(
+                items,
+                embedder,
+                plans,
+                batch_size=batch_size,
+                workers=workers,
+                max_pixels=params.max_pixels,
+                decode_timeout=params.decode_timeout,
+                pillow_plugins=params.pillow_plugins,
+                reader=ctx.source.read if remote else None,
+                timings=timings,
+                decode_on_device=decode_on_device,
+            ):
+                for image_id, code, message in batch.errors:
+                    outcome.decode_errors[image_id] = (code, message)
+                for loaded in backbones.loaded:
+                    name = loaded.spec.name
+                    keep = [i for i, iid in enumerate(batch.ok_ids) if iid in missing[name]]
+                    if keep:
+                        writer.add(
+                            lake.embeddings_table(
+                                image_ids=[batch.ok_ids[i] for i in keep],
+                                backbone=name,
+                                weights_id=loaded.weights_id,
+                                precision=precision,
+                                vectors=batch.embeddings[name][keep],
+                                norms=batch.norms[name][keep],
+                                run_id=ctx.run_id,
+                            )
                         )
-                    )
-            outcome.n_embedded += len(batch.ok_ids)
-            if sum(t.num_rows for t in pending) >= params.part_rows:
-                flush()
-            bar.advance(len(batch.ok_ids) + len(batch.errors))
-    flush()
+                outcome.n_embedded += len(batch.ok_ids)
+                bar.advance(len(batch.ok_ids) + len(batch.errors))
+    finally:
+        writer.close()  # what was embedded is kept, also when the run fails
+    timings["write"] = writer.seconds
     outcome.seconds = time.perf_counter() - started
     timings.update(embedder.seconds)
     outcome.stage_seconds = {k: round(v, 3) for k, v in sorted(timings.items())}
