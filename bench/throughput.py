@@ -125,6 +125,18 @@ def naive_baseline(paths: list[Path], batch: int = 16) -> dict:
     return {"images_per_second": len(paths) / elapsed, "images": len(paths), "seconds": elapsed}
 
 
+def _role(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    for marker, role in (
+        ("uvicorn", "prefect_server"),
+        ("forkserver", "forkserver"),
+        ("embedlake.flows.cli", "embedlake"),
+    ):
+        if marker in text:
+            return role
+    return "decode_worker"
+
+
 def run_embedlake(source: Path, lake: Path, env: dict) -> dict:
     """(c): `embedlake run` in a subprocess; wall time, peak tree RSS, the run's own stages."""
     import duckdb
@@ -144,14 +156,20 @@ def run_embedlake(source: Path, lake: Path, env: dict) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak, peak_by_role = 0, {}
     while proc.poll() is None:
+        total, by_role = 0, {}
         try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            for p in [root, *root.children(recursive=True)]:
+                rss = p.memory_info().rss
+                total += rss
+                role = _role(p.cmdline())
+                by_role[role] = by_role.get(role, 0) + rss
         except psutil.Error:
             pass  # a process ended between listing and reading it: the next poll counts again
-        time.sleep(0.05)
+        if total > peak:
+            peak, peak_by_role = total, by_role
+        time.sleep(0.25)  # polling a process tree costs CPU: keep it off the measured cores
     wall = time.perf_counter() - started
     out, err = proc.communicate()
     if proc.returncode != 0:
@@ -164,6 +182,7 @@ def run_embedlake(source: Path, lake: Path, env: dict) -> dict:
     return {
         "wall_seconds": wall,
         "peak_rss_mb": peak / 2**20,
+        "peak_rss_mb_by_process": {k: round(v / 2**20) for k, v in peak_by_role.items()},
         "n_embedded": row[0],
         "embed_rate_in_run": row[1],
         "stage_seconds": json.loads(row[2]),

@@ -193,6 +193,27 @@ def _stack(decoded: list[Decoded], pin: bool) -> dict[str, torch.Tensor]:
     return batch
 
 
+def _release_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them, so RSS grew with run length)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
+
+
 def iter_embedded_batches(
     jobs: list[DecodeJob],
     embedder: Embedder,
@@ -223,6 +244,7 @@ def iter_embedded_batches(
         ):
             jobs.extend(refused)
             yield result
+            _release_freed_memory()
     pin = embedder.device.type == "cuda"
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
@@ -260,6 +282,7 @@ def iter_embedded_batches(
             ready.append(decoded)
         if len(ready) >= batch_size:
             yield run_batch()
+            _release_freed_memory()
     if ready or errors:
         yield run_batch()
 
