@@ -108,6 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     sql.add_argument("--output", help="write the result to this file (required for parquet)")
 
+    queries = sub.add_parser("queries", help="list the named analysis queries")
+    queries.add_argument("--json", action="store_true", help="print JSON")
+
+    query = sub.add_parser("query", help="run a named analysis query (read-only)")
+    query.add_argument("name", help="see `embedlake queries`")
+    query.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    query.add_argument("--lake", default=_default_lake())
+    query.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    query.add_argument("--output", help="write the result to this file (required for parquet)")
+
     bb = sub.add_parser("backbones", help="describe the registered backbones")
     bb.add_argument("names", nargs="*", metavar="NAME", help="default: mobilenet_v1 and xception")
     bb.add_argument("--json", action="store_true", help="print JSON")
@@ -123,7 +135,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_prefect(args.debug)
-    commands = {"run": _cmd_run, "sql": _cmd_sql, "backbones": _cmd_backbones, "demo": _cmd_demo}
+    commands = {
+        "run": _cmd_run,
+        "sql": _cmd_sql,
+        "query": _cmd_query,
+        "queries": _cmd_queries,
+        "backbones": _cmd_backbones,
+        "demo": _cmd_demo,
+    }
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -277,6 +296,55 @@ def _cmd_sql(args: argparse.Namespace) -> int:
         for statement in statements[:-1]:
             con.execute(statement)
         table = con.sql(statements[-1]).to_arrow_table()
+    write_result(table, args.format, args.output)
+    return 0
+
+
+def _cmd_queries(args: argparse.Namespace) -> int:
+    from embedlake.tasks.queries import list_queries, load_query
+
+    found = [load_query(name) for name in list_queries()]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": q.name,
+                        "description": q.description,
+                        "example": q.example,
+                        "params": [vars(p) for p in q.params],
+                    }
+                    for q in found
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    for q in found:
+        print(f"{q.name}: {q.description}")
+        for p in q.params:
+            default = "NULL" if p.default is None else p.default
+            print(f"    --param {p.name}=<{p.type}> (default {default}) {p.help}".rstrip())
+        if q.example:
+            print(f"    e.g. {q.example}")
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from embedlake.tasks.catalog import connect_read_only
+    from embedlake.tasks.queries import run_query
+    from embedlake.tasks.render import write_result
+
+    if args.format == "parquet" and not args.output:
+        raise CliError("--format parquet needs --output FILE")
+    given = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--param {item!r}: expected KEY=VALUE")
+        given[key] = value
+    with connect_read_only(Path(args.lake)) as con:
+        table = run_query(con, args.name, given)
     write_result(table, args.format, args.output)
     return 0
 

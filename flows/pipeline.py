@@ -37,6 +37,7 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
             outcome = steps.embed_images(ctx, inventory, backbones, progress)
             sidecar = steps.attach_metadata(ctx, inventory)
             summary = steps.finish_run(ctx, inventory, backbones, outcome, sidecar)
+            steps.build_neighbors(ctx)
         except BaseException as exc:
             steps.record_failure(ctx, f"{type(exc).__name__}: {exc}")
             raise

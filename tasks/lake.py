@@ -33,6 +33,8 @@ __all__ = [
     "EMBEDDINGS_SCHEMA",
     "FILES_SCHEMA",
     "METADATA_KEYS_SCHEMA",
+    "NEIGHBORS_SCHEMA",
+    "AGREEMENT_SCHEMA",
     "RUNS_SCHEMA",
     "TABLES",
     "LakeBusy",
@@ -49,7 +51,7 @@ __all__ = [
     "write_part_atomically",
 ]
 
-TABLES = ("runs", "files", "embeddings", "metadata")
+TABLES = ("runs", "files", "embeddings", "metadata", "neighbors", "agreement")
 _TMP_MARK = ".tmp-"
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -127,6 +129,31 @@ EMBEDDINGS_SCHEMA = pa.schema(
     ]
 )
 
+NEIGHBORS_SCHEMA = pa.schema(
+    [
+        ("backbone", pa.string()),
+        ("weights_id", pa.string()),
+        ("precision", pa.string()),
+        ("image_id", pa.string()),
+        ("neighbor_id", pa.string()),
+        ("rank", pa.int16()),
+        ("similarity", pa.float32()),
+        ("method", pa.string()),
+    ]
+)
+
+AGREEMENT_SCHEMA = pa.schema(
+    [
+        ("backbone_a", pa.string()),
+        ("weights_id_a", pa.string()),
+        ("backbone_b", pa.string()),
+        ("weights_id_b", pa.string()),
+        ("precision", pa.string()),
+        ("n_images", pa.int64()),
+        ("linear_cka", pa.float64()),
+    ]
+)
+
 # the metadata table's columns are the sidecar's own; these two are always there for joins
 METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string())])
 
@@ -135,6 +162,8 @@ _SCHEMAS = {
     "files": FILES_SCHEMA,
     "embeddings": EMBEDDINGS_SCHEMA,
     "metadata": METADATA_KEYS_SCHEMA,
+    "neighbors": NEIGHBORS_SCHEMA,
+    "agreement": AGREEMENT_SCHEMA,
 }
 
 

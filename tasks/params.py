@@ -27,6 +27,10 @@ class RunParams(BaseModel):
     decode: str = Field(
         default="auto", description="auto | pillow | device: JPEGs on the GPU (auto: on CUDA)"
     )
+    neighbors_k: int = Field(default=10, ge=1, description="neighbours kept per image")
+    ann_threshold: int = Field(
+        default=1_000_000, ge=2, description="above this many images, faiss HNSW instead of exact"
+    )
     part_rows: int = Field(
         default=4096, ge=1, description="embedding rows per Parquet part; a killed run keeps each"
     )

@@ -37,6 +37,7 @@ __all__ = [
     "RunContext",
     "attach_metadata",
     "build_catalog",
+    "build_neighbors",
     "discover_source",
     "embed_images",
     "finish_run",
@@ -347,6 +348,18 @@ def record_failure_fn(ctx: RunContext, message: str) -> None:
     )
 
 
+def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
+    """Rebuild the neighbour graph and backbone agreement over every stored embedding."""
+    from .neighbors import build_neighbor_graph
+
+    device = resolve_device(ctx.params.device)
+    written = build_neighbor_graph(
+        ctx.lake, k=ctx.params.neighbors_k, device=device, ann_threshold=ctx.params.ann_threshold
+    )
+    _log().info("neighbour graph: %s", written)
+    return written
+
+
 def build_catalog_fn(root: Path) -> Path:
     return catalog.build_catalog(root)
 
@@ -363,4 +376,5 @@ embed_images = _as_task(embed_images_fn, "embed")
 attach_metadata = _as_task(attach_metadata_fn, "sidecar-metadata")
 finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
+build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")
 build_catalog = _as_task(build_catalog_fn, "build-catalog", retries=2, retry_delay_seconds=1)

@@ -144,7 +144,14 @@ def test_views_match_the_design_contract(lake_run):
 def test_parts_read_with_pyarrow(lake_run):
     _, lake, _ = lake_run
     parts = sorted(lake.glob("*/*.parquet"))
-    assert {p.parent.name for p in parts} == {"runs", "files", "embeddings", "metadata"}
+    assert {p.parent.name for p in parts} == {
+        "runs",
+        "files",
+        "embeddings",
+        "metadata",
+        "neighbors",
+        "agreement",
+    }
     rows = sum(pq.read_table(p).num_rows for p in (lake / "embeddings").glob("*.parquet"))
     assert rows == 10
 
@@ -219,3 +226,94 @@ def test_backbones_json_reproduces_the_papers(cli_env):
 def test_help_everywhere(command, cli_env):
     done = embedlake(*command, "--help", env=cli_env)
     assert done.returncode == 0 and "usage: embedlake" in done.stdout
+
+
+def test_resized_copy_is_the_first_neighbour(lake_run):
+    _, lake, env = lake_run
+    out = embedlake(
+        "query",
+        "neighbors",
+        "--param",
+        "path=copies/smaller.jpg",
+        "--param",
+        "k=1",
+        "--lake",
+        str(lake),
+        "--format",
+        "json",
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {(r["backbone"], r["neighbor_path"]) for r in rows} == {
+        ("mobilenet_v1", "copies/same_bytes.jpg"),
+        ("xception", "copies/same_bytes.jpg"),
+    }
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT 1) TO '{lake}/x.csv'",
+        "SELECT * FROM read_csv('{outside}')",
+        "SELECT * FROM '{outside}'",
+        "ATTACH '{lake}/other.duckdb' AS other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP VIEW files",
+        "INSERT INTO files SELECT * FROM files",
+        "EXPORT DATABASE '{lake}/dump'",
+        "SELECT 1; COPY (SELECT 1) TO '{lake}/y.csv'",
+        "PRAGMA enable_profiling",
+        "CALL pragma_version()",
+    ],
+)
+def test_sql_refuses_escapes_and_the_lake_survives(lake_run, statement, tmp_path):
+    _, lake, env = lake_run
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    before = sorted(p.name for p in lake.rglob("*"))
+    done = embedlake(
+        "sql", statement.format(lake=lake, outside=outside), "--lake", str(lake), env=env
+    )
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith("embedlake: error:") and len(done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in lake.rglob("*")) == before
+    check = embedlake(
+        "sql", "SELECT count(*) AS n FROM files", "--lake", str(lake), "--format", "csv", env=env
+    )
+    assert check.returncode == 0 and check.stdout.splitlines()[1] == "9"
+
+
+def test_query_command_and_queries_listing(lake_run, tmp_path):
+    _, lake, env = lake_run
+    listing = embedlake("queries", "--json", env=env)
+    names = {q["name"] for q in json.loads(listing.stdout)}
+    assert {
+        "duplicates",
+        "near_duplicates",
+        "neighbors",
+        "outliers",
+        "label_purity",
+        "backbone_agreement",
+        "exif_summary",
+        "errors_summary",
+    } <= names
+    out = tmp_path / "dups.parquet"
+    done = embedlake(
+        "query",
+        "duplicates",
+        "--lake",
+        str(lake),
+        "--format",
+        "parquet",
+        "--output",
+        str(out),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out).to_pylist()
+    assert [sorted(r["paths"]) for r in table] == [["copies/same_bytes.jpg", "good/astronaut.jpg"]]

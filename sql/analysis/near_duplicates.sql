@@ -1,0 +1,18 @@
+-- near_duplicates: pairs of different images that are near-identical (resized, recompressed,
+-- slightly edited copies), per backbone, with their paths and cosine similarity.
+-- param threshold: DOUBLE = 0.95  -- minimum cosine similarity
+-- param backbone: VARCHAR = NULL  -- one backbone, or every backbone
+-- example: embedlake query near_duplicates --param threshold=0.98 --param backbone=xception
+WITH pairs AS (
+    -- a pair can be found from either side of the graph; keep it once
+    SELECT backbone, least(image_id, neighbor_id) AS image_id_a,
+           greatest(image_id, neighbor_id) AS image_id_b, max(similarity) AS similarity
+    FROM neighbors
+    WHERE similarity >= $threshold AND ($backbone IS NULL OR backbone = $backbone)
+    GROUP BY ALL
+)
+SELECT p.backbone, a.path AS path_a, b.path AS path_b, p.similarity, p.image_id_a, p.image_id_b
+FROM pairs AS p
+JOIN image_paths AS a ON a.image_id = p.image_id_a
+JOIN image_paths AS b ON b.image_id = p.image_id_b
+ORDER BY p.similarity DESC, p.backbone, a.path;
