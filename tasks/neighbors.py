@@ -133,7 +133,7 @@ def build_neighbor_graph(
     root: Path,
     k: int = 10,
     device: str = "cpu",
-    ann_threshold: int = 1_000_000,
+    ann_threshold: int = 200_000,
     cka_sample: int = 50_000,
 ) -> dict[str, int]:
     """Rebuild LAKE/neighbors and LAKE/agreement from the embeddings; returns rows per group."""

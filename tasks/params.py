@@ -29,7 +29,7 @@ class RunParams(BaseModel):
     )
     neighbors_k: int = Field(default=10, ge=1, description="neighbours kept per image")
     ann_threshold: int = Field(
-        default=1_000_000, ge=2, description="above this many images, faiss HNSW instead of exact"
+        default=200_000, ge=2, description="above this many images, faiss HNSW instead of exact"
     )
     part_rows: int = Field(
         default=4096, ge=1, description="embedding rows per Parquet part; a killed run keeps each"

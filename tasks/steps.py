@@ -167,7 +167,8 @@ def load_backbones_fn(params: RunParams) -> BackboneSet:
         if not params.random_fallback:
             raise
         message = (
-            f"RANDOM WEIGHTS: ImageNet weights unavailable ({exc}); embeddings are not meaningful"
+            "RANDOM WEIGHTS: the ImageNet weights could not be loaded, so these embeddings carry "
+            f"no meaning (similarities, neighbours and reports neither). Why: {exc}"
         )
         _log().warning(message)
         random = parse_weights_spec("random", names)
@@ -316,7 +317,7 @@ def finish_run_fn(
         "n_files": len(rows),
         "n_ok": sum(r["status"] == "ok" for r in rows),
         "n_error": sum(r["status"] == "error" for r in rows),
-        "n_unique_images": outcome.n_unique_images,
+        "n_unique_images": outcome.n_unique_images - len(outcome.decode_errors),
         "n_embedded": n_new,
         "n_skipped": outcome.n_skipped,
         "error_counts": lake.to_json(dict(sorted(codes.items()))),

@@ -17,6 +17,7 @@ when their weights_id matches, whatever the file was called.
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,7 +150,9 @@ def _load_imagenet(spec: BackboneSpec) -> torch.nn.Module:
     try:
         model = timm.create_model(spec.pretrained_name, pretrained=True, num_classes=0)
     except Exception as exc:  # timm raises OSError, HF hub or urllib errors when offline
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = type(exc).__name__
+        if str(exc):
+            reason += ": " + textwrap.shorten(str(exc).splitlines()[0], 100, placeholder="...")
         raise WeightsError(
             f"ImageNet weights for {spec.name} ({spec.pretrained_name}) are not in the local "
             f"cache (~/.cache/huggingface or ~/.cache/torch/hub) and could not be downloaded "

@@ -3,19 +3,22 @@ CREATE OR REPLACE MACRO cosine(a, b) AS list_cosine_similarity(a, b);
 
 -- nearest(image_id, backbone, k): the k images whose embeddings are most like this one's,
 -- under the same backbone, weights and precision. Exact (a scan); see `neighbors` for the graph.
+-- Scans the stored rows directly (embedding_rows): similarity first, then one row per image,
+-- which is cheaper than deduplicating whole vectors through the `embeddings` view.
 CREATE OR REPLACE MACRO nearest(query_id, query_backbone, k := 10) AS TABLE
 WITH query AS (
     SELECT embedding, weights_id, precision
-    FROM embeddings
+    FROM embedding_rows
     WHERE image_id = query_id AND backbone = query_backbone
     ORDER BY created_at DESC
     LIMIT 1
 )
-SELECT e.image_id, list_cosine_similarity(e.embedding, q.embedding) AS similarity
-FROM embeddings AS e, query AS q
+SELECT e.image_id, max(list_cosine_similarity(e.embedding, q.embedding)) AS similarity
+FROM embedding_rows AS e, query AS q
 WHERE e.backbone = query_backbone
   AND e.weights_id = q.weights_id
   AND e.precision = q.precision
   AND e.image_id <> query_id
+GROUP BY e.image_id
 ORDER BY similarity DESC
 LIMIT k;
