@@ -120,6 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     query.add_argument("--output", help="write the result to this file (required for parquet)")
 
+    report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
+    report.add_argument("--lake", default=_default_lake())
+    report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
+    report.add_argument("--label-column", default="label", help="sidecar column to colour by")
+
+    serve = sub.add_parser("serve", help="run on a schedule as a Prefect deployment")
+    serve.add_argument("source", help="folder of images (or an fsspec URL)")
+    when = serve.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='a cron expression, e.g. "0 2 * * *"')
+    when.add_argument("--interval", type=float, help="seconds between runs")
+    serve.add_argument("--name", default="embedlake", help="deployment name")
+    _add_run_options(serve)
+
     bb = sub.add_parser("backbones", help="describe the registered backbones")
     bb.add_argument("names", nargs="*", metavar="NAME", help="default: mobilenet_v1 and xception")
     bb.add_argument("--json", action="store_true", help="print JSON")
@@ -142,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "queries": _cmd_queries,
         "backbones": _cmd_backbones,
         "demo": _cmd_demo,
+        "report": _cmd_report,
+        "serve": _cmd_serve,
     }
     try:
         return commands[args.command](args)
@@ -223,6 +238,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{summary['n_files_without_metadata']}"
         )
     lines.append(f"  lake {summary['lake']}")
+    if summary.get("report"):
+        lines.append(f"  report {summary['report']}")
     print("\n".join(lines))
 
 
@@ -243,7 +260,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args, str(collection / "images"), random_fallback=args.weights == "imagenet"
     )
     summary = _execute(params)
-    if summary["weights_random"]:
+    if summary["weights_random"] and summary["message"]:
         print(f"{_BANNER}\n{summary['message']}\n{_BANNER}", file=sys.stderr)
     _print_summary(summary)
     lake = summary["lake"]
@@ -346,6 +363,23 @@ def _cmd_query(args: argparse.Namespace) -> int:
     with connect_read_only(Path(args.lake)) as con:
         table = run_query(con, args.name, given)
     write_result(table, args.format, args.output)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from embedlake.tasks.report import build_report
+
+    result = build_report(Path(args.lake).resolve(), args.run_id, label_column=args.label_column)
+    print(f"report of run {result['run_id']}: {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from embedlake.flows.serve import serve
+
+    if args.interval is not None and args.interval <= 0:
+        raise CliError("--interval must be positive")
+    serve(_run_params(args, args.source), cron=args.cron, interval=args.interval, name=args.name)
     return 0
 
 

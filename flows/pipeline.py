@@ -4,8 +4,8 @@ The flow holds the lake's writer lock for the whole run, so two runs on one lake
 once: the second waits for the first (and says so). Readers never take the lock.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: Prefect builds the flow's parameter model from
+# the live annotations, and a deployment run validates `params` against RunParams
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ def _say_waiting(message: str) -> None:
 
 @flow(name="embedlake-run")
 def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
-    """Inventory SOURCE, embed every new image with each backbone, and rebuild the catalog."""
+    """Inventory SOURCE, embed every new image with each backbone, rebuild the neighbour graph
+    and the catalog, and publish the run's report."""
     lake = Path(params.lake).expanduser().resolve()
     with lake_lock(lake, on_wait=_say_waiting):
         ctx = steps.start_run(params)
@@ -43,4 +44,5 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
             raise
         finally:
             steps.build_catalog(lake)
+        summary["report"] = steps.publish_report(ctx, summary)
     return summary

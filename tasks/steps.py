@@ -38,6 +38,7 @@ __all__ = [
     "attach_metadata",
     "build_catalog",
     "build_neighbors",
+    "publish_report",
     "discover_source",
     "embed_images",
     "finish_run",
@@ -162,7 +163,9 @@ def load_backbones_fn(params: RunParams) -> BackboneSet:
         raise ValueError(f"--backbone given twice: {', '.join(names)}")
     sources = parse_weights_spec(params.weights, names)
     try:
-        return BackboneSet([load_backbone(s, sources[s.name]) for s in specs], False)
+        # random weights, asked for or not, are flagged on the run and bannered in its report
+        is_random = any(source.kind == "random" for source in sources.values())
+        return BackboneSet([load_backbone(s, sources[s.name]) for s in specs], is_random)
     except WeightsError as exc:
         if not params.random_fallback:
             raise
@@ -361,6 +364,53 @@ def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
     return written
 
 
+def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
+    """Write the run's HTML report and publish its summary and key tables as Prefect artifacts."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from .report import build_report
+
+    report = build_report(ctx.lake, ctx.run_id)
+    uri = Path(report["path"]).as_uri()
+    errors = ", ".join(f"{k} {v}" for k, v in summary["error_counts"].items()) or "none"
+    banner = (
+        "\n\n**RANDOM WEIGHTS: these embeddings mean nothing.**"
+        if (summary["weights_random"])
+        else ""
+    )
+    rate = summary.get("images_per_second")
+    create_markdown_artifact(
+        key="embedlake-run-summary",
+        description=f"embedlake run {ctx.run_id}",
+        markdown=(
+            f"# embedlake run {ctx.run_id}{banner}\n\n"
+            f"| | |\n|---|---|\n"
+            f"| files | {summary['n_files']} ({summary['n_ok']} ok, "
+            f"{summary['n_error']} errors) |\n"
+            f"| errors by code | {errors} |\n"
+            f"| images embedded / skipped | {summary['n_embedded']} / {summary['n_skipped']} |\n"
+            f"| throughput | {f'{rate:.1f} images/s' if rate else '-'} |\n"
+            f"| device / precision | {summary['device']} / {summary['precision']} |\n"
+            f"| lake | {ctx.lake} |\n\n"
+            f"Report: [{report['path']}]({uri})\n"
+        ),
+    )
+    folder = Path(report["path"]).parent
+    for name in ("errors", "near_duplicates", "label_purity"):
+        csv = folder / f"{name}.csv"
+        if csv.is_file():
+            import pyarrow.csv as pacsv
+
+            rows = pacsv.read_csv(csv).slice(0, 50).to_pylist()
+            if rows:
+                create_table_artifact(
+                    key=f"embedlake-{name.replace('_', '-')}",
+                    table=rows,
+                    description=f"{name} of run {ctx.run_id} (first 50 rows; report: {uri})",
+                )
+    return report["path"]
+
+
 def build_catalog_fn(root: Path) -> Path:
     return catalog.build_catalog(root)
 
@@ -378,4 +428,5 @@ attach_metadata = _as_task(attach_metadata_fn, "sidecar-metadata")
 finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
 build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")
+publish_report = _as_task(publish_report_fn, "publish-report")
 build_catalog = _as_task(build_catalog_fn, "build-catalog", retries=2, retry_delay_seconds=1)

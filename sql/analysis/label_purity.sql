@@ -5,7 +5,8 @@
 -- example: embedlake query label_purity --param column=species --param k=10
 WITH long AS (
     UNPIVOT (
-        SELECT image_id, COLUMNS(* EXCLUDE (path, image_id))::VARCHAR FROM metadata
+        -- every column but image_id (path included, so a sidecar of keys alone still unpivots)
+        SELECT image_id, COLUMNS(* EXCLUDE (image_id))::VARCHAR FROM metadata
     )
     ON COLUMNS(* EXCLUDE (image_id)) INTO NAME field VALUE label
 ),

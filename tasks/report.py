@@ -1,0 +1,409 @@
+"""The run report: one self-contained HTML page per run, with its data beside it.
+
+LAKE/reports/<run_id>/index.html holds everything inline (plots as PNG data URIs from matplotlib,
+thumbnails as JPEG data URIs, CSS in the page): no network reference, readable offline on a
+laptop or a phone. Beside it: summary.json and one CSV per table for downstream tools.
+LAKE/reports/latest/ is a copy of the newest report. Everything is read through the read-only
+catalog (named queries from sql/analysis, the report's own from sql/report).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from .catalog import connect_read_only, sql_text
+from .queries import run_query
+
+__all__ = ["ReportResult", "build_report"]
+
+_THUMB = 128
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;
+background:#f6f7f9;line-height:1.45}
+main{max-width:1100px;margin:0 auto;padding:16px}
+h1{font-size:1.5rem;margin:.2em 0}h2{font-size:1.2rem;margin-top:1.6em;border-bottom:1px solid #ccd}
+section{background:#fff;border-radius:8px;padding:8px 16px 16px;margin:12px 0;
+box-shadow:0 1px 2px rgba(0,0,0,.08)}
+table{border-collapse:collapse;font-size:.85rem;display:block;overflow-x:auto;max-width:100%}
+th,td{padding:3px 8px;border-bottom:1px solid #e3e6ea;text-align:left;white-space:nowrap}
+.banner{background:#b00020;color:#fff;padding:12px 16px;border-radius:8px;font-weight:600}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:132px;font-size:.72rem;word-break:break-all}
+figure img{width:128px;height:128px;object-fit:cover;border-radius:4px;background:#e9ecef}
+.pair{display:flex;gap:6px;align-items:flex-start;border:1px solid #e3e6ea;padding:6px;
+border-radius:6px}
+.plot{max-width:100%;height:auto}
+.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:.9rem}
+.muted{color:#667}
+"""
+
+
+class ReportResult(dict):
+    """Where the report went and what it says (`path`, `run_id`, `sections`, `bytes`)."""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img class="plot" alt="plot" src="data:image/png;base64,{data}">'
+
+
+def _table(table: pa.Table, limit: int = 50) -> str:
+    if table.num_rows == 0:
+        return '<p class="muted">(none)</p>'
+    rows = table.slice(0, limit).to_pylist()
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.column_names)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    more = (
+        f'<p class="muted">{table.num_rows - limit} more rows in the CSV</p>'
+        if (table.num_rows > limit)
+        else ""
+    )
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value[:6]) + (" ..." if len(value) > 6 else "")
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "..."  # a SHA-256
+    return str(value)
+
+
+class _Thumbnails:
+    """Inline JPEG thumbnails of collection files; a failure is shown, not hidden."""
+
+    def __init__(self, source: str):
+        from .sources import RemoteSource, open_source
+
+        self.error = None
+        try:
+            self.source = open_source(source)
+        except (OSError, ValueError) as exc:
+            self.source, self.error = None, f"{type(exc).__name__}: {exc}"
+        self._remote = RemoteSource
+        self._cache: dict[str, str] = {}
+
+    def img(self, path: str, caption: str) -> str:
+        if path not in self._cache:
+            self._cache[path] = self._render(path)
+        return (
+            f"<figure>{self._cache[path]}<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+
+    def _render(self, path: str) -> str:
+        from PIL import Image, ImageOps
+
+        from .decode import to_rgb
+
+        try:
+            if self.source is None:
+                raise OSError(self.error)
+            if isinstance(self.source, self._remote):
+                data = self.source.read(path)
+            else:
+                data = (self.source / path).read_bytes()
+            with Image.open(io.BytesIO(data)) as img:
+                img.draft("RGB", (_THUMB * 2, _THUMB * 2))
+                thumb = to_rgb(ImageOps.exif_transpose(img))
+                thumb.thumbnail((_THUMB, _THUMB))
+                out = io.BytesIO()
+                thumb.save(out, "JPEG", quality=70)
+            encoded = base64.b64encode(out.getvalue()).decode()
+            return f'<img alt="{html.escape(path)}" src="data:image/jpeg;base64,{encoded}">'
+        except Exception as exc:  # a moved or unreadable file: say so in the page
+            reason = html.escape(f"{type(exc).__name__}: {exc}"[:120])
+            return f'<div class="muted">thumbnail unavailable: {reason}</div>'
+
+
+def _pca_2d(vectors: np.ndarray) -> np.ndarray:
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def _vectors(table: pa.Table) -> np.ndarray:
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
+
+
+def build_report(
+    root: Path, run_id: str | None = None, label_column: str = "label", sample: int = 2000
+) -> ReportResult:
+    """Write LAKE/reports/<run_id>/ (index.html, summary.json, CSVs) and refresh reports/latest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with connect_read_only(root) as con:
+
+        def q(name: str, **params: Any) -> pa.Table:
+            return con.sql(sql_text("report", f"{name}.sql"), params=params).to_arrow_table()
+
+        runs = q("run", run_id=run_id).to_pylist()
+        if not runs:
+            raise LookupError(
+                f"no run {run_id} in {root}" if run_id else f"no finished run in {root} yet"
+            )
+        run = runs[0]
+        run_id = run["run_id"]
+        tables: dict[str, pa.Table] = {}
+        thumbs = _Thumbnails(run["source"])
+        sections: list[tuple[str, str]] = []
+
+        # the run
+        weights = json.loads(run["weights"] or "{}")
+        stages = json.loads(run["stage_seconds"] or "{}")
+        versions = json.loads(run["versions"] or "{}")
+        rate = run["images_per_second"]
+        kv = {
+            "run": run_id,
+            "status": run["status"],
+            "source": run["source"],
+            "started": run["started_at"],
+            "finished": run["finished_at"],
+            "files": f"{run['n_files']} ({run['n_ok']} ok, {run['n_error']} errors)",
+            "distinct images": run["n_unique_images"],
+            "embedded / already in the lake": f"{run['n_embedded']} / {run['n_skipped']}",
+            "throughput": f"{rate:.1f} images/s" if rate else "-",
+            "wall time": f"{run['seconds']:.1f} s" if run["seconds"] else "-",
+            "device / precision": f"{run['device']} / {run['precision']}",
+            **{f"weights: {k}": v for k, v in weights.items()},
+            "stage seconds": ", ".join(f"{k} {v}" for k, v in stages.items()),
+            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        }
+        body = "".join(
+            f"<div>{html.escape(k)}</div><div>{html.escape(_fmt(v))}</div>" for k, v in kv.items()
+        )
+        banner = ""
+        if run["weights_random"]:
+            banner = (
+                '<p class="banner">RANDOM WEIGHTS: this run used randomly initialised '
+                "backbones; its similarities, neighbours and groupings mean nothing. "
+                f"{html.escape(run['message'] or '')}</p>"
+            )
+        sections.append(("The run", f'{banner}<div class="kv">{body}</div>'))
+
+        # errors
+        errors = run_query(con, "errors_summary", {"run_id": run_id})
+        tables["errors"] = errors
+        sections.append(("Errors by code", _table(errors)))
+
+        # EXIF
+        cameras = run_query(con, "exif_summary", {})
+        tables["cameras"] = cameras
+        months = q("taken_by_month", run_id=run_id)
+        plot = ""
+        if months.num_rows:
+            fig, ax = plt.subplots(figsize=(7, 2.4))
+            ax.bar(
+                [m.strftime("%Y-%m") for m in months.column("month").to_pylist()],
+                months.column("images").to_pylist(),
+                color="#3b6ea5",
+            )
+            ax.set_ylabel("images")
+            ax.tick_params(axis="x", rotation=60, labelsize=7)
+            plot = _png(fig)
+        else:
+            plot = '<p class="muted">no EXIF capture dates</p>'
+        sections.append(("Cameras and dates (EXIF)", _table(cameras) + plot))
+
+        # duplicates and near-duplicates
+        dups = run_query(con, "duplicates", {})
+        tables["duplicates"] = dups
+        gallery = "".join(
+            '<div class="pair">' + "".join(thumbs.img(p, p) for p in row["paths"][:4]) + "</div>"
+            for row in dups.slice(0, 12).to_pylist()
+        )
+        near = run_query(con, "near_duplicates", {"threshold": "0.95"})
+        tables["near_duplicates"] = near
+        pairs = "".join(
+            '<div class="pair">'
+            + thumbs.img(r["path_a"], r["path_a"])
+            + thumbs.img(r["path_b"], f"{r['path_b']} ({r['backbone']} {r['similarity']:.4f})")
+            + "</div>"
+            for r in near.slice(0, 16).to_pylist()
+        )
+        sections.append(
+            (
+                "Duplicates and near-duplicates",
+                f"<h3>Byte-identical ({dups.num_rows} groups)</h3>"
+                f'<div class="grid">{gallery or "<p class=muted>(none)</p>"}</div>'
+                f"<h3>Near-identical, cosine &ge; 0.95 ({near.num_rows} pairs)</h3>"
+                f'<div class="grid">{pairs or "<p class=muted>(none)</p>"}</div>',
+            )
+        )
+
+        # outliers
+        outliers = run_query(con, "outliers", {"limit": "8"})
+        tables["outliers"] = outliers
+        by_backbone: dict[str, list[str]] = {}
+        for r in outliers.to_pylist():
+            by_backbone.setdefault(r["backbone"], []).append(
+                thumbs.img(r["path"], f"{r['path']} ({r['score']:.3f})")
+            )
+        body = "".join(
+            f"<h3>{html.escape(b)}</h3><div class='grid'>{''.join(items)}</div>"
+            for b, items in by_backbone.items()
+        )
+        sections.append(
+            (
+                "Outliers",
+                '<p class="muted">lowest mean similarity to their nearest neighbours</p>'
+                + (body or '<p class="muted">(none)</p>'),
+            )
+        )
+
+        # label structure
+        labels = {r["image_id"]: r["label"] for r in q("labels", column=label_column).to_pylist()}
+        embedded = q("run_embeddings", run_id=run_id, limit=sample)
+        plots = []
+        vectors_by_backbone: dict[str, tuple[list[str], np.ndarray]] = {}
+        for backbone in sorted(set(embedded.column("backbone").to_pylist())):
+            part = embedded.filter(pa.compute.equal(embedded["backbone"], backbone))
+            ids = part.column("image_id").to_pylist()
+            vectors = _vectors(part)
+            vectors_by_backbone[backbone] = (ids, vectors)
+            if len(ids) < 3:
+                continue
+            xy = _pca_2d(vectors)
+            fig, ax = plt.subplots(figsize=(5, 4))
+            names = [labels.get(i) or "(no label)" for i in ids]
+            for name in sorted(set(names)):
+                mask = np.array([n == name for n in names])
+                ax.scatter(xy[mask, 0], xy[mask, 1], s=14, label=name)
+            ax.set_title(f"{backbone}: 2-D PCA, coloured by {label_column}")
+            if len(set(names)) <= 20:
+                ax.legend(fontsize=6, loc="best")
+            plots.append(_png(fig))
+        purity = run_query(con, "label_purity", {"column": label_column})
+        tables["label_purity"] = purity
+        note = (
+            ""
+            if labels
+            else (
+                f'<p class="muted">the sidecar has no "{html.escape(label_column)}"'
+                " column: points are uncoloured</p>"
+            )
+        )
+        sections.append(("Label structure", note + "".join(plots) + _table(purity)))
+
+        # backbone agreement
+        agreement = run_query(con, "backbone_agreement", {})
+        tables["backbone_agreement"] = agreement
+        overall = [r for r in agreement.to_pylist() if r["scope"] == "overall"]
+        per_image = [r["overlap"] for r in agreement.to_pylist() if r["scope"] == "image"]
+        body = ""
+        if overall and overall[0]["images"]:
+            o = overall[0]
+            body += (
+                f"<p>mean neighbour-set overlap {o['overlap']:.3f} over {o['images']} images; "
+                f"linear CKA {_fmt(o['linear_cka'])}</p>"
+            )
+            fig, ax = plt.subplots(figsize=(5, 2.4))
+            ax.hist(per_image, bins=11, range=(0, 1), color="#5a8f29")
+            ax.set_xlabel("share of top-10 neighbours in common")
+            ax.set_ylabel("images")
+            body += _png(fig)
+        sections.append(("Backbone agreement", body or '<p class="muted">needs two backbones</p>'))
+
+        # what changed
+        previous = q("previous_run", run_id=run_id).to_pylist()
+        if previous:
+            prev_id = previous[0]["run_id"]
+            changes = q("image_changes", run_id=run_id, previous_id=prev_id)
+            tables["changes"] = changes
+            prev_emb = q("run_embeddings", run_id=prev_id, limit=sample)
+            shifts = []
+            for backbone, (_, vectors) in vectors_by_backbone.items():
+                part = prev_emb.filter(pa.compute.equal(prev_emb["backbone"], backbone))
+                if part.num_rows and len(vectors):
+                    a, b = _vectors(part).mean(axis=0), vectors.mean(axis=0)
+                    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+                    shifts.append({"backbone": backbone, "centroid_shift": 1 - cosine})
+            shift_table = pa.Table.from_pylist(shifts) if shifts else pa.table({})
+            tables["centroid_shift"] = shift_table
+            body = (
+                f"<p>compared with run {html.escape(prev_id)}</p>"
+                + _table(changes)
+                + "<p>centroid shift (1 - cosine between the mean embeddings)</p>"
+                + _table(shift_table)
+            )
+        else:
+            body = '<p class="muted">the first run of this lake: nothing to compare</p>'
+        sections.append(("What changed since the previous run", body))
+
+    folder = root / "reports" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    nav = " &middot; ".join(
+        f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections)
+    )
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>embedlake report {html.escape(run_id)}</title><style>{_CSS}</style></head>"
+        f"<body><main><h1>embedlake report</h1><p class='muted'>run {html.escape(run_id)} "
+        f"&middot; built {datetime.now():%Y-%m-%d %H:%M}</p><p>{nav}</p>"
+        + "".join(
+            f'<section id="s{i}"><h2>{html.escape(t)}</h2>{b}</section>'
+            for i, (t, b) in enumerate(sections)
+        )
+        + "</main></body></html>"
+    )
+    (folder / "index.html").write_text(page)
+    for name, table in tables.items():
+        if table.num_columns:
+            pacsv.write_csv(_csv_safe(table), folder / f"{name}.csv")
+    summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
+    summary["sections"] = [t for t, _ in sections]
+    summary["tables"] = {name: t.num_rows for name, t in tables.items()}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    latest = root / "reports" / "latest"
+    staging = root / "reports" / f".latest-{run_id}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging)
+    shutil.rmtree(latest, ignore_errors=True)
+    staging.rename(latest)
+    return ReportResult(
+        path=str(folder / "index.html"),
+        run_id=run_id,
+        sections=summary["sections"],
+        bytes=(folder / "index.html").stat().st_size,
+        summary=summary,
+    )
+
+
+def _csv_safe(table: pa.Table) -> pa.Table:
+    """CSV has no lists: join them with '|'."""
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            column = pa.array(
+                ["|".join(map(str, v)) if v is not None else None for v in column.to_pylist()]
+            )
+        columns[name] = column
+    return pa.table(columns)
