@@ -7,7 +7,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-neighbors clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+
+bench-neighbors: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[ann]"
+	$(BIN)/python bench/neighbors.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) lake

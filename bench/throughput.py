@@ -10,7 +10,7 @@
     for 12-megapixel photos. Per-stage seconds come from the run's own `runs.stage_seconds`; peak
     RSS is summed over the whole process tree (Prefect's server, decode workers) every 50 ms.
 
-    python bench/throughput.py [--small 80 --large 800 --big-small 8 --big-large 32]
+    python bench/throughput.py [--small 80 --large 800 --big-small 16 --big-large 64]
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", type=int, default=80)
     parser.add_argument("--large", type=int, default=800)
-    parser.add_argument("--big-small", type=int, default=8)
-    parser.add_argument("--big-large", type=int, default=32)
+    parser.add_argument("--big-small", type=int, default=16)
+    parser.add_argument("--big-large", type=int, default=64)
     parser.add_argument("--naive-images", type=int, default=48)
     parser.add_argument("--forward-seconds", type=float, default=20.0)
     parser.add_argument("--out", default="bench/results")
