@@ -29,7 +29,13 @@ from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import RunParams
 from .progress import Progress
 from .sources import RemoteSource, open_source
-from .weights import LoadedBackbone, WeightsError, load_backbone, parse_weights_spec
+from .weights import (
+    LoadedBackbone,
+    WeightsError,
+    WeightsSource,
+    load_backbone,
+    parse_weights_spec,
+)
 
 __all__ = [
     "EmbedOutcome",
@@ -193,15 +199,24 @@ def _decode_on_device(requested: str, device: str) -> bool:
     return requested == "device" or (requested == "auto" and device.startswith("cuda"))
 
 
-def embed_images_fn(
-    ctx: RunContext, inventory: Inventory, backbones: BackboneSet, progress: bool = False
-) -> EmbedOutcome:
-    """Embed each distinct ok image once per backbone that lacks it; write parts as it goes."""
+@dataclass
+class EmbedPlan:
+    """What a run must embed: distinct images lacking an embedding, per backbone."""
+
+    outcome: EmbedOutcome
+    items: list[DecodeJob]
+    missing: dict[str, set[str]]
+    weights_ids: dict[str, str]
+    sources: dict[str, WeightsSource]
+    decode_on_device: bool
+    batch_size: int
+
+
+def _plan_embedding(ctx: RunContext, inventory: Inventory, backbones: BackboneSet) -> EmbedPlan:
     params = ctx.params
     device = resolve_device(params.device)
     precision = resolve_precision(params.precision, device)
     outcome = EmbedOutcome(device=device, precision=precision)
-
     remote = isinstance(ctx.source, RemoteSource)
     first_path: dict[str, Path | str] = {}
     formats: dict[str, str | None] = {}
@@ -210,61 +225,65 @@ def embed_images_fn(
             first_path[row["image_id"]] = row["path"] if remote else ctx.source / row["path"]
             formats[row["image_id"]] = row["format"]
     outcome.n_unique_images = len(first_path)
-
     missing: dict[str, set[str]] = {}
     for loaded in backbones.loaded:
         done = lake.embedded_image_ids(ctx.lake, loaded.spec.name, loaded.weights_id, precision)
         missing[loaded.spec.name] = set(first_path) - done
     todo = sorted(set().union(*missing.values())) if missing else []
     outcome.n_skipped = len(first_path) - len(todo)
-    if not todo:
-        return outcome
-
-    embedder = Embedder(backbones.loaded, device, precision)
-    plans = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
-    items = [DecodeJob(image_id, first_path[image_id], formats[image_id]) for image_id in todo]
-    decode_on_device = _decode_on_device(params.decode, device)
-    workers = _auto_workers(params.workers)
-    batch_size = params.batch_size or (256 if device.startswith("cuda") else 16)
-    _log().info(
-        "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
-        len(items),
-        outcome.n_skipped,
-        device,
-        precision,
-        batch_size,
-        workers,
+    return EmbedPlan(
+        outcome=outcome,
+        items=[DecodeJob(i, first_path[i], formats[i]) for i in todo],
+        missing=missing,
+        weights_ids={b.spec.name: b.weights_id for b in backbones.loaded},
+        sources={b.spec.name: b.source for b in backbones.loaded},
+        decode_on_device=_decode_on_device(params.decode, device),
+        batch_size=params.batch_size or (256 if device.startswith("cuda") else 16),
     )
+
+
+def _embed_items(
+    ctx: RunContext,
+    plan: EmbedPlan,
+    items: list[DecodeJob],
+    embedder: Embedder,
+    crop: list,
+    prefix: str,
+    part_rows: int,
+    progress: bool,
+) -> EmbedOutcome:
+    """Decode, embed and write `items`; the outcome counts what happened to them."""
+    params = ctx.params
+    outcome = EmbedOutcome(device=plan.outcome.device, precision=plan.outcome.precision)
     timings: Counter[str] = Counter()
-    writer = lake.PartWriter(ctx.lake / "embeddings", ctx.run_id, params.part_rows)
+    writer = lake.PartWriter(ctx.lake / "embeddings", prefix, part_rows)
     started = time.perf_counter()
     try:
         with Progress("embedding", total=len(items), enabled=progress) as bar:
             for batch in iter_embedded_batches(
                 items,
                 embedder,
-                plans,
-                batch_size=batch_size,
-                workers=workers,
+                crop,
+                batch_size=plan.batch_size,
+                workers=_auto_workers(params.workers),
                 max_pixels=params.max_pixels,
                 decode_timeout=params.decode_timeout,
                 pillow_plugins=params.pillow_plugins,
-                reader=ctx.source.read if remote else None,
+                reader=ctx.source.read if isinstance(ctx.source, RemoteSource) else None,
                 timings=timings,
-                decode_on_device=decode_on_device,
+                decode_on_device=plan.decode_on_device,
             ):
                 for image_id, code, message in batch.errors:
                     outcome.decode_errors[image_id] = (code, message)
-                for loaded in backbones.loaded:
-                    name = loaded.spec.name
-                    keep = [i for i, iid in enumerate(batch.ok_ids) if iid in missing[name]]
+                for name, weights_id in plan.weights_ids.items():
+                    keep = [i for i, iid in enumerate(batch.ok_ids) if iid in plan.missing[name]]
                     if keep:
                         writer.add(
                             lake.embeddings_table(
                                 image_ids=[batch.ok_ids[i] for i in keep],
                                 backbone=name,
-                                weights_id=loaded.weights_id,
-                                precision=precision,
+                                weights_id=weights_id,
+                                precision=outcome.precision,
                                 vectors=batch.embeddings[name][keep],
                                 norms=batch.norms[name][keep],
                                 run_id=ctx.run_id,
@@ -274,11 +293,37 @@ def embed_images_fn(
                 bar.advance(len(batch.ok_ids) + len(batch.errors))
     finally:
         writer.close()  # what was embedded is kept, also when the run fails
-    timings["write"] = writer.seconds
     outcome.seconds = time.perf_counter() - started
+    timings["write"] = writer.seconds
     timings.update(embedder.seconds)
     outcome.stage_seconds = {k: round(v, 3) for k, v in sorted(timings.items())}
     return outcome
+
+
+def embed_images_fn(
+    ctx: RunContext, inventory: Inventory, backbones: BackboneSet, progress: bool = False
+) -> EmbedOutcome:
+    """Embed each distinct ok image once per backbone that lacks it; write parts as it goes."""
+    plan = _plan_embedding(ctx, inventory, backbones)
+    if not plan.items:
+        return plan.outcome
+    device, precision = plan.outcome.device, plan.outcome.precision
+    _log().info(
+        "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
+        len(plan.items),
+        plan.outcome.n_skipped,
+        device,
+        precision,
+        plan.batch_size,
+        _auto_workers(ctx.params.workers),
+    )
+    embedder = Embedder(backbones.loaded, device, precision)
+    crop = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
+    done = _embed_items(
+        ctx, plan, plan.items, embedder, crop, ctx.run_id, ctx.params.part_rows, progress
+    )
+    done.n_unique_images, done.n_skipped = plan.outcome.n_unique_images, plan.outcome.n_skipped
+    return done
 
 
 def attach_metadata_fn(ctx: RunContext, inventory: Inventory) -> SidecarResult | None:
