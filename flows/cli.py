@@ -68,6 +68,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="JPEG decoding: pillow (CPU workers) or device (nvJPEG); auto: device on CUDA",
     )
     parser.add_argument(
+        "--runner",
+        default="local",
+        help="local (default) | ray (a local Ray cluster) | ray=ADDRESS (an existing one)",
+    )
+    parser.add_argument(
+        "--shard-size", type=int, default=256, help="images per shard task with --runner ray"
+    )
+    parser.add_argument(
         "--part-rows",
         type=int,
         default=4096,
@@ -206,6 +214,8 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         random_fallback=random_fallback,
         decode_timeout=args.decode_timeout,
         part_rows=args.part_rows,
+        runner=args.runner,
+        shard_size=args.shard_size,
         decode=args.decode,
         pillow_plugins=args.pillow_plugins,
     )
@@ -215,9 +225,9 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
 
 
 def _execute(params) -> dict[str, Any]:
-    from embedlake.flows.pipeline import embed_collection
+    from embedlake.flows.pipeline import with_runner
 
-    return embed_collection(params, progress=True)
+    return with_runner(params.runner)(params, progress=True)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 
 from embedlake.tasks import steps
 from embedlake.tasks.lake import lake_lock
 from embedlake.tasks.params import RunParams
 
-__all__ = ["embed_collection"]
+__all__ = ["embed_collection", "with_runner"]
 
 
 def _say_waiting(message: str) -> None:
@@ -35,7 +35,14 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
         try:
             inventory = steps.discover_source(ctx)
             backbones = steps.load_backbones(params)
-            outcome = steps.embed_images(ctx, inventory, backbones, progress)
+            if params.runner == "local":
+                outcome = steps.embed_images(ctx, inventory, backbones, progress)
+            else:
+                shards = steps.plan_shards(ctx, inventory, backbones)
+                futures = steps.embed_shard.map(
+                    unmapped(ctx), unmapped(shards.embed), shards.shards
+                )
+                outcome = steps.merge_shards(shards, futures.result())
             sidecar = steps.attach_metadata(ctx, inventory)
             summary = steps.finish_run(ctx, inventory, backbones, outcome, sidecar)
             steps.build_neighbors(ctx)
@@ -46,3 +53,17 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
             steps.build_catalog(lake)
         summary["report"] = steps.publish_report(ctx, summary)
     return summary
+
+
+def with_runner(runner: str):
+    """The run flow with the task runner `--runner` asks for (shard tasks go to it)."""
+    if runner == "local":
+        return embed_collection
+    if runner != "ray" and not runner.startswith("ray="):
+        raise ValueError(f"--runner {runner!r}: expected local, ray or ray=ADDRESS")
+    try:
+        from prefect_ray.task_runners import RayTaskRunner
+    except ImportError as exc:
+        raise ImportError("--runner ray needs the ray extra: pip install 'embedlake[ray]'") from exc
+    address = runner.partition("=")[2] or None
+    return embed_collection.with_options(task_runner=RayTaskRunner(address=address))

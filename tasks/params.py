@@ -31,6 +31,10 @@ class RunParams(BaseModel):
     ann_threshold: int = Field(
         default=200_000, ge=2, description="above this many images, faiss HNSW instead of exact"
     )
+    runner: str = Field(
+        default="local", description="local | ray (a local Ray started here) | ray=ADDRESS"
+    )
+    shard_size: int = Field(default=256, ge=1, description="images per shard with --runner ray")
     part_rows: int = Field(
         default=4096, ge=1, description="embedding rows per Parquet part; a killed run keeps each"
     )

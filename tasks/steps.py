@@ -7,6 +7,7 @@ catalog. Each step takes and returns plain data, so it can be tested without the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -28,6 +29,7 @@ from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_prec
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import RunParams
 from .progress import Progress
+from .shards import Shard, ShardPlan, engine_for, merge_shard_outcomes, split_plan
 from .sources import RemoteSource, open_source
 from .weights import (
     LoadedBackbone,
@@ -47,6 +49,9 @@ __all__ = [
     "publish_report",
     "discover_source",
     "embed_images",
+    "embed_shard",
+    "merge_shards",
+    "plan_shards",
     "finish_run",
     "load_backbones",
     "record_failure",
@@ -326,6 +331,33 @@ def embed_images_fn(
     return done
 
 
+def plan_shards_fn(ctx: RunContext, inventory: Inventory, backbones: BackboneSet) -> ShardPlan:
+    """The run's embedding plan cut into shards of `shard_size` images (for `--runner ray`)."""
+    plan = _plan_embedding(ctx, inventory, backbones)
+    shard_plan = split_plan(plan, ctx.params.shard_size)
+    _log().info(
+        "embedding %d images (%d already in the lake) in %d shards on %s",
+        len(plan.items),
+        plan.outcome.n_skipped,
+        len(shard_plan.shards),
+        ctx.params.runner,
+    )
+    return shard_plan
+
+
+def embed_shard_fn(ctx: RunContext, plan: EmbedPlan, shard: Shard) -> EmbedOutcome:
+    """One shard on a worker: backbones loaded once per process, one part written at the end."""
+    embedder, crop = engine_for(plan)
+    embedder.seconds.clear()
+    shard_plan = dataclasses.replace(plan, missing=shard.missing)
+    prefix = f"{ctx.run_id}-s{shard.index:05d}"
+    return _embed_items(ctx, shard_plan, shard.items, embedder, crop, prefix, 1 << 62, False)
+
+
+def merge_shards_fn(plan: ShardPlan, outcomes: list[EmbedOutcome]) -> EmbedOutcome:
+    return merge_shard_outcomes(plan, outcomes)
+
+
 def attach_metadata_fn(ctx: RunContext, inventory: Inventory) -> SidecarResult | None:
     """Store the sidecar as this run's metadata part, with path and image_id for joins."""
     if not ctx.params.metadata:
@@ -474,4 +506,8 @@ finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
 build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")
 publish_report = _as_task(publish_report_fn, "publish-report")
+plan_shards = _as_task(plan_shards_fn, "plan-shards")
+# a Python error in a shard is retried once here; a crashed worker process is retried by Ray
+embed_shard = _as_task(embed_shard_fn, "embed-shard", retries=1)
+merge_shards = _as_task(merge_shards_fn, "merge-shards")
 build_catalog = _as_task(build_catalog_fn, "build-catalog", retries=2, retry_delay_seconds=1)
