@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, unmapped
 from embedlake.tasks import steps
 from embedlake.tasks.lake import lake_lock
 from embedlake.tasks.params import RunParams
+from embedlake.tasks.shards import shard_resources
 
 __all__ = ["embed_collection", "with_runner"]
 
@@ -38,10 +39,13 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
             if params.runner == "local":
                 outcome = steps.embed_images(ctx, inventory, backbones, progress)
             else:
+                from prefect_ray.context import remote_options
+
                 shards = steps.plan_shards(ctx, inventory, backbones)
-                futures = steps.embed_shard.map(
-                    unmapped(ctx), unmapped(shards.embed), shards.shards
-                )
+                with remote_options(**shard_resources()):  # a GPU each when there are GPUs
+                    futures = steps.embed_shard.map(
+                        unmapped(ctx), unmapped(shards.embed), shards.shards
+                    )
                 outcome = steps.merge_shards(shards, futures.result())
             sidecar = steps.attach_metadata(ctx, inventory)
             summary = steps.finish_run(ctx, inventory, backbones, outcome, sidecar)

@@ -15,7 +15,15 @@ from typing import Any
 
 from .decode_pool import DecodeJob
 
-__all__ = ["Shard", "ShardPlan", "engine_for", "merge_shard_outcomes", "split_plan"]
+__all__ = [
+    "Shard",
+    "ShardPlan",
+    "cluster_gpus",
+    "engine_for",
+    "merge_shard_outcomes",
+    "shard_resources",
+    "split_plan",
+]
 
 _ENGINES: dict[tuple, tuple[Any, list]] = {}  # per worker process: (Embedder, crop plans)
 
@@ -49,6 +57,18 @@ def split_plan(plan: Any, shard_size: int) -> ShardPlan:
         shards.append(Shard(index, items, missing))
     slim = dataclasses.replace(plan, items=[], missing={})
     return ShardPlan(slim, shards, time.perf_counter())
+
+
+def cluster_gpus() -> float:
+    """GPUs in the Ray cluster this process is connected to (0 when not connected)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+
+
+def shard_resources() -> dict[str, float]:
+    """Ray resources for one shard task: a GPU when the cluster has them, else one CPU."""
+    return {"num_gpus": 1} if cluster_gpus() > 0 else {"num_cpus": 1}
 
 
 def engine_for(plan: Any) -> tuple[Any, list]:

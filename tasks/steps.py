@@ -29,7 +29,14 @@ from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_prec
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import RunParams
 from .progress import Progress
-from .shards import Shard, ShardPlan, engine_for, merge_shard_outcomes, split_plan
+from .shards import (
+    Shard,
+    ShardPlan,
+    cluster_gpus,
+    engine_for,
+    merge_shard_outcomes,
+    split_plan,
+)
 from .sources import RemoteSource, open_source
 from .weights import (
     LoadedBackbone,
@@ -217,9 +224,11 @@ class EmbedPlan:
     batch_size: int
 
 
-def _plan_embedding(ctx: RunContext, inventory: Inventory, backbones: BackboneSet) -> EmbedPlan:
+def _plan_embedding(
+    ctx: RunContext, inventory: Inventory, backbones: BackboneSet, device: str | None = None
+) -> EmbedPlan:
     params = ctx.params
-    device = resolve_device(params.device)
+    device = device or resolve_device(params.device)
     precision = resolve_precision(params.precision, device)
     outcome = EmbedOutcome(device=device, precision=precision)
     remote = isinstance(ctx.source, RemoteSource)
@@ -332,8 +341,15 @@ def embed_images_fn(
 
 
 def plan_shards_fn(ctx: RunContext, inventory: Inventory, backbones: BackboneSet) -> ShardPlan:
-    """The run's embedding plan cut into shards of `shard_size` images (for `--runner ray`)."""
-    plan = _plan_embedding(ctx, inventory, backbones)
+    """The run's embedding plan cut into shards of `shard_size` images (for `--runner ray`).
+
+    With `--device auto`, the device is the cluster's: CUDA when the Ray cluster has GPUs (each
+    shard then asks for one), so precision, and what counts as already embedded, follow it.
+    """
+    device = None
+    if ctx.params.device == "auto" and cluster_gpus() > 0:
+        device = "cuda"
+    plan = _plan_embedding(ctx, inventory, backbones, device)
     shard_plan = split_plan(plan, ctx.params.shard_size)
     _log().info(
         "embedding %d images (%d already in the lake) in %d shards on %s",
