@@ -1,7 +1,7 @@
 """Neighbour-graph and `nearest` benchmark on synthetic unit vectors (not a test).
 
-Reports, in one run: the exact blocked top-k build rate (images/s) on N_graph vectors, faiss HNSW
-build rate and its recall@k against exact on a sample of queries, and the latency of one
+Reports, in one run: the exact blocked top-k build rate (images/s) on graph_n vectors, the faiss
+HNSW build rate on all N and its recall@k against exact on 1,000 sampled queries, the latency of one
 `nearest(image_id, backbone, k)` query through the read-only catalog at N x DIM.
 
     python bench/neighbors.py [--n 100000 --dim 1024 --graph-n 20000 --k 10]
@@ -50,20 +50,28 @@ def main() -> int:
         "started_at": datetime.now(UTC).isoformat(),
     }
 
+    # exact: quadratic, so measured on graph_n vectors (the rate falls as 1/N beyond)
     sub = x[: args.graph_n]
     started = time.perf_counter()
-    exact_idx, _ = exact_topk(sub, args.k)
-    exact_s = time.perf_counter() - started
-    result["exact_graph_images_per_second"] = args.graph_n / exact_s
+    exact_topk(sub, args.k)
+    result["exact_graph_images_per_second"] = args.graph_n / (time.perf_counter() - started)
     try:
+        # faiss on all N; recall against exact top-k for a sample of 1,000 queries
         started = time.perf_counter()
-        approx_idx, _ = _faiss_topk(sub, args.k)
-        faiss_s = time.perf_counter() - started
-        recall = np.mean(
-            [len(set(a) & set(b)) / args.k for a, b in zip(exact_idx, approx_idx, strict=True)]
+        approx_idx, _ = _faiss_topk(x, args.k)
+        result["faiss_graph_images_per_second"] = args.n / (time.perf_counter() - started)
+        queries = rng.choice(args.n, 1000, replace=False)
+        scores = x[queries] @ x.T
+        scores[np.arange(len(queries)), queries] = -np.inf
+        truth = np.argpartition(-scores, args.k, axis=1)[:, : args.k]
+        result["faiss_recall_at_k"] = float(
+            np.mean(
+                [
+                    len(set(t) & set(approx_idx[q])) / args.k
+                    for t, q in zip(truth, queries, strict=True)
+                ]
+            )
         )
-        result["faiss_graph_images_per_second"] = args.graph_n / faiss_s
-        result["faiss_recall_at_k"] = float(recall)
     except ImportError:
         result["faiss"] = "not installed (pip install 'embedlake[ann]')"
 
