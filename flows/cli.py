@@ -278,8 +278,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "\ntry:\n"
         f'  embedlake sql --lake {lake} "SELECT m.label, count(*) AS images '
         'FROM images i JOIN metadata m USING (path) GROUP BY ALL ORDER BY images DESC"\n'
-        f'  embedlake sql --lake {lake} "SELECT image_id, similarity FROM '
-        "nearest((SELECT image_id FROM images WHERE path = 'cat/chelsea.jpg'), 'xception', 3)\""
+        f"  embedlake query neighbors --lake {lake} --param path=cat/chelsea.jpg --param k=3\n"
+        f"  embedlake queries    # the other named queries; the report: {lake}/reports/latest/"
     )
     return 0
 
