@@ -37,7 +37,6 @@ __all__ = [
     "AGREEMENT_SCHEMA",
     "RUNS_SCHEMA",
     "TABLES",
-    "LakeBusy",
     "PartWriter",
     "embedded_image_ids",
     "embeddings_table",
@@ -165,10 +164,6 @@ _SCHEMAS = {
     "neighbors": NEIGHBORS_SCHEMA,
     "agreement": AGREEMENT_SCHEMA,
 }
-
-
-class LakeBusy(RuntimeError):
-    """Another run holds the lake's writer lock."""
 
 
 def new_run_id(now: datetime | None = None) -> str:
