@@ -11,5 +11,6 @@ export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, timm, PIL; print('torch', torch.__version__, 'timm', timm.__version__, 'pillow', PIL.__version__)"
 python3 -m pytest -q -p no:cacheprovider tests/unit/test_cuda.py tests/unit/test_device_decode.py \
-    tests/unit/test_parity.py tests/unit/test_fold.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+    ${DEVICE_TESTS_EXTRA:-tests/unit/test_parity.py tests/unit/test_fold.py} 2>&1 \
+    | tee "$OUT/pytest.log" | tail -25
 python3 bench/gpu_throughput.py --out "$OUT/gpu.json" "$@"

@@ -54,3 +54,43 @@ def test_refused_files_are_reported_not_dropped(plans):
     crops, ok, refused = decode_jpegs_on_device([good, b"\xff\xd8 not really", good], "cpu", plans)
     assert ok == [0, 2] and refused == [1]
     assert crops["xception"].shape == (2, 299, 299, 3) and crops["xception"].dtype == torch.uint8
+
+
+def test_device_path_accounts_for_every_file(plans, tmp_path):
+    """JPEGs through the decoding thread, the rest and nvJPEG's refusals through Pillow."""
+    from embedlake.tasks.decode_pool import DecodeJob
+    from embedlake.tasks.embed import Embedder, iter_embedded_batches
+    from embedlake.tasks.weights import load_backbone, parse_weights_spec
+
+    jobs = []
+    for i, name in enumerate(PHOTOS[:5]):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(jpeg_bytes(photo(name)))
+        jobs.append(DecodeJob(f"j{i}", path, "JPEG"))
+    png = tmp_path / "p.png"
+    photo(PHOTOS[0]).save(png)
+    jobs.append(DecodeJob("png", png, "PNG"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 broken")
+    jobs.append(DecodeJob("bad", bad, "JPEG"))
+    sources = parse_weights_spec("random", ["mobilenet_v1_0.25_128"])
+    loaded = [
+        load_backbone(resolve_backbone("mobilenet_v1_0.25_128"), sources["mobilenet_v1_0.25_128"])
+    ]
+    small = crop_plans(
+        {"mobilenet_v1_0.25_128": resolve_backbone("mobilenet_v1_0.25_128").data_config()}
+    )
+    ok, errors = [], []
+    for batch in iter_embedded_batches(
+        jobs,
+        Embedder(loaded, "cpu", "fp32"),
+        small,
+        batch_size=2,
+        workers=0,
+        max_pixels=DEFAULT_MAX_PIXELS,
+        decode_timeout=30,
+        decode_on_device=True,
+    ):
+        ok += batch.ok_ids
+        errors += [e[0] for e in batch.errors]
+    assert sorted(ok) == ["j0", "j1", "j2", "j3", "j4", "png"] and errors == ["bad"]
