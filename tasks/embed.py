@@ -294,17 +294,8 @@ def _embed_jpegs_on_device(
     reader: Callable[[str], bytes] | None,
     timings: Counter[str],
 ) -> Iterator[tuple[BatchResult, list[DecodeJob]]]:
-    """Batches of JPEGs decoded on the device, overlapped with the forward passes.
-
-    A decoding thread reads the bytes (a thread pool) and decodes each batch on a side CUDA
-    stream while this thread runs the previous batch through the backbones on the default
-    stream; at most two decoded batches wait, which bounds device memory.
-    """
-    import queue
-    import threading
+    """Batches of JPEGs decoded on the device; bytes for the next batch are read meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
-
-    import torch
 
     from .device_decode import decode_jpegs_on_device
 
@@ -312,58 +303,20 @@ def _embed_jpegs_on_device(
         return reader(str(job.location)) if reader else Path(job.location).read_bytes()
 
     chunks = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
-    ready: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    on_cuda = embedder.device.type == "cuda"
-
-    def decode_all() -> None:
-        try:
-            stream = torch.cuda.Stream(embedder.device) if on_cuda else None
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                upcoming = [pool.submit(read, job) for job in chunks[0]] if chunks else []
-                for index, chunk in enumerate(chunks):
-                    if stop.is_set():
-                        return
-                    waited = time.perf_counter()
-                    payloads = [future.result() for future in upcoming]
-                    timings["wait_for_read"] += time.perf_counter() - waited
-                    if index + 1 < len(chunks):
-                        upcoming = [pool.submit(read, job) for job in chunks[index + 1]]
-                    started = time.perf_counter()
-                    with torch.cuda.stream(stream) if on_cuda else contextlib.nullcontext():
-                        crops, ok, refused = decode_jpegs_on_device(
-                            payloads, str(embedder.device), plans
-                        )
-                        done = torch.cuda.Event() if on_cuda else None
-                        if done is not None:
-                            done.record(stream)
-                    timings["decode_on_device"] += time.perf_counter() - started
-                    ready.put((chunk, crops, ok, refused, done))
-            ready.put(None)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            ready.put(exc)
-
-    thread = threading.Thread(target=decode_all, name="device-decode", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            chunk, crops, ok, refused, done = item
-            if done is not None:
-                torch.cuda.current_stream(embedder.device).wait_event(done)
-                for tensor in crops.values():  # made on the side stream, used on this one
-                    tensor.record_stream(torch.cuda.current_stream(embedder.device))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        upcoming = [pool.submit(read, job) for job in chunks[0]] if chunks else []
+        for index, chunk in enumerate(chunks):
+            waited = time.perf_counter()
+            payloads = [future.result() for future in upcoming]
+            timings["wait_for_read"] += time.perf_counter() - waited
+            if index + 1 < len(chunks):
+                upcoming = [pool.submit(read, job) for job in chunks[index + 1]]
+            started = time.perf_counter()
+            crops, ok, refused = decode_jpegs_on_device(payloads, str(embedder.device), plans)
+            timings["decode_on_device"] += time.perf_counter() - started
             if ok:
                 embeddings, norms = embedder.embed(crops)
                 result = BatchResult([chunk[i].image_id for i in ok], embeddings, norms)
             else:
                 result = BatchResult([], {}, {})
             yield result, [chunk[i] for i in refused]
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                ready.get(timeout=0.1)
-            except queue.Empty:
-                continue
