@@ -46,6 +46,7 @@ __all__ = [
     "read_table",
     "rows_to_table",
     "to_json",
+    "vectors_of",
     "remove_stale_temporaries",
     "write_part_atomically",
 ]
@@ -263,18 +264,16 @@ def read_table(lake: Path, table: str, columns: list[str] | None = None) -> pa.T
     return dataset.to_table(columns=columns)
 
 
-def embedded_image_ids(lake: Path, backbone: str, weights_id: str, precision: str) -> set[str]:
-    """image_ids that already have an embedding for this backbone, weights and precision."""
+def embedded_image_ids(
+    lake: Path, weights_ids: dict[str, str], precision: str
+) -> dict[str, set[str]]:
+    """Per backbone, the image_ids already embedded with its weights_id at this precision."""
+    found: dict[str, set[str]] = {backbone: set() for backbone in weights_ids}
     table = read_table(lake, "embeddings", ["image_id", "backbone", "weights_id", "precision"])
-    if table.num_rows == 0:
-        return set()
-    frame = table.to_pandas()
-    hit = (
-        (frame["backbone"] == backbone)
-        & (frame["weights_id"] == weights_id)
-        & (frame["precision"] == precision)
-    )
-    return set(frame.loc[hit, "image_id"])
+    for row in table.to_pylist():
+        if row["precision"] == precision and weights_ids.get(row["backbone"]) == row["weights_id"]:
+            found[row["backbone"]].add(row["image_id"])
+    return found
 
 
 def embeddings_table(
@@ -363,6 +362,12 @@ class PartWriter:
         self._queue.put(None)
         self._thread.join()
         self._raise_if_failed()
+
+
+def vectors_of(table: pa.Table) -> np.ndarray:
+    """The `embedding` list column of equal-length rows as an (n, dim) float32 array."""
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

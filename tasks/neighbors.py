@@ -118,12 +118,6 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
 
 
-def _vectors(table: pa.Table) -> np.ndarray:
-    column = table.column("embedding").combine_chunks()
-    dim = int(table.column("dim")[0].as_py())
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), dim)
-
-
 def _group_name(backbone: str, weights_id: str, precision: str) -> str:
     digest = hashlib.sha256(f"{backbone}|{weights_id}|{precision}".encode()).hexdigest()[:12]
     return f"{backbone}-{precision}-{digest}"
@@ -160,7 +154,7 @@ def build_neighbor_graph(
         # the embeddings view keeps one row per key; so does this (first written wins)
         ids, first = np.unique(np.asarray(group.column("image_id").to_pylist()), return_index=True)
         group = group.take(pa.array(first))
-        vectors = _vectors(group)
+        vectors = lake.vectors_of(group)
         use_ann = len(ids) > ann_threshold and _have_faiss(len(ids), ann_threshold)
         if use_ann:
             idx, sims = _faiss_topk(vectors, min(k, len(ids) - 1))

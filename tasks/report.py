@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from . import lake
 from .catalog import connect_read_only, sql_text
 from .queries import run_query
 
@@ -142,11 +143,6 @@ def _pca_2d(vectors: np.ndarray) -> np.ndarray:
     centred = vectors - vectors.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return centred @ vt[:2].T
-
-
-def _vectors(table: pa.Table) -> np.ndarray:
-    column = table.column("embedding").combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
 
 
 def build_report(
@@ -285,7 +281,7 @@ def build_report(
         for backbone in sorted(set(embedded.column("backbone").to_pylist())):
             part = embedded.filter(pa.compute.equal(embedded["backbone"], backbone))
             ids = part.column("image_id").to_pylist()
-            vectors = _vectors(part)
+            vectors = lake.vectors_of(part)
             vectors_by_backbone[backbone] = (ids, vectors)
             if len(ids) < 3:
                 continue
@@ -341,7 +337,7 @@ def build_report(
             for backbone, (_, vectors) in vectors_by_backbone.items():
                 part = prev_emb.filter(pa.compute.equal(prev_emb["backbone"], backbone))
                 if part.num_rows and len(vectors):
-                    a, b = _vectors(part).mean(axis=0), vectors.mean(axis=0)
+                    a, b = lake.vectors_of(part).mean(axis=0), vectors.mean(axis=0)
                     cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
                     shifts.append({"backbone": backbone, "centroid_shift": 1 - cosine})
             shift_table = pa.Table.from_pylist(shifts) if shifts else pa.table({})

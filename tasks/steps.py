@@ -239,17 +239,16 @@ def _plan_embedding(
             first_path[row["image_id"]] = row["path"] if remote else ctx.source / row["path"]
             formats[row["image_id"]] = row["format"]
     outcome.n_unique_images = len(first_path)
-    missing: dict[str, set[str]] = {}
-    for loaded in backbones.loaded:
-        done = lake.embedded_image_ids(ctx.lake, loaded.spec.name, loaded.weights_id, precision)
-        missing[loaded.spec.name] = set(first_path) - done
+    weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}
+    done = lake.embedded_image_ids(ctx.lake, weights_ids, precision)
+    missing = {name: set(first_path) - done[name] for name in weights_ids}
     todo = sorted(set().union(*missing.values())) if missing else []
     outcome.n_skipped = len(first_path) - len(todo)
     return EmbedPlan(
         outcome=outcome,
         items=[DecodeJob(i, first_path[i], formats[i]) for i in todo],
         missing=missing,
-        weights_ids={b.spec.name: b.weights_id for b in backbones.loaded},
+        weights_ids=weights_ids,
         sources={b.spec.name: b.source for b in backbones.loaded},
         decode_on_device=_decode_on_device(params.decode, device),
         batch_size=params.batch_size or (256 if device.startswith("cuda") else 16),

@@ -50,9 +50,6 @@ class WeightsSource:
     kind: str  # "imagenet" | "random" | "file"
     path: Path | None = None
 
-    def describe(self) -> str:
-        return str(self.path) if self.kind == "file" else self.kind
-
 
 @dataclass
 class LoadedBackbone:

@@ -3,18 +3,10 @@
 -- param column: VARCHAR = 'label'  -- the sidecar column to read labels from
 -- param k: INTEGER = 5  -- neighbours per image
 -- example: embedlake query label_purity --param column=species --param k=10
-WITH long AS (
-    UNPIVOT (
-        -- every column but image_id (path included, so a sidecar of keys alone still unpivots)
-        SELECT image_id, COLUMNS(* EXCLUDE (image_id))::VARCHAR FROM metadata
-    )
-    ON COLUMNS(* EXCLUDE (image_id)) INTO NAME field VALUE label
-),
-labels AS (
-    SELECT image_id, any_value(label) AS label
-    FROM long
-    WHERE field = $column AND label IS NOT NULL AND label <> '' AND image_id IS NOT NULL
-    GROUP BY image_id
+WITH labels AS (
+    SELECT image_id, value AS label
+    FROM metadata_values($column)
+    WHERE value IS NOT NULL AND value <> ''
 )
 SELECT n.backbone, a.label, count(DISTINCT n.image_id) AS images,
        avg((a.label = b.label)::INTEGER) AS purity

@@ -22,3 +22,18 @@ WHERE e.backbone = query_backbone
 GROUP BY e.image_id
 ORDER BY similarity DESC
 LIMIT k;
+
+-- metadata_values(column_name): the sidecar's value of one column per image_id, as text.
+-- Lets queries take the column as a bound parameter (a column name cannot be one).
+CREATE OR REPLACE MACRO metadata_values(column_name) AS TABLE
+WITH long AS (
+    UNPIVOT (
+        -- every column but image_id (path included, so a sidecar of keys alone still unpivots)
+        SELECT image_id, COLUMNS(* EXCLUDE (image_id))::VARCHAR FROM metadata
+    )
+    ON COLUMNS(* EXCLUDE (image_id)) INTO NAME field VALUE value
+)
+SELECT image_id, any_value(value) AS value
+FROM long
+WHERE field = column_name AND image_id IS NOT NULL
+GROUP BY image_id;
