@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -83,6 +85,18 @@ def collection(tmp_path_factory) -> tuple[Path, Path]:
     meta = root / "metadata.csv"
     meta.write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in labels.items()))
     return root / "images", meta
+
+
+CLI = [sys.executable, "-m", "embedlake.flows.cli"]
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """`embedlake ARGS...` in a subprocess, as a user runs it; output captured as text."""
+    return subprocess.run(
+        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

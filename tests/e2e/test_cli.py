@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -66,19 +65,6 @@ CONTRACT = {
 }
 
 
-def embedlake(
-    *args: str, env: dict[str, str], cwd: Path | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "embedlake.flows.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def lake_run(collection, tmp_path_factory, prefect_api):
     import os
@@ -86,7 +72,7 @@ def lake_run(collection, tmp_path_factory, prefect_api):
     env = dict(os.environ, PREFECT_API_URL=prefect_api)
     source, meta = collection
     lake = tmp_path_factory.mktemp("e2e") / "lake"
-    done = embedlake(
+    done = run_cli(
         "run",
         str(source),
         "--lake",
@@ -158,7 +144,7 @@ def test_parts_read_with_pyarrow(lake_run):
 
 def test_sql_command_formats_and_refuses_writes(lake_run):
     _, lake, env = lake_run
-    out = embedlake(
+    out = run_cli(
         "sql",
         "SELECT backbone, count(*) AS n FROM embeddings GROUP BY 1 ORDER BY 1",
         "--lake",
@@ -172,9 +158,7 @@ def test_sql_command_formats_and_refuses_writes(lake_run):
         {"backbone": "mobilenet_v1", "n": 5},
         {"backbone": "xception", "n": 5},
     ]
-    refused = embedlake(
-        "sql", f"COPY (SELECT 1) TO '{lake}/evil.csv'", "--lake", str(lake), env=env
-    )
+    refused = run_cli("sql", f"COPY (SELECT 1) TO '{lake}/evil.csv'", "--lake", str(lake), env=env)
     assert refused.returncode == 1
     assert refused.stderr.startswith("embedlake: error:") and len(refused.stderr.splitlines()) == 1
     assert not (lake / "evil.csv").exists()
@@ -191,7 +175,7 @@ def test_sql_command_formats_and_refuses_writes(lake_run):
     ],
 )
 def test_bad_arguments_get_one_line_and_nonzero(args, message, cli_env, tmp_path):
-    done = embedlake(*args, env=cli_env, cwd=tmp_path)
+    done = run_cli(*args, env=cli_env, cwd=tmp_path)
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -199,7 +183,7 @@ def test_bad_arguments_get_one_line_and_nonzero(args, message, cli_env, tmp_path
 
 def test_imagenet_weights_unavailable_is_one_line(collection, cli_env, tmp_path):
     source, _ = collection
-    done = embedlake("run", str(source), "--lake", str(tmp_path / "lake"), env=cli_env)
+    done = run_cli("run", str(source), "--lake", str(tmp_path / "lake"), env=cli_env)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("embedlake: error: ImageNet weights for") and "--weights random" in last
@@ -207,7 +191,7 @@ def test_imagenet_weights_unavailable_is_one_line(collection, cli_env, tmp_path)
 
 
 def test_backbones_json_reproduces_the_papers(cli_env):
-    done = embedlake("backbones", "--json", env=cli_env)
+    done = run_cli("backbones", "--json", env=cli_env)
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert rows["xception"]["params_with_classifier"] == 22_855_952
@@ -224,13 +208,13 @@ def test_backbones_json_reproduces_the_papers(cli_env):
 
 @pytest.mark.parametrize("command", [[], ["run"], ["sql"], ["backbones"], ["demo"]])
 def test_help_everywhere(command, cli_env):
-    done = embedlake(*command, "--help", env=cli_env)
+    done = run_cli(*command, "--help", env=cli_env)
     assert done.returncode == 0 and "usage: embedlake" in done.stdout
 
 
 def test_resized_copy_is_the_first_neighbour(lake_run):
     _, lake, env = lake_run
-    out = embedlake(
+    out = run_cli(
         "query",
         "neighbors",
         "--param",
@@ -276,13 +260,13 @@ def test_sql_refuses_escapes_and_the_lake_survives(lake_run, statement, tmp_path
     outside = tmp_path / "secret.csv"
     outside.write_text("a\n1\n")
     before = sorted(p.name for p in lake.rglob("*"))
-    done = embedlake(
+    done = run_cli(
         "sql", statement.format(lake=lake, outside=outside), "--lake", str(lake), env=env
     )
     assert done.returncode == 1, done.stdout
     assert done.stderr.startswith("embedlake: error:") and len(done.stderr.splitlines()) == 1
     assert sorted(p.name for p in lake.rglob("*")) == before
-    check = embedlake(
+    check = run_cli(
         "sql", "SELECT count(*) AS n FROM files", "--lake", str(lake), "--format", "csv", env=env
     )
     assert check.returncode == 0 and check.stdout.splitlines()[1] == "9"
@@ -290,7 +274,7 @@ def test_sql_refuses_escapes_and_the_lake_survives(lake_run, statement, tmp_path
 
 def test_query_command_and_queries_listing(lake_run, tmp_path):
     _, lake, env = lake_run
-    listing = embedlake("queries", "--json", env=env)
+    listing = run_cli("queries", "--json", env=env)
     names = {q["name"] for q in json.loads(listing.stdout)}
     assert {
         "duplicates",
@@ -303,7 +287,7 @@ def test_query_command_and_queries_listing(lake_run, tmp_path):
         "errors_summary",
     } <= names
     out = tmp_path / "dups.parquet"
-    done = embedlake(
+    done = run_cli(
         "query",
         "duplicates",
         "--lake",

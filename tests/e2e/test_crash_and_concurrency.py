@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,11 +12,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import make_distinct_photos
+from tests.conftest import CLI, make_distinct_photos, run_cli
 
 pytestmark = pytest.mark.e2e
 
-RUN = [sys.executable, "-m", "embedlake.flows.cli", "run"]
+RUN = [*CLI, "run"]
 
 
 def _start(source: Path, lake: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
@@ -64,12 +63,8 @@ def test_sigkill_mid_embedding_then_rerun_is_exactly_once(tmp_path, cli_env):
     kept_rows = sum(pq.read_table(p).num_rows for p in killed_parts)  # every visible part is whole
     assert 0 < kept_rows < 2 * n
 
-    rerun = subprocess.run(
-        [*RUN, str(source), "--lake", str(lake), "--weights", "random", *options],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    rerun = run_cli(
+        "run", str(source), "--lake", str(lake), "--weights", "random", *options, env=cli_env
     )
     assert rerun.returncode == 0, rerun.stderr
     assert not list(lake.rglob("*.tmp-*"))
@@ -103,21 +98,14 @@ def test_two_writers_wait_and_readers_never_do(tmp_path, cli_env):
             ),
             what="the first run to hold the lake",
         )
-        read = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "embedlake.flows.cli",
-                "sql",
-                "SELECT status FROM runs",
-                "--lake",
-                str(lake),
-                "--format",
-                "csv",
-            ],
+        read = run_cli(
+            "sql",
+            "SELECT status FROM runs",
+            "--lake",
+            str(lake),
+            "--format",
+            "csv",
             env=cli_env,
-            capture_output=True,
-            text=True,
             timeout=60,
         )
         assert read.returncode == 0, read.stderr

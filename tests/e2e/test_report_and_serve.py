@@ -9,14 +9,14 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.conftest import CLI, run_cli
+
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "embedlake.flows.cli"]
 SECTIONS = [
     "The run",
     "Errors by code",
@@ -35,22 +35,16 @@ def reported_lake(collection, tmp_path_factory, prefect_api):
     source, meta = collection
     lake = tmp_path_factory.mktemp("report") / "lake"
     for _ in range(2):  # a second run, so "what changed" has something to compare
-        done = subprocess.run(
-            [
-                *CLI,
-                "run",
-                str(source),
-                "--lake",
-                str(lake),
-                "--weights",
-                "random",
-                "--metadata",
-                str(meta),
-            ],
+        done = run_cli(
+            "run",
+            str(source),
+            "--lake",
+            str(lake),
+            "--weights",
+            "random",
+            "--metadata",
+            str(meta),
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
         )
         assert done.returncode == 0, done.stderr
     return lake, env
@@ -83,9 +77,7 @@ def test_each_run_leaves_a_self_contained_report(reported_lake):
 def test_report_command_rebuilds_it(reported_lake):
     lake, env = reported_lake
     shutil.rmtree(lake / "reports")
-    done = subprocess.run(
-        [*CLI, "report", "--lake", str(lake)], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = run_cli("report", "--lake", str(lake), env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (lake / "reports" / "latest" / "index.html").is_file()
     assert "index.html" in done.stdout
