@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import embedlake.tasks  # noqa: F401  (before torch: the same allocator settings as the CLI)
+
 PHOTOS = (
     "astronaut.png",
     "chelsea.png",

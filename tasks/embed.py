@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -192,10 +193,41 @@ def _stack(decoded: list[Decoded], pin: bool) -> dict[str, torch.Tensor]:
     return batch
 
 
-def _release_freed_memory() -> None:
-    """Give freed heap pages back to the OS (glibc keeps them, so RSS grew with run length)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+class _HeapTrimmer:
+    """Give freed heap pages back to the OS once resident memory has grown.
+
+    glibc keeps freed pages, and fragmentation made RSS grow with the run's length (1.27x from 80
+    to 800 images). Trimming after every batch fixed that but cost ~8 % of CPU throughput: each
+    batch's activations were faulted in afresh. So the RSS after the first batch sets a limit
+    `growth` above it, and the heap is trimmed only when RSS passes the limit.
+    """
+
+    def __init__(self, growth: float = 0.10):
+        self.growth = growth
+        self.limit: float | None = None
+        self.trims = 0
+
+    def __call__(self) -> None:
+        rss = _resident_bytes()
+        if _LIBC is None or rss is None:
+            return
+        if self.limit is None:
+            self.limit = rss * (1 + self.growth)
+        elif rss > self.limit:
+            _LIBC.malloc_trim(0)
+            self.trims += 1
+            self.limit = max(self.limit, (_resident_bytes() or 0) * (1 + self.growth))
+
+
+def _resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _load_libc():
@@ -235,6 +267,7 @@ def iter_embedded_batches(
     decode_on_device.
     """
     timings = Counter() if timings is None else timings
+    release_freed_memory = _HeapTrimmer()
     if decode_on_device:
         jpegs = [job for job in jobs if job.format == "JPEG"]
         jobs = [job for job in jobs if job.format != "JPEG"]
@@ -243,7 +276,7 @@ def iter_embedded_batches(
         ):
             jobs.extend(refused)
             yield result
-            _release_freed_memory()
+            release_freed_memory()
     pin = embedder.device.type == "cuda"
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
@@ -266,7 +299,9 @@ def iter_embedded_batches(
         max_pixels=max_pixels,
         plugins=pillow_plugins,
         reader=reader,
-        window=max(64, 4 * batch_size),
+        # a deep queue lets the decoder run ahead through the forward passes' quieter moments:
+        # 0.84 -> 0.92 of the forward-only rate at 64 -> 256 on 2 CPU cores
+        window=max(256, 4 * batch_size),
     )
     while True:
         waited = time.perf_counter()
@@ -281,7 +316,7 @@ def iter_embedded_batches(
             ready.append(decoded)
         if len(ready) >= batch_size:
             yield run_batch()
-            _release_freed_memory()
+            release_freed_memory()
     if ready or errors:
         yield run_batch()
 
