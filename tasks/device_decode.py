@@ -39,7 +39,9 @@ def crop_on_device(images: list[torch.Tensor], plan: CropPlan) -> torch.Tensor:
     by_shape: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape[-2:]), []).append(index)
-    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=images[0].device)
+    out = None
+    if len(by_shape) > 1:  # (one size: no index_put, whose index list would sync the stream)
+        out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=images[0].device)
     for (h, w), indexes in by_shape.items():
         new_h, new_w = resized_size(h, w, plan.resize_short_side)
         x = torch.stack([images[i] for i in indexes]).float()
@@ -50,7 +52,11 @@ def crop_on_device(images: list[torch.Tensor], plan: CropPlan) -> torch.Tensor:
         top = int(round((new_h - size) / 2.0))
         left = int(round((new_w - size) / 2.0))
         x = x[..., top : top + size, left : left + size]
-        out[indexes] = x.round_().clamp_(0, 255).to(torch.uint8)
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+        if out is None:
+            out = x
+        else:
+            out[indexes] = x
     return out.permute(0, 2, 3, 1).contiguous()
 
 

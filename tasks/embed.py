@@ -125,10 +125,16 @@ class Embedder:
     def embed(
         self, crops: dict[str, torch.Tensor]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """uint8 NHWC batches per backbone -> (unit embeddings, raw norms) as float32 arrays.
+        """uint8 NHWC batches per backbone -> (unit embeddings, raw norms) as float32 arrays."""
+        return self.embed_async(crops).result()
 
-        On CUDA out-of-memory the batch is split in halves until it fits; the smaller size is
-        kept (`max_batch`) for the rest of the run, and said in the log.
+    def embed_async(self, crops: dict[str, torch.Tensor]) -> PendingEmbeddings:
+        """Queue the forward passes of a batch; `.result()` waits for its embeddings.
+
+        On CUDA this returns once the work is queued, so the caller can prepare the next batch
+        (decode it on the device, stack it) while the GPU computes this one; on the CPU the work
+        is done before it returns. On CUDA out-of-memory the batch is split in halves until it
+        fits; the smaller size is kept (`max_batch`) for the rest of the run, and said in the log.
         """
         import torch
 
@@ -137,10 +143,10 @@ class Embedder:
             size = min(n, self.max_batch)
             try:
                 parts = [
-                    self._embed_once({k: v[i : i + size] for k, v in crops.items()})
+                    self._enqueue({k: v[i : i + size] for k, v in crops.items()})
                     for i in range(0, n, size)
                 ]
-                break
+                return PendingEmbeddings(parts, self.seconds)
             except torch.OutOfMemoryError:
                 if self.device.type != "cuda" or size == 1:
                     raise
@@ -149,19 +155,12 @@ class Embedder:
                 logging.getLogger("embedlake").warning(
                     "CUDA out of memory at batch %d; continuing at %d", size, self.max_batch
                 )
-        if len(parts) == 1:
-            return parts[0]
-        return (
-            {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]},
-            {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]},
-        )
 
-    def _embed_once(
-        self, crops: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def _enqueue(self, crops: dict[str, torch.Tensor]) -> _QueuedPart:
         import torch
 
-        embeddings, norms = {}, {}
+        outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        cuda = self.device.type == "cuda"
         with torch.inference_mode():
             for name, model in self.models.items():
                 started = time.perf_counter()
@@ -176,10 +175,43 @@ class Embedder:
                 features = features.float()
                 norm = features.norm(dim=1)
                 unit = features / norm.clamp_min(1e-12).unsqueeze(1)
-                embeddings[name] = unit.cpu().numpy()
-                norms[name] = norm.cpu().numpy()
+                if cuda:  # back to pinned host memory without waiting for the GPU
+                    unit = unit.to("cpu", non_blocking=True)
+                    norm = norm.to("cpu", non_blocking=True)
+                outputs[name] = unit, norm
                 self.seconds["transfer"] += moved - started
                 self.seconds["forward"] += time.perf_counter() - moved
+            done = None
+            if cuda:
+                done = torch.cuda.Event()
+                done.record()
+        return _QueuedPart(outputs, done)
+
+
+@dataclass
+class _QueuedPart:
+    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]]  # backbone -> (unit, norm) on the host
+    done: torch.cuda.Event | None  # recorded after the copies; None when computed already
+
+
+class PendingEmbeddings:
+    """A batch whose forward passes are queued on the device (see `Embedder.embed_async`)."""
+
+    def __init__(self, parts: list[_QueuedPart], seconds: Counter[str]):
+        self._parts = parts
+        self._seconds = seconds
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        started = time.perf_counter()
+        for part in self._parts:
+            if part.done is not None:
+                part.done.synchronize()
+        self._seconds["forward"] += time.perf_counter() - started
+        names = self._parts[0].outputs
+        embeddings = {
+            k: np.concatenate([p.outputs[k][0].numpy() for p in self._parts]) for k in names
+        }
+        norms = {k: np.concatenate([p.outputs[k][1].numpy() for p in self._parts]) for k in names}
         return embeddings, norms
 
 
@@ -280,16 +312,14 @@ def iter_embedded_batches(
     pin = embedder.device.type == "cuda"
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
+    queued: _QueuedBatch | None = None  # on CUDA: computing while the next batch is gathered
 
-    def run_batch() -> BatchResult:
+    def submit() -> _QueuedBatch:
         nonlocal ready, errors
-        if ready:
-            embeddings, norms = embedder.embed(_stack(ready, pin))
-        else:
-            embeddings, norms = {}, {}
-        result = BatchResult([d.image_id for d in ready], embeddings, norms, errors)
+        pending = embedder.embed_async(_stack(ready, pin)) if ready else None
+        batch = _QueuedBatch([d.image_id for d in ready], pending, errors)
         ready, errors = [], []
-        return result
+        return batch
 
     decoded_stream = iter_decoded(
         jobs,
@@ -315,10 +345,28 @@ def iter_embedded_batches(
         else:
             ready.append(decoded)
         if len(ready) >= batch_size:
-            yield run_batch()
-            release_freed_memory()
+            queued, previous = submit(), queued
+            if previous is not None:
+                yield previous.result()
+                release_freed_memory()
     if ready or errors:
-        yield run_batch()
+        queued, previous = submit(), queued
+        if previous is not None:
+            yield previous.result()
+    if queued is not None:
+        yield queued.result()
+
+
+@dataclass
+class _QueuedBatch:
+    ok_ids: list[str]
+    pending: PendingEmbeddings | None
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+    refused: list[DecodeJob] = field(default_factory=list)  # for the Pillow workers
+
+    def result(self) -> BatchResult:
+        embeddings, norms = self.pending.result() if self.pending else ({}, {})
+        return BatchResult(self.ok_ids, embeddings, norms, self.errors)
 
 
 def _embed_jpegs_on_device(
@@ -329,7 +377,13 @@ def _embed_jpegs_on_device(
     reader: Callable[[str], bytes] | None,
     timings: Counter[str],
 ) -> Iterator[tuple[BatchResult, list[DecodeJob]]]:
-    """Batches of JPEGs decoded on the device; bytes for the next batch are read meanwhile."""
+    """Batches of JPEGs decoded on the device, one batch ahead of the forward passes.
+
+    One thread keeps the device busy without threads contending for the GIL: while the GPU runs
+    batch N's forward passes, this thread reads and decodes batch N+1 (nvJPEG runs on its own
+    stream and hardware engines) and queues its forward passes before it waits for batch N.
+    Threads read the bytes of the batch after that meanwhile.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from .device_decode import decode_jpegs_on_device
@@ -338,6 +392,7 @@ def _embed_jpegs_on_device(
         return reader(str(job.location)) if reader else Path(job.location).read_bytes()
 
     chunks = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
+    queued: _QueuedBatch | None = None
     with ThreadPoolExecutor(max_workers=8) as pool:
         upcoming = [pool.submit(read, job) for job in chunks[0]] if chunks else []
         for index, chunk in enumerate(chunks):
@@ -349,9 +404,13 @@ def _embed_jpegs_on_device(
             started = time.perf_counter()
             crops, ok, refused = decode_jpegs_on_device(payloads, str(embedder.device), plans)
             timings["decode_on_device"] += time.perf_counter() - started
-            if ok:
-                embeddings, norms = embedder.embed(crops)
-                result = BatchResult([chunk[i].image_id for i in ok], embeddings, norms)
-            else:
-                result = BatchResult([], {}, {})
-            yield result, [chunk[i] for i in refused]
+            batch = _QueuedBatch(
+                [chunk[i].image_id for i in ok],
+                embedder.embed_async(crops) if ok else None,
+                refused=[chunk[i] for i in refused],
+            )
+            if queued is not None:
+                yield queued.result(), queued.refused
+            queued = batch
+    if queued is not None:
+        yield queued.result(), queued.refused

@@ -36,14 +36,14 @@ def setup(tmp_path_factory):
     return paths, loaded, plans
 
 
-def _embed(paths, embedder, plans, **options):
+def _embed(paths, embedder, plans, batch_size=4, **options):
     jobs = [DecodeJob(str(i), p, "JPEG") for i, p in enumerate(paths)]
     out = {n: {} for n in NAMES}
     for batch in iter_embedded_batches(
         jobs,
         embedder,
         plans,
-        batch_size=4,
+        batch_size=batch_size,
         workers=1,
         max_pixels=DEFAULT_MAX_PIXELS,
         decode_timeout=30,
@@ -89,3 +89,15 @@ def test_out_of_memory_backs_off_to_smaller_batches(setup):
     assert embedder.max_batch < len(batch["xception"])
     for name in NAMES:
         np.testing.assert_allclose(embeddings[name][:4], expected[name], atol=2e-3)
+
+
+@pytest.mark.parametrize("decode_on_device", [False, True])
+def test_batches_queued_one_ahead_keep_each_embedding_with_its_image(setup, decode_on_device):
+    """Batch N+1 is queued before batch N's result is read: ids and rows must stay paired."""
+    paths, loaded, plans = setup
+    embedder = Embedder(loaded, "cuda", "fp16")
+    whole = _embed(paths, embedder, plans, decode_on_device=decode_on_device)
+    one_by_one = _embed(paths, embedder, plans, decode_on_device=decode_on_device, batch_size=1)
+    for name in NAMES:
+        cosine = (whole[name] * one_by_one[name]).sum(axis=1)
+        assert cosine.min() >= 0.999, (name, cosine)
