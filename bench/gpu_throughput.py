@@ -61,11 +61,11 @@ def forward_limit(embedder, loaded, batch: int, seconds: float, on_gpu: bool) ->
 
 def serial_nvjpeg(jobs, embedder, plans, batch: int) -> int:
     """Reference: decode a batch on the device, then embed it, then the next (no overlap)."""
-    from embedlake.tasks.device_decode import decode_jpegs_on_device
+    from embedlake.tasks.device_decode import decode_jpegs_on_device, read_into_buffer
 
     done = 0
     for i in range(0, len(jobs), batch):
-        payloads = [Path(j.location).read_bytes() for j in jobs[i : i + batch]]
+        payloads = [read_into_buffer(j.location) for j in jobs[i : i + batch]]
         crops, ok, _ = decode_jpegs_on_device(payloads, "cuda", plans)
         embedder.embed(crops)
         done += len(ok)
@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--batches", default="256,512")
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 2) - 1)
     parser.add_argument("--forward-seconds", type=float, default=6.0)
+    parser.add_argument("--cudnn-benchmark", default="off,on", help="settings to measure")
     parser.add_argument("--out", default="bench/results/gpu.json")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -168,7 +169,7 @@ def main() -> int:
 
         small = len(jobs) // 4
         for batch in batches:
-            for autotune in (False, True):
+            for autotune in [v == "on" for v in args.cudnn_benchmark.split(",")]:
                 torch.backends.cudnn.benchmark = autotune
                 row: dict = {}
                 torch.cuda.empty_cache()

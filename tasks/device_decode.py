@@ -10,6 +10,7 @@ which decode it or give it its proper error code.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .decode import CropPlan
@@ -17,7 +18,21 @@ from .decode import CropPlan
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["crop_on_device", "decode_jpegs_on_device", "resized_size"]
+__all__ = ["crops_on_device", "decode_jpegs_on_device", "read_into_buffer", "resized_size"]
+
+
+def read_into_buffer(path: str | os.PathLike) -> bytearray:
+    """A file's bytes in a writable buffer that torch can wrap without copying."""
+    with open(path, "rb") as f:
+        buffer = bytearray(os.fstat(f.fileno()).st_size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(buffer):
+            n = f.readinto(view[filled:])
+            if not n:
+                raise OSError(f"{path}: file shrank while being read")
+            filled += n
+    return buffer
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -27,47 +42,59 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     return int(short_side * height / width), short_side
 
 
-def crop_on_device(images: list[torch.Tensor], plan: CropPlan) -> torch.Tensor:
-    """CHW uint8 images -> NHWC uint8 crops: resize short side (bicubic, antialias), centre crop.
+def crops_on_device(images: list[torch.Tensor], plans: list[CropPlan]) -> dict[str, torch.Tensor]:
+    """CHW uint8 images -> NHWC uint8 crops per plan: resize short side (bicubic, antialias),
+    centre crop.
 
-    Images of the same size are resized in one batched call (a collection is mostly one size).
+    Images of the same size are stacked and converted to float once, then resized for every
+    plan in one batched call each (a collection is mostly one size).
     """
     import torch
     import torch.nn.functional as F
 
-    size = plan.crop_size
     by_shape: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape[-2:]), []).append(index)
-    out = None
-    if len(by_shape) > 1:  # (one size: no index_put, whose index list would sync the stream)
-        out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=images[0].device)
+    out: dict[str, torch.Tensor] = {}
     for (h, w), indexes in by_shape.items():
-        new_h, new_w = resized_size(h, w, plan.resize_short_side)
-        x = torch.stack([images[i] for i in indexes]).float()
-        if (new_h, new_w) != (h, w):
-            x = F.interpolate(
-                x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
-            )
-        top = int(round((new_h - size) / 2.0))
-        left = int(round((new_w - size) / 2.0))
-        x = x[..., top : top + size, left : left + size]
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-        if out is None:
-            out = x
-        else:
-            out[indexes] = x
-    return out.permute(0, 2, 3, 1).contiguous()
+        pixels = torch.stack([images[i] for i in indexes]).float()
+        for plan in plans:
+            size = plan.crop_size
+            new_h, new_w = resized_size(h, w, plan.resize_short_side)
+            x = pixels
+            if (new_h, new_w) != (h, w):
+                x = F.interpolate(
+                    x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+                )
+            top = int(round((new_h - size) / 2.0))
+            left = int(round((new_w - size) / 2.0))
+            x = x[..., top : top + size, left : left + size].round_().clamp_(0, 255)
+            x = x.to(torch.uint8)
+            if len(by_shape) == 1:  # no index_put: its index list would synchronise the stream
+                out[plan.backbone] = x
+                continue
+            if plan.backbone not in out:
+                out[plan.backbone] = torch.empty(
+                    (len(images), 3, size, size), dtype=torch.uint8, device=x.device
+                )
+            out[plan.backbone][indexes] = x
+    return {name: x.permute(0, 2, 3, 1).contiguous() for name, x in out.items()}
 
 
 def decode_jpegs_on_device(
-    payloads: list[bytes], device: str, plans: list[CropPlan]
+    payloads: list[bytes | bytearray], device: str, plans: list[CropPlan]
 ) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
-    """Crops per plan for JPEG bytes; returns (crops of the decoded, their indexes, refused)."""
+    """Crops per plan for JPEG bytes; returns (crops of the decoded, their indexes, refused).
+
+    A bytearray payload is used in place (`read_into_buffer`); bytes are copied once.
+    """
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in payloads]
+    data = [
+        torch.frombuffer(b if isinstance(b, bytearray) else bytearray(b), dtype=torch.uint8)
+        for b in payloads
+    ]
     try:
         images = decode_jpeg(
             data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
@@ -87,5 +114,5 @@ def decode_jpegs_on_device(
             except RuntimeError:
                 continue
     refused = sorted(set(range(len(data))) - set(ok))
-    crops = {plan.backbone: crop_on_device(images, plan) for plan in plans} if images else {}
+    crops = crops_on_device(images, plans) if images else {}
     return crops, ok, refused

@@ -386,10 +386,10 @@ def _embed_jpegs_on_device(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .device_decode import decode_jpegs_on_device
+    from .device_decode import decode_jpegs_on_device, read_into_buffer
 
-    def read(job: DecodeJob) -> bytes:
-        return reader(str(job.location)) if reader else Path(job.location).read_bytes()
+    def read(job: DecodeJob) -> bytearray:
+        return bytearray(reader(str(job.location))) if reader else read_into_buffer(job.location)
 
     chunks = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     queued: _QueuedBatch | None = None
