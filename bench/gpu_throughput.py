@@ -79,6 +79,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 2) - 1)
     parser.add_argument("--forward-seconds", type=float, default=6.0)
     parser.add_argument("--cudnn-benchmark", default="off,on", help="settings to measure")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models")
+    parser.add_argument(
+        "--no-references", action="store_true", help="skip the serial and Pillow references"
+    )
     parser.add_argument("--out", default="bench/results/gpu.json")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -96,8 +100,21 @@ def main() -> int:
     sources = parse_weights_spec("random", list(BACKBONES))
     loaded = [load_backbone(resolve_backbone(n), sources[n]) for n in BACKBONES]
     plans = crop_plans({b.spec.name: b.spec.data_config() for b in loaded})
-    embedder = Embedder(loaded, "cuda", "fp16")
+    started = time.perf_counter()
+    embedder = Embedder(loaded, "cuda", "fp16", compile=args.compile)
+    for size in {int(b) for b in batches}:  # compile (when asked) outside the measurements
+        embedder.embed(
+            {
+                b.spec.name: torch.zeros(
+                    (size, b.spec.input_size, b.spec.input_size, 3), dtype=torch.uint8
+                )
+                for b in loaded
+            }
+        )
+    torch.cuda.synchronize()
     result: dict = {
+        "compiled": args.compile,
+        "engine_setup_seconds": time.perf_counter() - started,
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "images": args.images,
@@ -180,7 +197,7 @@ def main() -> int:
                     embedder, loaded, batch, args.forward_seconds, on_gpu=True
                 )
                 row["c_nvjpeg"] = marginal(lambda s, b=batch: run(s, "nvjpeg", b, True), small)
-                if not autotune:
+                if not autotune and not args.no_references:
                     row["c_nvjpeg_serial_reference"] = marginal(serial, small)
                 row["c_nvjpeg_over_a_on_gpu"] = (
                     row["c_nvjpeg"]["marginal_images_per_second"]
@@ -190,10 +207,11 @@ def main() -> int:
                 result["by_config"][key] = row
                 print(json.dumps({key: row}, indent=1), flush=True)
         torch.backends.cudnn.benchmark = False
-        result["c_pillow_workers"] = marginal(
-            lambda s: run(s, "pillow", batches[0], False), len(jobs) // 8
-        )
-        result["c_pillow_workers"]["batch"] = batches[0]
+        if not args.no_references:
+            result["c_pillow_workers"] = marginal(
+                lambda s: run(s, "pillow", batches[0], False), len(jobs) // 8
+            )
+            result["c_pillow_workers"]["batch"] = batches[0]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -7,7 +7,11 @@ from pydantic import BaseModel, Field
 from .backbones import DEFAULT_BACKBONES
 from .discover import DEFAULT_MAX_PIXELS
 
-__all__ = ["RunParams"]
+__all__ = ["COMPILE_AUTO_MIN_IMAGES", "RunParams"]
+
+# torch.compile costs ~25 s per process and saves ~0.09 ms per image on an H200
+# (bench/gpu_breakdown.py): it pays for itself from about a quarter of a million images
+COMPILE_AUTO_MIN_IMAGES = 250_000
 
 
 class RunParams(BaseModel):
@@ -26,6 +30,10 @@ class RunParams(BaseModel):
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     decode: str = Field(
         default="auto", description="auto | pillow | device: JPEGs on the GPU (auto: on CUDA)"
+    )
+    compile: str = Field(
+        default="auto",
+        description="auto | on | off: torch.compile the models (auto: on CUDA, for large runs)",
     )
     neighbors_k: int = Field(default=10, ge=1, description="neighbours kept per image")
     ann_threshold: int = Field(

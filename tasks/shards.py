@@ -80,7 +80,12 @@ def engine_for(plan: Any) -> tuple[Any, list]:
     from .embed import Embedder
     from .weights import load_backbone
 
-    key = (tuple(sorted(plan.weights_ids.items())), plan.outcome.device, plan.outcome.precision)
+    key = (
+        tuple(sorted(plan.weights_ids.items())),
+        plan.outcome.device,
+        plan.outcome.precision,
+        plan.compile,
+    )
     if key not in _ENGINES:
         loaded = []
         for name, expected in plan.weights_ids.items():
@@ -94,7 +99,10 @@ def engine_for(plan: Any) -> tuple[Any, list]:
         # one shard task per CPU slot: keep torch to the slot's share of the node
         torch.set_num_threads(1)
         crop = crop_plans({b.spec.name: b.spec.data_config() for b in loaded})
-        _ENGINES[key] = (Embedder(loaded, plan.outcome.device, plan.outcome.precision), crop)
+        embedder = Embedder(
+            loaded, plan.outcome.device, plan.outcome.precision, compile=plan.compile
+        )
+        _ENGINES[key] = (embedder, crop)
     return _ENGINES[key]
 
 

@@ -27,7 +27,7 @@ from .decode import crop_plans
 from .decode_pool import DecodeJob, load_pillow_plugins
 from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
 from .metadata import SidecarResult, join_sidecar, read_sidecar
-from .params import RunParams
+from .params import COMPILE_AUTO_MIN_IMAGES, RunParams
 from .progress import Progress
 from .shards import (
     Shard,
@@ -211,6 +211,14 @@ def _decode_on_device(requested: str, device: str) -> bool:
     return requested == "device" or (requested == "auto" and device.startswith("cuda"))
 
 
+def _compile_models(requested: str, device: str, n_images: int) -> bool:
+    if requested not in ("auto", "on", "off"):
+        raise ValueError(f"--compile {requested!r}: expected auto, on or off")
+    if requested == "auto":
+        return device.startswith("cuda") and n_images >= COMPILE_AUTO_MIN_IMAGES
+    return requested == "on"
+
+
 @dataclass
 class EmbedPlan:
     """What a run must embed: distinct images lacking an embedding, per backbone."""
@@ -222,6 +230,7 @@ class EmbedPlan:
     sources: dict[str, WeightsSource]
     decode_on_device: bool
     batch_size: int
+    compile: bool = False
 
 
 def _plan_embedding(
@@ -252,6 +261,7 @@ def _plan_embedding(
         sources={b.spec.name: b.source for b in backbones.loaded},
         decode_on_device=_decode_on_device(params.decode, device),
         batch_size=params.batch_size or (256 if device.startswith("cuda") else 16),
+        compile=_compile_models(params.compile, device, len(todo)),
     )
 
 
@@ -322,15 +332,16 @@ def embed_images_fn(
         return plan.outcome
     device, precision = plan.outcome.device, plan.outcome.precision
     _log().info(
-        "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers",
+        "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers%s",
         len(plan.items),
         plan.outcome.n_skipped,
         device,
         precision,
         plan.batch_size,
         _auto_workers(ctx.params.workers),
+        ", models compiled" if plan.compile else "",
     )
-    embedder = Embedder(backbones.loaded, device, precision)
+    embedder = Embedder(backbones.loaded, device, precision, compile=plan.compile)
     crop = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
     done = _embed_items(
         ctx, plan, plan.items, embedder, crop, ctx.run_id, ctx.params.part_rows, progress

@@ -102,3 +102,13 @@ def test_batches_queued_one_ahead_keep_each_embedding_with_its_image(setup, deco
     for name in NAMES:
         cosine = (whole[name] * one_by_one[name]).sum(axis=1)
         assert cosine.min() >= 0.999, (name, cosine)
+
+
+def test_compiled_models_with_a_padded_last_batch_stay_within_cosine_0999_of_cpu_fp32(setup):
+    paths, loaded, plans = setup  # 5 photos in batches of 4: the last batch is padded
+    reference = _embed(paths, Embedder(loaded, "cpu", "fp32"), plans)
+    compiled = Embedder(loaded, "cuda", "fp16", compile=True)
+    got = _embed(paths, compiled, plans, decode_on_device=True)
+    for name in NAMES:
+        cosine = (got[name] * reference[name]).sum(axis=1)
+        assert cosine.min() >= 0.999, (name, cosine)
