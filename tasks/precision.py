@@ -1,0 +1,148 @@
+"""`--precision auto`: the fastest precision whose embeddings stay within cosine 0.999 of fp32.
+
+Measured, not assumed: each candidate the device offers (CPU: bf16 where the CPU computes it
+natively, fp32; CUDA: fp16, bf16 where supported, fp32) embeds the same probe batch with the run's
+backbones and weights; the fastest candidate whose every embedding is within cosine `TOLERANCE`
+of fp32's wins. The measurement takes a few seconds, so it is cached per device, torch version,
+backbones and weights (a JSON file in embedlake's cache folder): the same machine keeps choosing
+the same precision, and so keeps finding its earlier embeddings (precision is part of their key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .embed import Embedder, cpu_has_native_bf16
+
+if TYPE_CHECKING:
+    from .weights import LoadedBackbone
+
+__all__ = ["TOLERANCE", "PrecisionChoice", "candidates", "choose_precision"]
+
+TOLERANCE = 0.999
+
+
+@dataclass
+class PrecisionChoice:
+    precision: str
+    seconds_per_image: dict[str, float]  # per candidate
+    min_cosine: dict[str, float]  # per candidate, the worst embedding against fp32's
+    measured: bool = True  # False: read from the cache
+
+    def describe(self) -> str:
+        rows = ", ".join(
+            f"{p} {self.seconds_per_image[p] * 1e3:.1f} ms/image cos>={self.min_cosine[p]:.5f}"
+            for p in self.seconds_per_image
+        )
+        origin = "measured" if self.measured else "measured earlier (cached)"
+        return f"precision auto -> {self.precision} ({origin}: {rows})"
+
+
+def candidates(device: str) -> list[str]:
+    """The precisions worth trying on `device`, fp32 (the reference) last."""
+    if device.startswith("cuda"):
+        import torch
+
+        return ["fp16", *(["bf16"] if torch.cuda.is_bf16_supported() else []), "fp32"]
+    return [*(["bf16"] if cpu_has_native_bf16() else []), "fp32"]
+
+
+def choose_precision(
+    backbones: list[LoadedBackbone], device: str, cache_file: Path | None = None
+) -> PrecisionChoice:
+    key = _cache_key(backbones, device)
+    cached = _read_cache(cache_file)
+    if key in cached:
+        return PrecisionChoice(**cached[key], measured=False)
+    choice = _measure(backbones, device, candidates(device))
+    if cache_file is not None:
+        record = asdict(choice)
+        record.pop("measured")
+        _write_cache(cache_file, {**_read_cache(cache_file), key: record})
+    return choice
+
+
+def _measure(
+    backbones: list[LoadedBackbone], device: str, options: list[str], tolerance: float = TOLERANCE
+) -> PrecisionChoice:
+    probe = _probe_batch(backbones, 64 if device.startswith("cuda") else 8)
+    seconds, outputs = {}, {}
+    for precision in options:
+        embedder = Embedder(backbones, device, precision)
+        embedder.embed(probe)  # warm-up: kernels chosen, memory allocated
+        best = float("inf")
+        for _ in range(2):
+            started = time.perf_counter()
+            outputs[precision], _ = embedder.embed(probe)
+            best = min(best, time.perf_counter() - started)
+        seconds[precision] = best / len(next(iter(probe.values())))
+    reference = outputs["fp32"]
+    cosine = {p: min_cosine(outputs[p], reference) for p in options}
+    passing = [p for p in options if cosine[p] >= tolerance]
+    return PrecisionChoice(min(passing, key=seconds.__getitem__), seconds, cosine)
+
+
+def _probe_batch(backbones: list[LoadedBackbone], n: int) -> dict:
+    """Smooth, seeded pseudo-photos (uint8 NHWC) at each backbone's input size."""
+    import torch
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand((n, 3, 12, 12), generator=generator)
+    batch = {}
+    for loaded in backbones:
+        size = loaded.spec.input_size
+        x = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+        pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        batch[loaded.spec.name] = pixels.permute(0, 2, 3, 1).contiguous()
+    return batch
+
+
+def _cache_key(backbones: list[LoadedBackbone], device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        hardware = torch.cuda.get_device_name(torch.device(device))
+    else:
+        hardware = _cpu_model()
+    weights = ",".join(sorted(f"{b.spec.name}={b.weights_id}" for b in backbones))
+    return f"{hardware}|torch {torch.__version__}|{weights}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"cpu x{os.cpu_count()}"
+
+
+def _read_cache(cache_file: Path | None) -> dict:
+    if cache_file is None or not cache_file.exists():
+        return {}
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"{cache_file}: unreadable precision cache ({exc}); delete it") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(cache_file: Path, data: dict) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(temporary, cache_file)
+
+
+def min_cosine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """The worst cosine between two sets of unit embeddings, over backbones and rows."""
+    return float(min((a[name] * b[name]).sum(axis=1).min() for name in a))
