@@ -413,8 +413,11 @@ class UrlLake(Lake):
         self.url = self.fs.unstrip_protocol(self.root)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.object_store = bool(_OBJECT_STORES.intersection(protocols))
-        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        self.local_dir = cache_root() / "lakes" / digest
+
+    @property
+    def local_dir(self) -> Path:
+        # this machine's cache (a Ray worker's own, not the driver's): named by the URL's hash
+        return cache_root() / "lakes" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
 
     def register(self, con: Any) -> None:
         # our own listings may be stale (shards and other machines write parts): list afresh
