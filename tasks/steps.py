@@ -168,8 +168,9 @@ def start_run_fn(params: RunParams) -> RunContext:
 def discover_source_fn(ctx: RunContext) -> Inventory:
     started = time.perf_counter()
     load_pillow_plugins(ctx.params.pillow_plugins)
-    inside = [ctx.lake.path] if ctx.lake.path else []  # a local lake inside SOURCE is skipped
-    rows = discover.discover_files(ctx.source, skip=inside, max_pixels=ctx.params.max_pixels)
+    # the lake is not inventoried when it lies under SOURCE (a folder, or a URL's prefix)
+    lake_at = ctx.lake.path or ctx.lake.url
+    rows = discover.discover_files(ctx.source, skip=[lake_at], max_pixels=ctx.params.max_pixels)
     _log().info("discovered %d files under %s", len(rows), ctx.source)
     return Inventory(rows, time.perf_counter() - started)
 
