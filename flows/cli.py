@@ -27,10 +27,11 @@ def _default_lake() -> str:
     return os.environ.get("EMBEDLAKE_LAKE", "lake")
 
 
+_LAKE_HELP = "lake folder or fsspec URL, e.g. s3://bucket/lake (default: ./lake or $EMBEDLAKE_LAKE)"
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lake", default=_default_lake(), help="lake folder (default: ./lake or $EMBEDLAKE_LAKE)"
-    )
+    parser.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     parser.add_argument("--metadata", help="sidecar metadata: CSV, Parquet or JSON lines")
     parser.add_argument(
         "--key", default="path", help="sidecar column naming the file: path (default) or image_id"
@@ -119,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser("sql", help="run read-only SQL against the lake's catalog")
     sql.add_argument("query", help="SQL (SELECT statements only)")
-    sql.add_argument("--lake", default=_default_lake())
+    sql.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     sql.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     sql.add_argument("--output", help="write the result to this file (required for parquet)")
 
@@ -131,12 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
-    query.add_argument("--lake", default=_default_lake())
+    query.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     query.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     query.add_argument("--output", help="write the result to this file (required for parquet)")
 
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
-    report.add_argument("--lake", default=_default_lake())
+    report.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
     report.add_argument("--label-column", default="label", help="sidecar column to colour by")
 
@@ -196,6 +197,7 @@ def _configure_prefect(debug: bool) -> None:
 
 def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = False):
     from embedlake.tasks.backbones import DEFAULT_BACKBONES, resolve_backbone
+    from embedlake.tasks.lake import Lake
     from embedlake.tasks.params import RunParams
     from embedlake.tasks.sources import open_source
     from embedlake.tasks.weights import parse_weights_spec
@@ -209,7 +211,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         raise CliError("--batch-size must be at least 1")
     values: dict[str, Any] = dict(
         source=str(opened),
-        lake=str(Path(args.lake).resolve()),
+        lake=Lake.at(args.lake).url,  # a folder resolved, or a URL whose backend is installed
         metadata=str(Path(args.metadata).resolve()) if args.metadata else None,
         key=args.key,
         backbones=names,
@@ -281,13 +283,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if summary["weights_random"] and summary["message"]:
         print(f"{_BANNER}\n{summary['message']}\n{_BANNER}", file=sys.stderr)
     _print_summary(summary)
+    from embedlake.tasks.lake import Lake
+
     lake = summary["lake"]
+    latest = Lake.at(lake).local_dir / "reports" / "latest"
     print(
         "\ntry:\n"
         f'  embedlake sql --lake {lake} "SELECT m.label, count(*) AS images '
         'FROM images i JOIN metadata m USING (path) GROUP BY ALL ORDER BY images DESC"\n'
         f"  embedlake query neighbors --lake {lake} --param path=cat/chelsea.jpg --param k=3\n"
-        f"  embedlake queries    # the other named queries; the report: {lake}/reports/latest/"
+        f"  embedlake queries    # the other named queries; the report: {latest}/"
     )
     return 0
 
@@ -325,8 +330,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
     if args.format == "parquet" and not args.output:
         raise CliError("--format parquet needs --output FILE")
-    lake = Path(args.lake)
-    with connect_read_only(lake) as con:
+    with connect_read_only(args.lake) as con:
         statements = check_read_only(con, args.query)
         for statement in statements[:-1]:
             con.execute(statement)
@@ -378,7 +382,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise CliError(f"--param {item!r}: expected KEY=VALUE")
         given[key] = value
-    with connect_read_only(Path(args.lake)) as con:
+    with connect_read_only(args.lake) as con:
         table = run_query(con, args.name, given)
     write_result(table, args.format, args.output)
     return 0
@@ -387,8 +391,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from embedlake.tasks.report import build_report
 
-    result = build_report(Path(args.lake).resolve(), args.run_id, label_column=args.label_column)
+    result = build_report(args.lake, args.run_id, label_column=args.label_column)
     print(f"report of run {result['run_id']}: {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
+    if result["lake_copy"] != str(Path(result["path"]).parent):
+        print(f"  uploaded to {result['lake_copy']}")
     return 0
 
 

@@ -7,13 +7,12 @@ once: the second waits for the first (and says so). Readers never take the lock.
 # no `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # the live annotations, and a deployment run validates `params` against RunParams
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
 from embedlake.tasks import steps
-from embedlake.tasks.lake import lake_lock
+from embedlake.tasks.lake import Lake
 from embedlake.tasks.params import RunParams
 from embedlake.tasks.shards import shard_resources
 
@@ -29,8 +28,8 @@ def _say_waiting(message: str) -> None:
 def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
     """Inventory SOURCE, embed every new image with each backbone, rebuild the neighbour graph
     and the catalog, and publish the run's report."""
-    lake = Path(params.lake).expanduser().resolve()
-    with lake_lock(lake, on_wait=_say_waiting):
+    lake = Lake.at(params.lake)
+    with lake.lock(on_wait=_say_waiting):
         ctx = steps.start_run(params)
         steps.build_catalog(lake)  # readers see the run as 'running' from the start
         try:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from embedlake.tasks.lake import Lake
 from embedlake.tasks.params import RunParams
 
 __all__ = ["LocalPrefectServer", "serve"]
@@ -120,7 +121,7 @@ def serve(params: RunParams, *, cron: str | None, interval: float | None, name: 
     if configured:
         run_served(configured)
         return
-    home = Path(params.lake) / ".prefect"
+    home = Lake.at(params.lake).local_dir / ".prefect"
     print(
         f"embedlake: no PREFECT_API_URL; starting a local Prefect server (home {home})", flush=True
     )

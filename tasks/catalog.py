@@ -7,6 +7,12 @@ waits on the writer. It can be rebuilt from the Parquet alone at any time (`buil
 Read connections are locked down: read-only, no file access outside the lake, no extension
 loading, configuration frozen, and only statements that read (SELECT, EXPLAIN) are admitted,
 because DuckDB's read-only mode still lets COPY ... TO write files inside allowed directories.
+
+A lake on shared storage (an fsspec URL) keeps its catalog in the local cache folder (DuckDB keeps
+no database file on an object store); its views read the URL's globs through the fsspec
+filesystem, registered with every connection (no httpfs extension needed), and the read-only
+connection's `allowed_directories` is the URL's prefix: DuckDB applies it to registered
+filesystems too, with external access off. A missing cached catalog is rebuilt on first use.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from .lake import ensure_lake
+from .lake import Lake
 
 __all__ = [
     "CATALOG_NAME",
@@ -51,29 +57,33 @@ def _sql_files(folder: str) -> list[str]:
     )
 
 
-def _literal_path(path: Path) -> str:
-    # the lake path goes into DDL we write ourselves (DuckDB binds no parameters in CREATE VIEW);
-    # doubling quotes keeps any folder name a single string literal
-    return str(path.resolve()).replace("'", "''")
+def _literal(location: str) -> str:
+    # the lake's location goes into DDL we write ourselves (DuckDB binds no parameters in CREATE
+    # VIEW); doubling quotes keeps any folder name a single string literal
+    return location.replace("'", "''")
 
 
-def latest_metadata_part(lake: Path) -> Path:
-    parts = sorted(p for p in (lake / "metadata").glob("*.parquet") if p.name != "_schema.parquet")
-    return parts[-1] if parts else lake / "metadata" / "_schema.parquet"
+def latest_metadata_part(lake: str | Path | Lake) -> str:
+    """The location of the newest run's sidecar part (the schema part when there is none)."""
+    lake = Lake.at(lake)
+    parts = [name for name in lake.part_names("metadata") if name != "_schema.parquet"]
+    return lake.location("metadata", parts[-1] if parts else "_schema.parquet")
 
 
-def build_catalog(lake: Path) -> Path:
-    """(Re)build LAKE/catalog.duckdb from the Parquet parts; atomic for readers."""
-    lake = ensure_lake(lake)
-    target = lake / CATALOG_NAME
-    tmp = lake / f"{CATALOG_NAME}.tmp-{os.getpid()}"
+def build_catalog(lake: str | Path | Lake) -> Path:
+    """(Re)build the lake's catalog.duckdb from the Parquet parts; atomic for readers."""
+    lake = Lake.at(lake).ensure()
+    target = lake.catalog_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     replacements = {
-        "@LAKE@": _literal_path(lake),
-        "@METADATA_PART@": _literal_path(latest_metadata_part(lake)),
+        "@LAKE@": _literal(lake.location()),
+        "@METADATA_PART@": _literal(latest_metadata_part(lake)),
     }
     try:
         with duckdb.connect(str(tmp)) as con:
+            lake.register(con)
             for name in _sql_files("catalog"):
                 text = sql_text("catalog", name)
                 for marker, value in replacements.items():
@@ -87,15 +97,22 @@ def build_catalog(lake: Path) -> Path:
     return target
 
 
-def connect_read_only(lake: Path, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
+def connect_read_only(
+    lake: str | Path | Lake, memory_limit: str = "4GB"
+) -> duckdb.DuckDBPyConnection:
     """A connection to the catalog that can read the lake and nothing else."""
-    catalog = lake / CATALOG_NAME
+    lake = Lake.at(lake)
+    catalog = lake.catalog_file
     if not catalog.is_file():
-        raise FileNotFoundError(
-            f"no catalog at {catalog}: run `embedlake run SOURCE --lake {lake}` first"
-        )
+        first = f"run `embedlake run SOURCE --lake {lake}` first"
+        if not lake.catalog_is_cache:
+            raise FileNotFoundError(f"no catalog at {catalog}: {first}")
+        if not lake.exists():
+            raise FileNotFoundError(f"no lake at {lake}: {first}")
+        build_catalog(lake)  # a URL lake's catalog is a local cache, rebuilt from the Parquet
     con = duckdb.connect(str(catalog), read_only=True, config={"memory_limit": memory_limit})
-    con.execute("SET allowed_directories = [$dir]", {"dir": str(lake.resolve()) + os.sep})
+    lake.register(con)
+    con.execute("SET allowed_directories = [$dir]", {"dir": lake.allowed_directory})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")

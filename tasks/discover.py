@@ -166,18 +166,19 @@ def _probe_image(row: dict[str, Any], file: Path | BinaryIO, max_pixels: int) ->
 
 def discover_files(
     source: Path | RemoteSource,
-    skip: list[Path] | None = None,
+    skip: list[Path | str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[dict[str, Any]]:
-    """Probe every file under `source` (threads: hashing is I/O bound and releases the GIL)."""
+    """Probe every file under `source` (threads: hashing is I/O bound and releases the GIL).
+
+    `skip`: folders (local paths) or URLs whose contents are not inventoried (the lake)."""
     workers = min(8, (os.cpu_count() or 1) * 2)
     if isinstance(source, RemoteSource):
+        entries = source.list_files([s for s in skip or [] if isinstance(s, str)])
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(
-                pool.map(lambda e: probe_remote_file(source, e, max_pixels), source.list_files())
-            )
+            return list(pool.map(lambda e: probe_remote_file(source, e, max_pixels), entries))
     source = source.resolve()
-    paths = iter_source_files(source, skip)
+    paths = iter_source_files(source, [s for s in skip or [] if isinstance(s, Path)])
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: probe_file(p, source, max_pixels), paths))
 

@@ -1,4 +1,8 @@
-"""The lake on disk: Parquet parts per table, written atomically, and the writer's lock.
+"""The lake: Parquet parts per table, written atomically, and the writer's lock.
+
+A lake is a local folder, or a folder on shared storage given as an fsspec URL (`s3://bucket/lake`,
+`gs://...`, `abfs://...`; the backend's package must be installed, e.g. the `s3` extra). `Lake.at`
+turns either into a `Lake`; the rest of the code asks it to write, list and read parts.
 
 Layout under LAKE/:
     runs/<run_id>-<stage>.parquet      one row per run stage (started, then finished or aborted)
@@ -10,15 +14,26 @@ Layout under LAKE/:
 A part exists under its final name only once it is complete: it is written to a temporary name in
 the same folder, fsynced, then renamed into place (and the folder fsynced). Temporary files left
 by a killed run are removed by the next run, which holds the lake's lock.
+
+On an object store (S3, GCS, Azure) a part is written to a local staging file and uploaded to its
+final key in one upload: an object becomes visible only when its upload completes, whole. On
+other fsspec filesystems it is uploaded under a temporary name and moved into place. A URL lake
+keeps what must be local (the DuckDB catalog, the writer's lock, staging files, the reports'
+`latest` copy) in a cache folder per URL: `$EMBEDLAKE_CACHE/lakes/<hash>/` (default cache:
+`~/.cache/embedlake`).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +52,17 @@ __all__ = [
     "AGREEMENT_SCHEMA",
     "RUNS_SCHEMA",
     "TABLES",
+    "Lake",
+    "LakeFolder",
+    "LocalLake",
     "PartWriter",
+    "UrlLake",
+    "cache_root",
     "embedded_image_ids",
     "embeddings_table",
     "ensure_lake",
-    "lake_lock",
     "new_run_id",
+    "put_part_atomically",
     "read_table",
     "rows_to_table",
     "to_json",
@@ -167,25 +187,317 @@ _SCHEMAS = {
 }
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# fsspec protocols of object stores: an object appears whole when its upload completes, so a
+# part goes up in one upload of a complete local file (no temporary object, no rename)
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
+_SCHEMA_PART = "_schema.parquet"
+
+
+def cache_root() -> Path:
+    """embedlake's local cache: $EMBEDLAKE_CACHE, else $XDG_CACHE_HOME/embedlake (~/.cache)."""
+    if os.environ.get("EMBEDLAKE_CACHE"):
+        return Path(os.environ["EMBEDLAKE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedlake"
+
+
+class Lake(abc.ABC):
+    """Where a lake lives, and the operations on its parts (names are relative: table, file).
+
+    `url` is how the lake is shown and how the catalog's views address it; `local_dir` is a local
+    folder for what cannot live on shared storage (the catalog, the lock, reports).
+    """
+
+    url: str
+    local_dir: Path
+    path: Path | None = None  # the folder, for a local lake
+    catalog_is_cache = False  # a local lake holds its catalog; a URL lake caches it locally
+
+    @staticmethod
+    def at(location: str | Path | Lake) -> Lake:
+        """The lake at a folder path or an fsspec URL (`file://` URLs are local folders)."""
+        if isinstance(location, Lake):
+            return location
+        text = str(location)
+        if text.startswith("file://"):
+            return LocalLake(Path(text.removeprefix("file://")))
+        if _SCHEME.match(text):
+            return UrlLake(text)
+        return LocalLake(Path(text))
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def location(self, *names: str) -> str:
+        """A folder or part as DuckDB and messages address it."""
+        return "/".join([self.url, *names])
+
+    def folder(self, table: str) -> LakeFolder:
+        return LakeFolder(self, table)
+
+    @property
+    def catalog_file(self) -> Path:
+        return self.local_dir / "catalog.duckdb"
+
+    @property
+    def allowed_directory(self) -> str:
+        """The prefix read connections may read under (with its separator, so `lake2` is not)."""
+        return self.url + "/"
+
+    def register(self, con: Any) -> None:
+        """Make the lake readable to a DuckDB connection (a URL lake: through its filesystem)."""
+        return None  # DuckDB reads local files itself
+
+    def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """All committed parts of one table (temporaries are never matched)."""
+        names = self.part_names(table)
+        if not names:
+            schema = _SCHEMAS[table]
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        dataset = ds.dataset(
+            [self._part_path(table, n) for n in names],
+            format="parquet",
+            schema=_SCHEMAS.get(table),
+            filesystem=self._arrow_filesystem(),
+        )
+        return dataset.to_table(columns=columns)
+
+    def ensure(self) -> Lake:
+        """Create the lake's folders; write each table's zero-row schema part once.
+
+        The schema parts keep every view bindable before the first data lands (DuckDB refuses a
+        glob that matches nothing) and pin the column types for `union_by_name`.
+        """
+        self._make_folders()
+        for table, schema in _SCHEMAS.items():
+            if not self._exists(table, _SCHEMA_PART):
+                self.write_part(schema.empty_table(), table, _SCHEMA_PART)
+        return self
+
+    def exists(self) -> bool:
+        """Whether a lake was ever created here (its runs table has its schema part)."""
+        return self._exists("runs", _SCHEMA_PART)
+
+    @contextlib.contextmanager
+    def lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the lake's writer lock (an OS file lock: released by the kernel if the run dies).
+
+        A second writer waits for the first; `on_wait` is told once that it is waiting.
+        Readers never take this lock.
+        """
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        path = self.local_dir / ".lock"
+        with path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                if on_wait:
+                    on_wait(
+                        f"the lake {self} is being written by {holder}; waiting for it to finish"
+                    )
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # what each kind of lake implements
+    @abc.abstractmethod
+    def write_part(self, table: pa.Table, folder: str, name: str) -> str:
+        """Write one part atomically (whole or not at all); its location."""
+
+    @abc.abstractmethod
+    def part_names(self, folder: str) -> list[str]:
+        """File names of the committed parts in one folder, sorted."""
+
+    @abc.abstractmethod
+    def delete_part(self, folder: str, name: str) -> None:
+        """Remove one part (the neighbour graph's stale groups)."""
+
+    @abc.abstractmethod
+    def remove_stale_temporaries(self) -> list[Any]:
+        """Delete temporaries a killed writer left behind; call only while holding the lock."""
+
+    @abc.abstractmethod
+    def publish_folder(self, local: Path, *names: str) -> str:
+        """Make a local folder (a report) available at `names` under the lake; its location."""
+
+    @abc.abstractmethod
+    def _part_path(self, folder: str, name: str) -> str:
+        """A part's path as the lake's filesystem (pyarrow's view of it) names it."""
+
+    def _arrow_filesystem(self) -> Any:
+        return None  # pyarrow's local filesystem
+
+    @abc.abstractmethod
+    def _exists(self, folder: str, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _make_folders(self) -> None: ...
+
+
+class LocalLake(Lake):
+    """A lake in a local (or mounted) folder: fsync and rename, the catalog inside it."""
+
+    def __init__(self, path: Path):
+        self.path = path.expanduser().resolve()
+        self.url = str(self.path)
+        self.local_dir = self.path
+
+    @property
+    def allowed_directory(self) -> str:
+        return str(self.path) + os.sep
+
+    def write_part(self, table: pa.Table, folder: str, name: str) -> str:
+        return str(write_part_atomically(table, self.path / folder / name))
+
+    def part_names(self, folder: str) -> list[str]:
+        where = self.path / folder
+        return sorted(p.name for p in where.glob("*.parquet")) if where.is_dir() else []
+
+    def delete_part(self, folder: str, name: str) -> None:
+        (self.path / folder / name).unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        removed = []
+        for path in self.path.rglob(f"*{_TMP_MARK}*"):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+        return removed
+
+    def publish_folder(self, local: Path, *names: str) -> str:
+        return str(local)  # reports are written inside the lake already
+
+    def _part_path(self, folder: str, name: str) -> str:
+        return str(self.path / folder / name)
+
+    def _exists(self, folder: str, name: str) -> bool:
+        return (self.path / folder / name).exists()
+
+    def _make_folders(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        for table in TABLES:
+            (self.path / table).mkdir(exist_ok=True)
+
+
+class UrlLake(Lake):
+    """A lake on shared storage behind fsspec; catalog, lock and staging in a local cache folder.
+
+    The writer's lock is a file lock in that cache folder: it serialises the runs started on this
+    machine. Object stores have no lock a killed run would release, so writers on other machines
+    must be serialised by the deployment (`embedlake serve` runs one flow run at a time).
+    """
+
+    catalog_is_cache = True
+
+    def __init__(self, url: str):
+        import fsspec
+
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"lake {url}: {exc}") from exc
+        self.root = root.rstrip("/")
+        self.url = self.fs.unstrip_protocol(self.root)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.object_store = bool(_OBJECT_STORES.intersection(protocols))
+
+    @property
+    def local_dir(self) -> Path:
+        # this machine's cache (a Ray worker's own, not the driver's): named by the URL's hash
+        return cache_root() / "lakes" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+
+    def register(self, con: Any) -> None:
+        # our own listings may be stale (shards and other machines write parts): list afresh
+        self.fs.invalidate_cache()
+        con.register_filesystem(self.fs)
+
+    def write_part(self, table: pa.Table, folder: str, name: str) -> str:
+        staging = self.local_dir / "staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        target = self._part_path(folder, name)
+        put_part_atomically(table, self.fs, target, staging, self.object_store)
+        return self.location(folder, name)
+
+    def part_names(self, folder: str) -> list[str]:
+        where = f"{self.root}/{folder}"
+        self.fs.invalidate_cache(where)
+        return sorted(p.rsplit("/", 1)[-1] for p in self.fs.glob(f"{where}/*.parquet"))
+
+    def delete_part(self, folder: str, name: str) -> None:
+        self.fs.rm_file(self._part_path(folder, name))
+
+    def remove_stale_temporaries(self) -> list[str]:
+        removed = []
+        staging = self.local_dir / "staging"
+        for path in staging.glob(f"*{_TMP_MARK}*") if staging.is_dir() else []:
+            path.unlink()
+            removed.append(str(path))
+        if not self.object_store:  # elsewhere, temporaries live beside their targets
+            self.fs.invalidate_cache()
+            for path in self.fs.find(self.root):
+                if _TMP_MARK in path.rsplit("/", 1)[-1]:
+                    self.fs.rm_file(path)
+                    removed.append(self.fs.unstrip_protocol(path))
+        return removed
+
+    def publish_folder(self, local: Path, *names: str) -> str:
+        target = "/".join([self.root, *names])
+        for file in sorted(p for p in local.rglob("*") if p.is_file()):
+            self.fs.put_file(str(file), f"{target}/{file.relative_to(local).as_posix()}")
+        return self.location(*names)
+
+    def _part_path(self, folder: str, name: str) -> str:
+        return f"{self.root}/{folder}/{name}"
+
+    def _arrow_filesystem(self) -> Any:
+        return self.fs
+
+    def _exists(self, folder: str, name: str) -> bool:
+        return self.fs.exists(self._part_path(folder, name))
+
+    def _make_folders(self) -> None:
+        if self.object_store:
+            # keys need no folders; a missing bucket is the user's to create, not ours
+            bucket = self.root.split("/", 1)[0]
+            if not self.fs.exists(bucket):
+                raise FileNotFoundError(f"lake {self.url}: the bucket {bucket} does not exist")
+            return
+        for table in TABLES:
+            self.fs.makedirs(f"{self.root}/{table}", exist_ok=True)
+
+
+class LakeFolder:
+    """One table's folder in a lake: where a PartWriter puts its parts."""
+
+    def __init__(self, lake: Lake, name: str):
+        self.lake, self.name = lake, name
+
+    def write_part(self, table: pa.Table, filename: str) -> str:
+        return self.lake.write_part(table, self.name, filename)
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """Sortable and unique: UTC time to the second plus 6 random hex digits."""
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def ensure_lake(lake: Path) -> Path:
-    """Create the lake's folders; write each table's zero-row schema part once.
-
-    The schema parts keep every view bindable before the first data lands (DuckDB refuses a
-    glob that matches nothing) and pin the column types for `union_by_name`.
-    """
-    lake.mkdir(parents=True, exist_ok=True)
-    for table in TABLES:
-        (lake / table).mkdir(exist_ok=True)
-    for table, schema in _SCHEMAS.items():
-        target = lake / table / "_schema.parquet"
-        if not target.exists():
-            write_part_atomically(schema.empty_table(), target)
+def ensure_lake(lake: Path | Lake) -> Path | Lake:
+    """Create the lake's folders and schema parts (see `Lake.ensure`); returns `lake` as given."""
+    Lake.at(lake).ensure()
     return lake
 
 
@@ -205,6 +517,39 @@ def write_part_atomically(table: pa.Table, target: Path) -> Path:
     return target
 
 
+def put_part_atomically(
+    table: pa.Table, fs: Any, target: str, staging: Path, object_store: bool
+) -> str:
+    """Write `table` to `target` on fsspec filesystem `fs`, visible whole or not at all.
+
+    The part is first written completely to a local file under `staging`. An object store gets
+    it in one upload to the final key (the object appears when the upload completes); any other
+    filesystem gets it under a temporary name beside the target, then a move.
+    """
+    local: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=staging, prefix=f"part{_TMP_MARK}{os.getpid()}-", suffix=".parquet", delete=False
+        ) as handle:
+            local = Path(handle.name)
+            pq.write_table(table, handle, compression="zstd")
+        if object_store:
+            fs.put_file(str(local), target)
+        else:
+            tmp = f"{target}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
+            try:
+                fs.put_file(str(local), tmp)
+                fs.mv(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(tmp)
+                raise
+    finally:
+        if local is not None:
+            local.unlink(missing_ok=True)
+    return target
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -213,59 +558,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(lake: Path) -> list[Path]:
+def remove_stale_temporaries(lake: Path | Lake) -> list[Any]:
     """Delete temporaries a killed writer left behind; call only while holding the lock."""
-    removed = []
-    for path in lake.rglob(f"*{_TMP_MARK}*"):
-        if path.is_file():
-            path.unlink()
-            removed.append(path)
-    return removed
+    return Lake.at(lake).remove_stale_temporaries()
 
 
-@contextlib.contextmanager
-def lake_lock(lake: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the lake's writer lock (an OS file lock: released by the kernel if the run dies).
-
-    A second writer waits for the first; `on_wait` is told once that it is waiting.
-    Readers never take this lock.
-    """
-    lake.mkdir(parents=True, exist_ok=True)
-    path = lake / ".lock"
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            if on_wait:
-                on_wait(f"the lake {lake} is being written by {holder}; waiting for it to finish")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def read_table(lake: Path, table: str, columns: list[str] | None = None) -> pa.Table:
+def read_table(lake: Path | Lake, table: str, columns: list[str] | None = None) -> pa.Table:
     """All committed parts of one table (temporaries are never matched)."""
-    folder = lake / table
-    parts = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
-    if not parts:
-        schema = _SCHEMAS[table]
-        return schema.empty_table().select(columns) if columns else schema.empty_table()
-    dataset = ds.dataset([str(p) for p in parts], format="parquet", schema=_SCHEMAS.get(table))
-    return dataset.to_table(columns=columns)
+    return Lake.at(lake).read_table(table, columns)
 
 
 def embedded_image_ids(
-    lake: Path, weights_ids: dict[str, str], precision: str
+    lake: Path | Lake, weights_ids: dict[str, str], precision: str
 ) -> dict[str, set[str]]:
     """Per backbone, the image_ids already embedded with its weights_id at this precision."""
     found: dict[str, set[str]] = {backbone: set() for backbone in weights_ids}
@@ -309,14 +613,17 @@ class PartWriter:
     """Writes embedding parts on a background thread, so compression and fsync overlap compute.
 
     `add` queues rows; every `part_rows` rows become one part, written atomically under
-    `folder/<prefix>-<seq>.parquet`. `close` flushes the rest and re-raises a writer error.
-    At most two parts wait in the queue, which bounds memory.
+    `folder/<prefix>-<seq>.parquet` (`folder`: a local folder, or a lake's `LakeFolder`).
+    `close` flushes the rest and re-raises a writer error. At most two parts wait in the queue,
+    which bounds memory.
     """
 
-    def __init__(self, folder: Path, prefix: str, part_rows: int):
+    def __init__(self, folder: Path | LakeFolder, prefix: str, part_rows: int):
         import queue
         import threading
 
+        if isinstance(folder, Path):
+            folder = LakeFolder(Lake.at(folder.parent), folder.name)
         self.folder, self.prefix, self.part_rows = folder, prefix, part_rows
         self.seconds = 0.0
         self._pending: list[pa.Table] = []
@@ -336,8 +643,8 @@ class PartWriter:
 
     def _submit(self) -> None:
         if self._pending:
-            target = self.folder / f"{self.prefix}-{self._seq:06d}.parquet"
-            self._queue.put((pa.concat_tables(self._pending), target))
+            name = f"{self.prefix}-{self._seq:06d}.parquet"
+            self._queue.put((pa.concat_tables(self._pending), name))
             self._pending, self._rows, self._seq = [], 0, self._seq + 1
 
     def _run(self) -> None:
@@ -347,7 +654,7 @@ class PartWriter:
             if self._error is None:
                 started = time.perf_counter()
                 try:
-                    write_part_atomically(*item)
+                    self.folder.write_part(*item)
                 except BaseException as exc:  # handed to the producer by _raise_if_failed
                     self._error = exc
                 self.seconds += time.perf_counter() - started

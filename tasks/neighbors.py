@@ -124,16 +124,15 @@ def _group_name(backbone: str, weights_id: str, precision: str) -> str:
 
 
 def build_neighbor_graph(
-    root: Path,
+    root: Path | lake.Lake,
     k: int = 10,
     device: str = "cpu",
     ann_threshold: int = 200_000,
     cka_sample: int = 50_000,
 ) -> dict[str, int]:
     """Rebuild LAKE/neighbors and LAKE/agreement from the embeddings; returns rows per group."""
-    table = lake.read_table(root, "embeddings")
-    folder = root / "neighbors"
-    folder.mkdir(exist_ok=True)
+    root = lake.Lake.at(root)
+    table = root.read_table("embeddings")
     written: dict[str, int] = {}
     groups: dict[tuple[str, str, str], tuple[list[str], np.ndarray]] = {}
     keys = (
@@ -177,17 +176,17 @@ def build_neighbor_graph(
             schema=NEIGHBORS_SCHEMA,
         ).filter(pa.array(valid))
         name = _group_name(*key.values())
-        lake.write_part_atomically(rows, folder / f"{name}.parquet")
+        root.write_part(rows, "neighbors", f"{name}.parquet")
         written[name] = rows.num_rows
         groups[(key["backbone"], key["weights_id"], key["precision"])] = (list(ids), vectors)
-    for stale in folder.glob("*.parquet"):
-        if stale.stem not in written and stale.name != "_schema.parquet":
-            stale.unlink()
+    for stale in root.part_names("neighbors"):
+        if stale.removesuffix(".parquet") not in written and stale != "_schema.parquet":
+            root.delete_part("neighbors", stale)
     _write_agreement(root, groups, cka_sample)
     return written
 
 
-def _write_agreement(root: Path, groups: dict, cka_sample: int) -> None:
+def _write_agreement(root: lake.Lake, groups: dict, cka_sample: int) -> None:
     rows = []
     items = sorted(groups.items())
     for i, ((bb_a, w_a, prec_a), (ids_a, x)) in enumerate(items):
@@ -214,8 +213,4 @@ def _write_agreement(root: Path, groups: dict, cka_sample: int) -> None:
                     "linear_cka": cka,
                 }
             )
-    folder = root / "agreement"
-    folder.mkdir(exist_ok=True)
-    lake.write_part_atomically(
-        lake.rows_to_table(rows, AGREEMENT_SCHEMA), folder / "agreement.parquet"
-    )
+    root.write_part(lake.rows_to_table(rows, AGREEMENT_SCHEMA), "agreement", "agreement.parquet")

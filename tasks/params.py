@@ -16,7 +16,7 @@ COMPILE_AUTO_MIN_IMAGES = 250_000
 
 class RunParams(BaseModel):
     source: str = Field(description="folder of images (searched recursively)")
-    lake: str = Field(default="lake", description="the lake folder")
+    lake: str = Field(default="lake", description="the lake folder, or an fsspec URL")
     metadata: str | None = Field(default=None, description="sidecar CSV, Parquet or JSON lines")
     key: str = Field(default="path", description="sidecar column that names the file")
     backbones: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKBONES))

@@ -5,6 +5,10 @@ thumbnails as JPEG data URIs, CSS in the page): no network reference, readable o
 laptop or a phone. Beside it: summary.json and one CSV per table for downstream tools.
 LAKE/reports/latest/ is a copy of the newest report. Everything is read through the read-only
 catalog (named queries from sql/analysis, the report's own from sql/report).
+
+A lake on shared storage (an fsspec URL) gets its reports written in its local cache folder
+first; each run's folder is then uploaded to LAKE/reports/<run_id>/ (one upload per file), while
+reports/latest/ stays in the cache: an object store cannot swap a whole folder at once.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ border-radius:6px}
 
 
 class ReportResult(dict):
-    """Where the report went and what it says (`path`, `run_id`, `sections`, `bytes`)."""
+    """Where the report went and what it says (`path`, `run_id`, `sections`, `bytes`).
+
+    `lake_copy` is its folder's location in the lake (for a URL lake, the uploaded copy)."""
 
 
 def _png(fig) -> str:
@@ -146,7 +152,10 @@ def _pca_2d(vectors: np.ndarray) -> np.ndarray:
 
 
 def build_report(
-    root: Path, run_id: str | None = None, label_column: str = "label", sample: int = 2000
+    root: str | Path | lake.Lake,
+    run_id: str | None = None,
+    label_column: str = "label",
+    sample: int = 2000,
 ) -> ReportResult:
     """Write LAKE/reports/<run_id>/ (index.html, summary.json, CSVs) and refresh reports/latest."""
     import matplotlib
@@ -154,6 +163,7 @@ def build_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    root = lake.Lake.at(root)
     with connect_read_only(root) as con:
 
         def q(name: str, **params: Any) -> pa.Table:
@@ -352,7 +362,8 @@ def build_report(
             body = '<p class="muted">the first run of this lake: nothing to compare</p>'
         sections.append(("What changed since the previous run", body))
 
-    folder = root / "reports" / run_id
+    reports = root.local_dir / "reports"
+    folder = reports / run_id
     folder.mkdir(parents=True, exist_ok=True)
     nav = " &middot; ".join(
         f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections)
@@ -377,14 +388,15 @@ def build_report(
     summary["sections"] = [t for t, _ in sections]
     summary["tables"] = {name: t.num_rows for name, t in tables.items()}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    latest = root / "reports" / "latest"
-    staging = root / "reports" / f".latest-{run_id}"
+    latest = reports / "latest"
+    staging = reports / f".latest-{run_id}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(folder, staging)
     shutil.rmtree(latest, ignore_errors=True)
     staging.rename(latest)
     return ReportResult(
         path=str(folder / "index.html"),
+        lake_copy=root.publish_folder(folder, "reports", run_id),
         run_id=run_id,
         sections=summary["sections"],
         bytes=(folder / "index.html").stat().st_size,

@@ -41,12 +41,16 @@ class RemoteSource:
     def __str__(self) -> str:
         return self.uri
 
-    def list_files(self) -> list[RemoteFile]:
-        """Every file under the root, hidden names skipped, in sorted order."""
+    def list_files(self, skip: list[str] | None = None) -> list[RemoteFile]:
+        """Every file under the root, in sorted order; hidden names and `skip` URLs' contents
+        (a lake kept under SOURCE) are left out."""
+        prefixes = tuple(url.rstrip("/") + "/" for url in skip or [])
         found = []
         for name, info in sorted(self.fs.find(self.root, detail=True, withdirs=False).items()):
             rel = name[len(self.root) :].lstrip("/")
             if not rel or any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if prefixes and self.fs.unstrip_protocol(name).startswith(prefixes):
                 continue
             found.append(RemoteFile(rel, int(info.get("size") or 0), _mtime(info)))
         return found

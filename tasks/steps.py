@@ -69,7 +69,7 @@ __all__ = [
 @dataclass
 class RunContext:
     run_id: str
-    lake: Path
+    lake: lake.Lake
     source: Path | RemoteSource
     started_at: datetime
     params: RunParams
@@ -140,13 +140,13 @@ def _versions() -> dict[str, str]:
 def start_run_fn(params: RunParams) -> RunContext:
     """Prepare the lake (we hold its lock): clear temporaries, mark dead runs, record the start."""
     source = open_source(params.source)
-    root = lake.ensure_lake(Path(params.lake).expanduser().resolve())
-    removed = lake.remove_stale_temporaries(root)
+    root = lake.Lake.at(params.lake).ensure()
+    removed = root.remove_stale_temporaries()
     if removed:
         _log().warning("removed %d temporary file(s) left by an interrupted run", len(removed))
     started = datetime.now(UTC)
     ctx = RunContext(lake.new_run_id(started), root, source, started, params)
-    runs = lake.read_table(root, "runs").to_pylist()
+    runs = root.read_table("runs").to_pylist()
     ended = {r["run_id"] for r in runs if r["stage"] != "started"}
     for dead in (r for r in runs if r["run_id"] not in ended):
         # we hold the lock, so a run that only ever started is not running: it was killed
@@ -157,10 +157,10 @@ def start_run_fn(params: RunParams) -> RunContext:
             "finished_at": started,
             "message": f"found unfinished by run {ctx.run_id}",
         }
-        target = root / "runs" / f"{dead['run_id']}-2-aborted.parquet"
-        lake.write_part_atomically(lake.rows_to_table([aborted], lake.RUNS_SCHEMA), target)
-    lake.write_part_atomically(
-        _stage_row(ctx, "started", "running"), root / "runs" / f"{ctx.run_id}-0-started.parquet"
+        table = lake.rows_to_table([aborted], lake.RUNS_SCHEMA)
+        root.write_part(table, "runs", f"{dead['run_id']}-2-aborted.parquet")
+    root.write_part(
+        _stage_row(ctx, "started", "running"), "runs", f"{ctx.run_id}-0-started.parquet"
     )
     return ctx
 
@@ -168,7 +168,9 @@ def start_run_fn(params: RunParams) -> RunContext:
 def discover_source_fn(ctx: RunContext) -> Inventory:
     started = time.perf_counter()
     load_pillow_plugins(ctx.params.pillow_plugins)
-    rows = discover.discover_files(ctx.source, skip=[ctx.lake], max_pixels=ctx.params.max_pixels)
+    # the lake is not inventoried when it lies under SOURCE (a folder, or a URL's prefix)
+    lake_at = ctx.lake.path or ctx.lake.url
+    rows = discover.discover_files(ctx.source, skip=[lake_at], max_pixels=ctx.params.max_pixels)
     _log().info("discovered %d files under %s", len(rows), ctx.source)
     return Inventory(rows, time.perf_counter() - started)
 
@@ -279,7 +281,7 @@ def _embed_items(
     params = ctx.params
     outcome = EmbedOutcome(device=plan.outcome.device, precision=plan.outcome.precision)
     timings: Counter[str] = Counter()
-    writer = lake.PartWriter(ctx.lake / "embeddings", prefix, part_rows)
+    writer = lake.PartWriter(ctx.lake.folder("embeddings"), prefix, part_rows)
     started = time.perf_counter()
     try:
         with Progress("embedding", total=len(items), enabled=progress) as bar:
@@ -391,7 +393,7 @@ def attach_metadata_fn(ctx: RunContext, inventory: Inventory) -> SidecarResult |
     sidecar = read_sidecar(Path(ctx.params.metadata))
     result = join_sidecar(sidecar, ctx.params.key, inventory.rows)
     table = pa.Table.from_pandas(result.frame, preserve_index=False)
-    lake.write_part_atomically(table, ctx.lake / "metadata" / f"{ctx.run_id}.parquet")
+    ctx.lake.write_part(table, "metadata", f"{ctx.run_id}.parquet")
     return result
 
 
@@ -410,8 +412,8 @@ def finish_run_fn(
         if error:
             row.update(status="error", error_code=error[0], error_message=error[1])
         rows.append(row)
-    lake.write_part_atomically(
-        lake.rows_to_table(rows, lake.FILES_SCHEMA), ctx.lake / "files" / f"{ctx.run_id}.parquet"
+    ctx.lake.write_part(
+        lake.rows_to_table(rows, lake.FILES_SCHEMA), "files", f"{ctx.run_id}.parquet"
     )
     codes = Counter(r["error_code"] for r in rows if r["status"] == "error")
     finished = datetime.now(UTC)
@@ -441,17 +443,17 @@ def finish_run_fn(
         ),
         "message": backbones.message,
     }
-    lake.write_part_atomically(
-        _stage_row(ctx, "finished", **summary),
-        ctx.lake / "runs" / f"{ctx.run_id}-1-finished.parquet",
+    ctx.lake.write_part(
+        _stage_row(ctx, "finished", **summary), "runs", f"{ctx.run_id}-1-finished.parquet"
     )
     return {**summary, "error_counts": dict(sorted(codes.items())), "lake": str(ctx.lake)}
 
 
 def record_failure_fn(ctx: RunContext, message: str) -> None:
-    lake.write_part_atomically(
+    ctx.lake.write_part(
         _stage_row(ctx, "failed", "failed", finished_at=datetime.now(UTC), message=message),
-        ctx.lake / "runs" / f"{ctx.run_id}-1-failed.parquet",
+        "runs",
+        f"{ctx.run_id}-1-failed.parquet",
     )
 
 
@@ -514,7 +516,7 @@ def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
     return report["path"]
 
 
-def build_catalog_fn(root: Path) -> Path:
+def build_catalog_fn(root: lake.Lake) -> Path:
     return catalog.build_catalog(root)
 
 

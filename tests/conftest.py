@@ -116,3 +116,50 @@ def cli_env(prefect_api) -> dict[str, str]:
     env["PREFECT_API_URL"] = prefect_api
     env.pop("EMBEDLAKE_LAKE", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP endpoint on localhost (moto's server); yields the env that points s3fs at it.
+
+    Dummy credentials and no AWS config files, so nothing here can reach the real AWS.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    server.stop()
+
+
+def s3_filesystem(env: dict[str, str]):
+    """An s3fs filesystem on the test server, independent of this process's environment."""
+    import s3fs
+
+    return s3fs.S3FileSystem(
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        key=env["AWS_ACCESS_KEY_ID"],
+        secret=env["AWS_SECRET_ACCESS_KEY"],
+        skip_instance_cache=True,
+    )
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path) -> dict[str, str]:
+    """This process pointed at the test S3 server, with embedlake's cache under tmp_path."""
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache"))
+    return s3_server

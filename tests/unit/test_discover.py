@@ -82,3 +82,17 @@ def test_malformed_exif_never_fails_the_image(tmp_path):
     path.write_bytes(data)
     (row,) = discover_files(tmp_path)
     assert row["status"] == "ok" and row["width"] == 600
+
+
+def test_a_url_lake_under_a_url_source_is_not_inventoried():
+    import fsspec
+
+    from embedlake.tasks.sources import open_source
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/skip-test/photos/a.jpg", jpeg_bytes(photo("chelsea.png")))
+    fs.pipe("/skip-test/photos/lake/runs/_schema.parquet", b"PAR1")
+    fs.pipe("/skip-test/photos/lakeside.jpg", b"not a lake, not an image")
+    source = open_source("memory://skip-test/photos")
+    rows = discover_files(source, skip=["memory:///skip-test/photos/lake"])
+    assert sorted(r["path"] for r in rows) == ["a.jpg", "lakeside.jpg"]

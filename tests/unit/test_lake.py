@@ -123,3 +123,68 @@ def test_read_connections_refuse_writes_and_outside_reads(tmp_path):
         with pytest.raises(duckdb.Error, match="Permission|disabled"):
             con.execute(f"SELECT * FROM read_csv('{outside}')").fetchall()
     assert not (root / "x.csv").exists()
+
+
+def test_put_on_s3_is_one_whole_object_or_none(s3_env, tmp_path, monkeypatch):
+    from tests.conftest import s3_filesystem
+
+    fs = s3_filesystem(s3_env)
+    fs.mkdir("put-test")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    target = "put-test/lake/embeddings/p.parquet"
+    lake.put_part_atomically(_embedding_rows(5), fs, target, staging, object_store=True)
+    assert pq.read_table(target, filesystem=fs).num_rows == 5
+    assert list(staging.iterdir()) == []
+
+    def upload_dies(*args, **kwargs):
+        raise ConnectionError("network gone")
+
+    broken = "put-test/lake/embeddings/q.parquet"
+    monkeypatch.setattr(fs, "put_file", upload_dies)
+    with pytest.raises(ConnectionError):
+        lake.put_part_atomically(_embedding_rows(3), fs, broken, staging, object_store=True)
+    assert not fs.exists(broken)
+    assert list(staging.iterdir()) == []  # the staged file is gone too
+    assert fs.find("put-test/lake") == [target]
+
+
+def test_url_lake_read_connections_refuse_writes_and_outside_reads(s3_env, tmp_path):
+    from tests.conftest import s3_filesystem
+
+    fs = s3_filesystem(s3_env)
+    fs.mkdir("ro-test")
+    fs.pipe("ro-test/lake-other/x.parquet", b"")  # a sibling prefix that starts like the lake
+    fs.pipe("ro-test/lake/x.csv", b"a\n1\n")  # inside the lake
+    root = lake.Lake.at("s3://ro-test/lake").ensure()
+    lake.write_part_atomically(_embedding_rows(2), tmp_path / "local.parquet")
+    fs.put_file(str(tmp_path / "local.parquet"), "ro-test/lake-other/x.parquet")
+    build_catalog(root)
+    assert root.catalog_file.is_file() and str(root.catalog_file).startswith(str(tmp_path))
+    assert not fs.exists("ro-test/lake/catalog.duckdb")
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    with connect_read_only("s3://ro-test/lake") as con:
+        assert con.execute("SELECT count(*) FROM read_csv('s3://ro-test/lake/x.csv')").fetchone()
+        for statement in (
+            "COPY (SELECT 1) TO 's3://ro-test/lake/x2.csv'",
+            "CREATE TABLE t (a INT)",
+            "INSTALL httpfs",
+            "SET allowed_directories = ['s3://']",
+        ):
+            with pytest.raises(RefusedStatement):
+                check_read_only(con, statement)
+        for escape in (
+            f"SELECT * FROM read_csv('{outside}')",
+            "SELECT * FROM read_parquet('s3://ro-test/lake-other/x.parquet')",
+            "SELECT * FROM read_parquet('s3://ro-test/lake/../lake-other/x.parquet')",
+            "SELECT * FROM read_parquet('s3://other-bucket/x.parquet')",
+        ):
+            with pytest.raises(duckdb.Error, match="Permission|disabled"):
+                con.execute(escape).fetchall()
+    assert not fs.exists("ro-test/lake/x2.csv")
+
+
+def test_a_lake_url_without_its_backend_is_one_clear_error():
+    with pytest.raises(ValueError, match="lake nosuchscheme://x: Protocol not known"):
+        lake.Lake.at("nosuchscheme://x")
