@@ -74,17 +74,24 @@ def make_photos(folder: Path, n: int, size: tuple[int, int], quality: int = 90) 
     return paths
 
 
-def forward_limit(seconds: float = 20.0, batch: int = 16) -> dict:
-    """(a): embed() on random uint8 crops, both backbones, as the pipeline configures them."""
+def forward_limit(cache: Path, seconds: float = 20.0, batch: int = 16) -> dict:
+    """(a): embed() on random uint8 crops, both backbones, as the pipeline configures them.
+
+    The precision is `--precision auto`'s measured choice, cached in `cache`: the runs of (c)
+    find it there, so neither pays the measurement inside the marginal rate.
+    """
     import torch
 
     from embedlake.tasks.backbones import resolve_backbone
-    from embedlake.tasks.embed import Embedder, resolve_precision
+    from embedlake.tasks.embed import Embedder
+    from embedlake.tasks.precision import choose_precision
     from embedlake.tasks.weights import load_backbone, parse_weights_spec
 
     sources = parse_weights_spec("random", list(BACKBONES))
     loaded = [load_backbone(resolve_backbone(n), sources[n]) for n in BACKBONES]
-    precision = resolve_precision("auto", "cpu")
+    choice = choose_precision(loaded, "cpu", cache / "precision.json")
+    print(f"    {choice.describe()}", flush=True)
+    precision = choice.precision
     embedder = Embedder(loaded, "cpu", precision)
     crops = {
         b.spec.name: torch.randint(
@@ -235,8 +242,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="embedlake-bench-") as tmp:
         work = Path(tmp)
         env["PREFECT_HOME"] = str(work / "prefect")
+        env["EMBEDLAKE_CACHE"] = str(work / "cache")
         print("(a) forward-only limit ...", flush=True)
-        results["a_forward_limit"] = forward_limit(args.forward_seconds)
+        results["a_forward_limit"] = forward_limit(work / "cache", args.forward_seconds)
         print("(b) naive baseline ...", flush=True)
         naive_paths = make_photos(work / "naive", args.naive_images, (640, 480))
         results["b_naive"] = naive_baseline(naive_paths)

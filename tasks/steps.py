@@ -28,6 +28,7 @@ from .decode_pool import DecodeJob, load_pillow_plugins
 from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import COMPILE_AUTO_MIN_IMAGES, RunParams
+from .precision import choose_precision
 from .progress import Progress
 from .shards import (
     Shard,
@@ -221,6 +222,18 @@ def _compile_models(requested: str, device: str, n_images: int) -> bool:
     return requested == "on"
 
 
+def _choose_precision(requested: str, device: str, backbones: BackboneSet) -> str:
+    """`auto` measures the candidates here (cached per machine); a cluster's GPU that this
+    process cannot reach gets the rule `resolve_precision` states (fp16 on CUDA)."""
+    import torch
+
+    if requested != "auto" or (device.startswith("cuda") and not torch.cuda.is_available()):
+        return resolve_precision(requested, device)
+    choice = choose_precision(backbones.loaded, device, lake.cache_root() / "precision.json")
+    _log().info(choice.describe())
+    return choice.precision
+
+
 @dataclass
 class EmbedPlan:
     """What a run must embed: distinct images lacking an embedding, per backbone."""
@@ -240,7 +253,7 @@ def _plan_embedding(
 ) -> EmbedPlan:
     params = ctx.params
     device = device or resolve_device(params.device)
-    precision = resolve_precision(params.precision, device)
+    precision = _choose_precision(params.precision, device, backbones)
     outcome = EmbedOutcome(device=device, precision=precision)
     remote = isinstance(ctx.source, RemoteSource)
     first_path: dict[str, Path | str] = {}

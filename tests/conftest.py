@@ -19,6 +19,8 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# embedlake's cache (the measured precision choice, URL lakes' catalogs): one per test session
+os.environ["EMBEDLAKE_CACHE"] = tempfile.mkdtemp(prefix="embedlake-cache-")
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 
