@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedlake.flows.pipeline import embed_collection, with_runner
+from embedlake.tasks.lake import Lake
 from embedlake.tasks.params import RunParams
-from tests.conftest import make_distinct_photos
+from tests.conftest import make_distinct_photos, s3_filesystem
 
 pytest.importorskip("prefect_ray")
 pytestmark = pytest.mark.flows
@@ -28,10 +29,13 @@ def crash_marker(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(crash_marker):
+def ray_cluster(crash_marker, s3_server):
     import ray
 
-    os.environ["EMBEDLAKE_TEST_CRASH_MARKER"] = str(crash_marker)  # before the workers start
+    # before the workers start: they inherit this environment (the S3 test server's included)
+    saved = dict(os.environ)
+    os.environ.update(s3_server)
+    os.environ["EMBEDLAKE_TEST_CRASH_MARKER"] = str(crash_marker)
     # shard tasks import the crash plugin from tests/; workers inherit this environment
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
@@ -40,6 +44,8 @@ def ray_cluster(crash_marker):
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _params(source, lake, **extra):
@@ -111,3 +117,27 @@ def test_a_shard_whose_worker_dies_is_retried_without_duplicates(
     files, emb, raw = _lake(lake)
     assert len(raw) == len(set(raw)) == 12
     assert dict((f[0], f[3]) for f in files)["zz_crash.img"] == "corrupt"
+
+
+def test_ray_shards_write_straight_to_an_s3_lake(
+    prefect_api, ray_cluster, s3_server, collection, tmp_path
+):
+    """Shard tasks upload their parts to the URL lake; the driver's catalog reads them."""
+    source, _ = collection
+    s3_filesystem(s3_server).mkdir("embedlake-ray")
+    url = "s3://embedlake-ray/lake"
+    local = embed_collection(_params(source, tmp_path / "local", workers=0))
+    remote = with_runner(f"ray={ray_cluster}")(
+        _params(source, url, runner=f"ray={ray_cluster}", shard_size=2, workers=0)
+    )
+    assert remote["n_embedded"] == local["n_embedded"] == 5
+    key = ("image_id", "backbone", "weights_id", "precision")
+    rows = Lake.at(url).read_table("embeddings").to_pylist()
+    stored = sorted(tuple(r[k] for k in key) for r in rows)
+    expected = sorted(
+        tuple(r[k] for k in key)
+        for r in Lake.at(tmp_path / "local").read_table("embeddings").to_pylist()
+    )
+    assert stored == expected and len(stored) == len(set(stored)) == 10
+    parts = s3_filesystem(s3_server).glob("embedlake-ray/lake/embeddings/*-s*.parquet")
+    assert len(parts) == 3  # 5 images in shards of 2, one part each
