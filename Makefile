@@ -39,5 +39,9 @@ bench-neighbors: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[ann]"
 	$(BIN)/python bench/neighbors.py $(BENCH_ARGS)
 
+bench-ray: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[ray]"
+	$(BIN)/python bench/ray_overhead.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) lake
