@@ -7,7 +7,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench bench-neighbors clean
+.PHONY: demo test lint bench bench-neighbors bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
