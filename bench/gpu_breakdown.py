@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import make_photos  # noqa: E402
+from throughput import make_photos, save_result  # noqa: E402
 
 BACKBONES = ("mobilenet_v1", "xception")
 
@@ -84,9 +84,7 @@ def main() -> int:
         result["ms_per_image"]["forward_both_compiled"] = (
             _timed(lambda: embedder.embed(crops), 5) * per_image
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 

@@ -24,7 +24,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import make_photos  # noqa: E402
+from throughput import make_photos, save_result  # noqa: E402
 
 BACKBONES = ("mobilenet_v1", "xception")
 
@@ -212,9 +212,7 @@ def main() -> int:
                 lambda s: run(s, "pillow", batches[0], False), len(jobs) // 8
             )
             result["c_pillow_workers"]["batch"] = batches[0]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 

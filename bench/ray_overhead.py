@@ -11,7 +11,6 @@ table (which excludes interpreter start-up and, for Ray, the cluster's start-up)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import make_photos  # noqa: E402
+from throughput import make_photos, save_result  # noqa: E402
 
 
 def run(source: Path, lake: Path, env: dict, *extra: str) -> dict:
@@ -78,9 +77,7 @@ def main() -> int:
         "ray": ray,
         "wall_ratio_ray_over_local": ray["wall_seconds"] / local["wall_seconds"],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 

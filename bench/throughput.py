@@ -74,6 +74,13 @@ def make_photos(folder: Path, n: int, size: tuple[int, int], quality: int = 90) 
     return paths
 
 
+def save_result(result: dict, out: str | Path) -> None:
+    """A bench's JSON: written to `out` (folders made) and printed."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
 def forward_limit(cache: Path, seconds: float = 20.0, batch: int = 16) -> dict:
     """(a): embed() on random uint8 crops, both backbones, as the pipeline configures them.
 
