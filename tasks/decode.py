@@ -112,6 +112,8 @@ def decode_for_backbones(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError("decompression_bomb", str(exc)) from exc
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise DecodeError("unreadable", f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         text = str(exc)
         code = "truncated" if "truncated" in text or "premature end" in text.lower() else "corrupt"

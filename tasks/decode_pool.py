@@ -97,10 +97,18 @@ def iter_decoded(
     def payload(job: DecodeJob) -> Path | bytes:
         return reader(str(job.location)) if reader else job.location
 
+    def unreadable(job: DecodeJob, exc: OSError) -> Decoded:
+        return Decoded(job.image_id, None, ("unreadable", f"{type(exc).__name__}: {exc}"))
+
     if workers == 0:
         load_pillow_plugins(plugins)
         for job in jobs:
-            yield _decode_here(payload(job), job, plans, max_pixels)
+            try:
+                data = payload(job)
+            except OSError as exc:  # gone or unreadable since it was discovered
+                yield unreadable(job, exc)
+                continue
+            yield _decode_here(data, job, plans, max_pixels)
         return
 
     from pebble import ProcessPool
@@ -121,7 +129,12 @@ def iter_decoded(
                     job = next(queue, None)
                     if job is None:
                         break
-                    future = pool.schedule(_decode_in_worker, args=(payload(job),), timeout=timeout)
+                    try:
+                        data = payload(job)
+                    except OSError as exc:  # gone or unreadable since it was discovered
+                        yield unreadable(job, exc)
+                        continue
+                    future = pool.schedule(_decode_in_worker, args=(data,), timeout=timeout)
                     pending[future] = job
                 if not pending:
                     break

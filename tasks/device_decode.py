@@ -68,7 +68,8 @@ def crops_on_device(images: list[torch.Tensor], plans: list[CropPlan]) -> dict[s
                 )
             top = int(round((new_h - size) / 2.0))
             left = int(round((new_w - size) / 2.0))
-            x = x[..., top : top + size, left : left + size].round_().clamp_(0, 255)
+            # out of place: without a resize, x is `pixels`, which the next plan reads too
+            x = x[..., top : top + size, left : left + size].round().clamp(0, 255)
             x = x.to(torch.uint8)
             if len(by_shape) == 1:  # no index_put: its index list would synchronise the stream
                 out[plan.backbone] = x
@@ -82,28 +83,32 @@ def crops_on_device(images: list[torch.Tensor], plans: list[CropPlan]) -> dict[s
 
 
 def decode_jpegs_on_device(
-    payloads: list[bytes | bytearray], device: str, plans: list[CropPlan]
+    payloads: list[bytes | bytearray | None], device: str, plans: list[CropPlan]
 ) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
     """Crops per plan for JPEG bytes; returns (crops of the decoded, their indexes, refused).
 
-    A bytearray payload is used in place (`read_into_buffer`); bytes are copied once.
+    A bytearray payload is used in place (`read_into_buffer`); bytes are copied once. An empty
+    payload, or None (a file that could not be read), is refused without trying it.
     """
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    tried = [i for i, b in enumerate(payloads) if b]
     data = [
         torch.frombuffer(b if isinstance(b, bytearray) else bytearray(b), dtype=torch.uint8)
-        for b in payloads
+        for b in (payloads[i] for i in tried)
     ]
     try:
-        images = decode_jpeg(
-            data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
+        images = (
+            decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+            if data
+            else []
         )
-        ok = list(range(len(data)))
+        ok = list(tried)
     except RuntimeError:
         # one bad file fails the whole batch call: find it by decoding one at a time
         images, ok = [], []
-        for i, tensor in enumerate(data):
+        for i, tensor in zip(tried, data, strict=True):
             try:
                 images.append(
                     decode_jpeg(
@@ -113,6 +118,6 @@ def decode_jpegs_on_device(
                 ok.append(i)
             except RuntimeError:
                 continue
-    refused = sorted(set(range(len(data))) - set(ok))
+    refused = sorted(set(range(len(payloads))) - set(ok))
     crops = crops_on_device(images, plans) if images else {}
     return crops, ok, refused

@@ -162,6 +162,8 @@ class Embedder:
                     raise
                 torch.cuda.empty_cache()
                 self.max_batch = max(1, size // 2)
+                if self._compiled_batch is not None:  # pad to the smaller size (one recompile)
+                    self._compiled_batch = min(self._compiled_batch, self.max_batch)
                 logging.getLogger("embedlake").warning(
                     "CUDA out of memory at batch %d; continuing at %d", size, self.max_batch
                 )
@@ -199,7 +201,7 @@ class Embedder:
             done = None
             if cuda:
                 done = torch.cuda.Event()
-                done.record()
+                done.record(torch.cuda.current_stream(self.device))  # the copies' device
         return _QueuedPart(outputs, done)
 
 
@@ -412,8 +414,14 @@ def _embed_jpegs_on_device(
 
     from .device_decode import decode_jpegs_on_device, read_into_buffer
 
-    def read(job: DecodeJob) -> bytearray:
-        return bytearray(reader(str(job.location))) if reader else read_into_buffer(job.location)
+    def read(job: DecodeJob) -> bytearray | None:
+        # a file that vanished or cannot be read goes to the Pillow workers, which record why
+        try:
+            if reader:
+                return bytearray(reader(str(job.location)))
+            return read_into_buffer(job.location)
+        except OSError:
+            return None
 
     chunks = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     queued: _QueuedBatch | None = None

@@ -580,6 +580,13 @@ def embedded_image_ids(
     return found
 
 
+def stored_precisions(lake: Path | Lake, weights_ids: dict[str, str]) -> set[str]:
+    """The precisions of the embeddings the lake holds for these (backbone, weights_id)."""
+    table = read_table(lake, "embeddings", ["backbone", "weights_id", "precision"])
+    keys = table.group_by(["backbone", "weights_id", "precision"]).aggregate([]).to_pylist()
+    return {k["precision"] for k in keys if weights_ids.get(k["backbone"]) == k["weights_id"]}
+
+
 def embeddings_table(
     *,
     image_ids: list[str],

@@ -4,15 +4,20 @@ Measured, not assumed: each candidate the device offers (CPU: bf16 where the CPU
 natively, fp32; CUDA: fp16, bf16 where supported, fp32) embeds the same probe batch with the run's
 backbones and weights; the fastest candidate whose every embedding is within cosine `TOLERANCE`
 of fp32's wins. The measurement takes a few seconds, so it is cached per device, torch version,
-backbones and weights (a JSON file in embedlake's cache folder): the same machine keeps choosing
-the same precision, and so keeps finding its earlier embeddings (precision is part of their key).
+backbones and weights (a JSON file in embedlake's cache folder), and a later candidate must be
+more than 10 % faster than an earlier one to win, so timing noise does not flip the choice. Runs
+ask the lake first (tasks.steps): where it already holds these weights' embeddings at one
+precision the device offers, that precision is kept, so a rerun from any machine finds them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["TOLERANCE", "PrecisionChoice", "candidates", "choose_precision"]
 
 TOLERANCE = 0.999
+TIE_MARGIN = 0.10  # a later candidate must be >10 % faster to win over an earlier one
 
 
 @dataclass
@@ -50,7 +56,8 @@ def candidates(device: str) -> list[str]:
     if device.startswith("cuda"):
         import torch
 
-        return ["fp16", *(["bf16"] if torch.cuda.is_bf16_supported() else []), "fp32"]
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ["fp16", *(["bf16"] if bf16 else []), "fp32"]
     return [*(["bf16"] if cpu_has_native_bf16() else []), "fp32"]
 
 
@@ -60,12 +67,16 @@ def choose_precision(
     key = _cache_key(backbones, device)
     cached = _read_cache(cache_file)
     if key in cached:
-        return PrecisionChoice(**cached[key], measured=False)
+        try:
+            return PrecisionChoice(**cached[key], measured=False)
+        except TypeError as exc:
+            raise RuntimeError(f"{cache_file}: unreadable precision cache; delete it") from exc
     choice = _measure(backbones, device, candidates(device))
     if cache_file is not None:
         record = asdict(choice)
         record.pop("measured")
-        _write_cache(cache_file, {**_read_cache(cache_file), key: record})
+        with _locked(cache_file):  # read, merge and replace: concurrent runs keep both entries
+            _write_cache(cache_file, {**_read_cache(cache_file), key: record})
     return choice
 
 
@@ -86,7 +97,10 @@ def _measure(
     reference = outputs["fp32"]
     cosine = {p: min_cosine(outputs[p], reference) for p in options}
     passing = [p for p in options if cosine[p] >= tolerance]
-    return PrecisionChoice(min(passing, key=seconds.__getitem__), seconds, cosine)
+    # near-ties go to the earlier candidate, so timing noise does not flip the choice
+    fastest = min(seconds[p] for p in passing)
+    chosen = next(p for p in passing if seconds[p] <= fastest * (1 + TIE_MARGIN))
+    return PrecisionChoice(chosen, seconds, cosine)
 
 
 def _probe_batch(backbones: list[LoadedBackbone], n: int) -> dict:
@@ -133,16 +147,29 @@ def _read_cache(cache_file: Path | None) -> dict:
         data = json.loads(cache_file.read_text())
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"{cache_file}: unreadable precision cache ({exc}); delete it") from exc
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{cache_file}: unreadable precision cache (not an object); delete it")
+    return data
+
+
+@contextlib.contextmanager
+def _locked(cache_file: Path) -> Iterator[None]:
+    import fcntl
+
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache_file.with_name(f".{cache_file.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _write_cache(cache_file: Path, data: dict) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    temporary = cache_file.with_name(f".{cache_file.name}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(temporary, cache_file)
 
 
 def min_cosine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    """The worst cosine between two sets of unit embeddings, over backbones and rows."""
-    return float(min((a[name] * b[name]).sum(axis=1).min() for name in a))
+    """The worst cosine between two sets of unit embeddings, over backbones and rows; -1 when
+    any embedding is not finite (an overflow must fail the tolerance, not slip past `min`)."""
+    cosines = np.concatenate([(a[name] * b[name]).sum(axis=1) for name in a])
+    return float(cosines.min()) if np.isfinite(cosines).all() else -1.0

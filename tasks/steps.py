@@ -28,7 +28,7 @@ from .decode_pool import DecodeJob, load_pillow_plugins
 from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
 from .metadata import SidecarResult, join_sidecar, read_sidecar
 from .params import COMPILE_AUTO_MIN_IMAGES, RunParams
-from .precision import choose_precision
+from .precision import candidates, choose_precision
 from .progress import Progress
 from .shards import (
     Shard,
@@ -222,12 +222,23 @@ def _compile_models(requested: str, device: str, n_images: int) -> bool:
     return requested == "on"
 
 
-def _choose_precision(requested: str, device: str, backbones: BackboneSet) -> str:
-    """`auto` measures the candidates here (cached per machine); a cluster's GPU that this
-    process cannot reach gets the rule `resolve_precision` states (fp16 on CUDA)."""
+def _choose_precision(
+    requested: str, device: str, backbones: BackboneSet, location: lake.Lake
+) -> str:
+    """`auto`: the precision the lake already holds these weights' embeddings at, when the
+    device offers it, so a rerun (from any machine) finds them; else measured here (cached per
+    machine); a cluster's GPU that this process cannot reach gets fp16 (`resolve_precision`)."""
     import torch
 
-    if requested != "auto" or (device.startswith("cuda") and not torch.cuda.is_available()):
+    if requested != "auto":
+        return resolve_precision(requested, device)
+    weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}
+    usable = lake.stored_precisions(location, weights_ids) & set(candidates(device))
+    if len(usable) == 1:
+        (held,) = usable
+        _log().info("precision auto -> %s: the lake holds these weights' embeddings at it", held)
+        return held
+    if device.startswith("cuda") and not torch.cuda.is_available():
         return resolve_precision(requested, device)
     choice = choose_precision(backbones.loaded, device, lake.cache_root() / "precision.json")
     _log().info(choice.describe())
@@ -253,7 +264,7 @@ def _plan_embedding(
 ) -> EmbedPlan:
     params = ctx.params
     device = device or resolve_device(params.device)
-    precision = _choose_precision(params.precision, device, backbones)
+    precision = _choose_precision(params.precision, device, backbones, ctx.lake)
     outcome = EmbedOutcome(device=device, precision=precision)
     remote = isinstance(ctx.source, RemoteSource)
     first_path: dict[str, Path | str] = {}

@@ -94,3 +94,33 @@ def test_device_path_accounts_for_every_file(plans, tmp_path):
         ok += batch.ok_ids
         errors += [e[0] for e in batch.errors]
     assert sorted(ok) == ["j0", "j1", "j2", "j3", "j4", "png"] and errors == ["bad"]
+
+
+def test_a_file_gone_since_discovery_is_an_unreadable_row_not_a_failed_run(plans, tmp_path):
+    """Read by the device path's threads, then by the Pillow workers: an error row either way."""
+    from embedlake.tasks.decode_pool import DecodeJob
+    from embedlake.tasks.embed import Embedder, iter_embedded_batches
+    from embedlake.tasks.weights import load_backbone, parse_weights_spec
+
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes(photo("astronaut.png")))
+    jobs = [DecodeJob("good", good, "JPEG"), DecodeJob("gone", tmp_path / "gone.jpg", "JPEG")]
+    names = [p.backbone for p in plans]
+    sources = parse_weights_spec("random", names)
+    loaded = [load_backbone(resolve_backbone(n), sources[n]) for n in names]
+    for on_device in (True, False):
+        results = list(
+            iter_embedded_batches(
+                jobs,
+                Embedder(loaded, "cpu", "fp32"),
+                plans,
+                batch_size=4,
+                workers=0,
+                max_pixels=DEFAULT_MAX_PIXELS,
+                decode_timeout=30,
+                decode_on_device=on_device,
+            )
+        )
+        ok = [i for r in results for i in r.ok_ids]
+        errors = {e[0]: e[1] for r in results for e in r.errors}
+        assert ok == ["good"] and errors == {"gone": "unreadable"}, (on_device, ok, errors)
