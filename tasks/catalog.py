@@ -70,9 +70,20 @@ def latest_metadata_part(lake: str | Path | Lake) -> str:
     return lake.location("metadata", parts[-1] if parts else "_schema.parquet")
 
 
-def build_catalog(lake: str | Path | Lake) -> Path:
-    """(Re)build the lake's catalog.duckdb from the Parquet parts; atomic for readers."""
-    lake = Lake.at(lake).ensure()
+def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
+    """(Re)build the lake's catalog.duckdb from the Parquet parts; atomic for readers.
+
+    `create=False` (a reader rebuilding a URL lake's cached catalog) writes nothing to the lake:
+    a table without its schema part is an error, not a part written on the reader's behalf.
+    """
+    lake = Lake.at(lake)
+    if create:
+        lake.ensure()
+    elif missing := lake.missing_tables():
+        raise FileNotFoundError(
+            f"the lake at {lake} has no {', '.join(missing)} table yet: "
+            f"run `embedlake run SOURCE --lake {lake}` once with this embedlake version"
+        )
     target = lake.catalog_file
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
@@ -109,7 +120,7 @@ def connect_read_only(
             raise FileNotFoundError(f"no catalog at {catalog}: {first}")
         if not lake.exists():
             raise FileNotFoundError(f"no lake at {lake}: {first}")
-        build_catalog(lake)  # a URL lake's catalog is a local cache, rebuilt from the Parquet
+        build_catalog(lake, create=False)  # a URL lake's catalog: a local cache of the Parquet
     con = duckdb.connect(str(catalog), read_only=True, config={"memory_limit": memory_limit})
     lake.register(con)
     con.execute("SET allowed_directories = [$dir]", {"dir": lake.allowed_directory})

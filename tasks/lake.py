@@ -277,6 +277,10 @@ class Lake(abc.ABC):
                 self.write_part(schema.empty_table(), table, _SCHEMA_PART)
         return self
 
+    def missing_tables(self) -> list[str]:
+        """Tables without their schema part (a lake made by an older embedlake)."""
+        return [table for table in _SCHEMAS if not self._exists(table, _SCHEMA_PART)]
+
     def exists(self) -> bool:
         """Whether a lake was ever created here (its runs table has its schema part)."""
         return self._exists("runs", _SCHEMA_PART)

@@ -185,6 +185,22 @@ def test_url_lake_read_connections_refuse_writes_and_outside_reads(s3_env, tmp_p
     assert not fs.exists("ro-test/lake/x2.csv")
 
 
+def test_a_reader_rebuilding_a_url_lakes_catalog_writes_nothing_to_the_lake(s3_env):
+    from tests.conftest import s3_filesystem
+
+    fs = s3_filesystem(s3_env)
+    fs.mkdir("old-lake")
+    root = lake.Lake.at("s3://old-lake/lake").ensure()
+    fs.rm("old-lake/lake/agreement/_schema.parquet")  # as a lake made before that table
+    before = sorted(fs.find("old-lake"))
+    with pytest.raises(FileNotFoundError, match="no agreement table yet"):
+        connect_read_only(root)
+    assert sorted(fs.find("old-lake")) == before
+    build_catalog(root)  # a writer (a run) adds the missing schema part
+    with connect_read_only(root) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
 def test_a_lake_url_without_its_backend_is_one_clear_error():
     with pytest.raises(ValueError, match="lake nosuchscheme://x: Protocol not known"):
         lake.Lake.at("nosuchscheme://x")
