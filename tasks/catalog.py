@@ -17,6 +17,7 @@ filesystems too, with external access off. A missing cached catalog is rebuilt o
 
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -102,10 +103,29 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
                 con.execute(text)
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
+        if lake.catalog_is_cache:
+            _version_file(target).write_text(_catalog_version())
     finally:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return target
+
+
+def _catalog_version() -> str:
+    """A digest of sql/catalog/: a cached catalog built by another embedlake version is stale."""
+    digest = hashlib.sha256()
+    for name in _sql_files("catalog"):
+        digest.update(name.encode() + b"\0" + sql_text("catalog", name).encode())
+    return digest.hexdigest()
+
+
+def _version_file(catalog: Path) -> Path:
+    return catalog.with_name(catalog.name + ".version")
+
+
+def _is_current(catalog: Path) -> bool:
+    version = _version_file(catalog)
+    return version.is_file() and version.read_text() == _catalog_version()
 
 
 def connect_read_only(
@@ -114,7 +134,8 @@ def connect_read_only(
     """A connection to the catalog that can read the lake and nothing else."""
     lake = Lake.at(lake)
     catalog = lake.catalog_file
-    if not catalog.is_file():
+    stale = lake.catalog_is_cache and catalog.is_file() and not _is_current(catalog)
+    if stale or not catalog.is_file():
         first = f"run `embedlake run SOURCE --lake {lake}` first"
         if not lake.catalog_is_cache:
             raise FileNotFoundError(f"no catalog at {catalog}: {first}")

@@ -199,6 +199,13 @@ def test_a_reader_rebuilding_a_url_lakes_catalog_writes_nothing_to_the_lake(s3_e
     build_catalog(root)  # a writer (a run) adds the missing schema part
     with connect_read_only(root) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    # a cached catalog built by another embedlake version (other catalog SQL) is rebuilt
+    version = root.catalog_file.with_name("catalog.duckdb.version")
+    current = version.read_text()
+    version.write_text("an older embedlake")
+    with connect_read_only(root) as con:
+        assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (0,)
+    assert version.read_text() == current
 
 
 def test_a_lake_url_without_its_backend_is_one_clear_error():
