@@ -335,7 +335,7 @@ def iter_embedded_batches(
             jobs.extend(refused)
             yield result
             release_freed_memory()
-    pin = embedder.device.type == "cuda"
+    pin = ahead = embedder.device.type == "cuda"  # on the CPU a batch is done when queued
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
     queued: _QueuedBatch | None = None  # on CUDA: computing while the next batch is gathered
@@ -372,6 +372,8 @@ def iter_embedded_batches(
             ready.append(decoded)
         if len(ready) >= batch_size:
             queued, previous = submit(), queued
+            if not ahead:
+                queued, previous = None, queued
             if previous is not None:
                 yield previous.result()
                 release_freed_memory()
