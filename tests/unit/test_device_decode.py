@@ -59,7 +59,6 @@ def test_refused_files_are_reported_not_dropped(plans):
 def test_device_path_accounts_for_every_file(plans, tmp_path):
     """JPEGs through the decoding thread, the rest and nvJPEG's refusals through Pillow."""
     from embedlake.tasks.decode_pool import DecodeJob
-    from embedlake.tasks.embed import Embedder, iter_embedded_batches
     from embedlake.tasks.weights import load_backbone, parse_weights_spec
 
     jobs = []
@@ -80,26 +79,32 @@ def test_device_path_accounts_for_every_file(plans, tmp_path):
     small = crop_plans(
         {"mobilenet_v1_0.25_128": resolve_backbone("mobilenet_v1_0.25_128").data_config()}
     )
-    ok, errors = [], []
+    ok, errors = _outcome(jobs, loaded, small, batch_size=2, decode_on_device=True)
+    assert sorted(ok) == ["j0", "j1", "j2", "j3", "j4", "png"] and list(errors) == ["bad"]
+
+
+def _outcome(jobs, loaded, plans, **options):
+    """(ok image_ids, {image_id: error_code}) of embedding `jobs` on the CPU, no workers."""
+    from embedlake.tasks.embed import Embedder, iter_embedded_batches
+
+    ok, errors = [], {}
     for batch in iter_embedded_batches(
         jobs,
         Embedder(loaded, "cpu", "fp32"),
-        small,
-        batch_size=2,
+        plans,
         workers=0,
         max_pixels=DEFAULT_MAX_PIXELS,
         decode_timeout=30,
-        decode_on_device=True,
+        **options,
     ):
         ok += batch.ok_ids
-        errors += [e[0] for e in batch.errors]
-    assert sorted(ok) == ["j0", "j1", "j2", "j3", "j4", "png"] and errors == ["bad"]
+        errors.update({e[0]: e[1] for e in batch.errors})
+    return ok, errors
 
 
 def test_a_file_gone_since_discovery_is_an_unreadable_row_not_a_failed_run(plans, tmp_path):
     """Read by the device path's threads, then by the Pillow workers: an error row either way."""
     from embedlake.tasks.decode_pool import DecodeJob
-    from embedlake.tasks.embed import Embedder, iter_embedded_batches
     from embedlake.tasks.weights import load_backbone, parse_weights_spec
 
     good = tmp_path / "good.jpg"
@@ -109,18 +114,5 @@ def test_a_file_gone_since_discovery_is_an_unreadable_row_not_a_failed_run(plans
     sources = parse_weights_spec("random", names)
     loaded = [load_backbone(resolve_backbone(n), sources[n]) for n in names]
     for on_device in (True, False):
-        results = list(
-            iter_embedded_batches(
-                jobs,
-                Embedder(loaded, "cpu", "fp32"),
-                plans,
-                batch_size=4,
-                workers=0,
-                max_pixels=DEFAULT_MAX_PIXELS,
-                decode_timeout=30,
-                decode_on_device=on_device,
-            )
-        )
-        ok = [i for r in results for i in r.ok_ids]
-        errors = {e[0]: e[1] for r in results for e in r.errors}
+        ok, errors = _outcome(jobs, loaded, plans, batch_size=4, decode_on_device=on_device)
         assert ok == ["good"] and errors == {"gone": "unreadable"}, (on_device, ok, errors)
