@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -60,8 +61,15 @@ def test_sigkill_mid_embedding_then_rerun_is_exactly_once(tmp_path, cli_env):
     finally:
         os.killpg(victim.pid, signal.SIGKILL) if victim.poll() is None else None
     killed_parts = _data_parts(lake, "embeddings")
-    kept_rows = sum(pq.read_table(p).num_rows for p in killed_parts)  # every visible part is whole
-    assert 0 < kept_rows < 2 * n
+    kept = [  # every visible part reads whole
+        (r["image_id"], r["backbone"])
+        for p in killed_parts
+        for r in pq.read_table(p).select(["image_id", "backbone"]).to_pylist()
+    ]
+    assert 0 < len(kept) < 2 * n
+    # a part holds one backbone's rows: an image the kill left with one backbone is not skipped
+    per_image = Counter(image_id for image_id, _ in kept)
+    complete = sum(1 for count in per_image.values() if count == 2)
 
     rerun = run_cli(
         "run", str(source), "--lake", str(lake), "--weights", "random", *options, env=cli_env
@@ -80,7 +88,7 @@ def test_sigkill_mid_embedding_then_rerun_is_exactly_once(tmp_path, cli_env):
         ).fetchall()
     assert runs[0][0] == "aborted"
     assert runs[1][0] == "finished" and runs[1][1] + runs[1][2] == n and runs[1][2] >= 1
-    assert runs[1][2] == kept_rows // 2
+    assert runs[1][2] == complete
 
 
 def test_two_writers_wait_and_readers_never_do(tmp_path, cli_env):
