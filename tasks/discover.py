@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "ERROR_CODES",
     "FILE_COLUMNS",
     "discover_files",
+    "iter_discovered",
     "iter_source_files",
     "probe_file",
 ]
@@ -169,18 +171,37 @@ def discover_files(
     skip: list[Path | str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[dict[str, Any]]:
-    """Probe every file under `source` (threads: hashing is I/O bound and releases the GIL).
+    """Every file's row under `source` in one list (see `iter_discovered`)."""
+    return [row for chunk in iter_discovered(source, skip, max_pixels) for row in chunk]
+
+
+def iter_discovered(
+    source: Path | RemoteSource,
+    skip: list[Path | str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    chunk_rows: int = 4096,
+) -> Iterator[list[dict[str, Any]]]:
+    """Probe every file under `source`, yielding rows in chunks of at most `chunk_rows` (in the
+    listing's order), so a caller can write each chunk before the next is read. Threads: hashing
+    is I/O bound and releases the GIL.
 
     `skip`: folders (local paths) or URLs whose contents are not inventoried (the lake)."""
     workers = min(8, (os.cpu_count() or 1) * 2)
     if isinstance(source, RemoteSource):
-        entries = source.list_files([s for s in skip or [] if isinstance(s, str)])
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda e: probe_remote_file(source, e, max_pixels), entries))
-    source = source.resolve()
-    paths = iter_source_files(source, [s for s in skip or [] if isinstance(s, Path)])
+        entries: list[Any] = source.list_files([s for s in skip or [] if isinstance(s, str)])
+
+        def probe(entry: Any) -> dict[str, Any]:
+            return probe_remote_file(source, entry, max_pixels)
+    else:
+        source = source.resolve()
+        entries = iter_source_files(source, [s for s in skip or [] if isinstance(s, Path)])
+
+        def probe(entry: Any) -> dict[str, Any]:
+            return probe_file(entry, source, max_pixels)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: probe_file(p, source, max_pixels), paths))
+        for start in range(0, len(entries), chunk_rows):
+            yield list(pool.map(probe, entries[start : start + chunk_rows]))
 
 
 def _error(row: dict[str, Any], code: str, message: str) -> dict[str, Any]:

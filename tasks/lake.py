@@ -5,8 +5,12 @@ A lake is a local folder, or a folder on shared storage given as an fsspec URL (
 turns either into a `Lake`; the rest of the code asks it to write, list and read parts.
 
 Layout under LAKE/:
-    runs/<run_id>-<stage>.parquet      one row per run stage (started, then finished or aborted)
-    files/<run_id>.parquet             every discovered file of a run
+    runs/<run_id>-<n>-<stage>.parquet  one row per run stage: started, embedded (the counts), then
+                                       exactly one of finished, failed or aborted
+    files/<run_id>-<seq>.parquet       every discovered file of a run, written as discovery goes
+                                       (a lake written before 0.2 has one files/<run_id>.parquet)
+    decode_errors/<run_id>.parquet     files the header probe passed but decoding failed; the
+                                       `files` view applies them
     embeddings/<run_id>-<seq>.parquet  embeddings, a part every few batches
     metadata/<run_id>.parquet          the run's sidecar metadata, as given
     catalog.duckdb                     views and macros over the parts (tasks.catalog)
@@ -45,6 +49,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 __all__ = [
+    "DECODE_ERRORS_SCHEMA",
     "EMBEDDINGS_SCHEMA",
     "FILES_SCHEMA",
     "METADATA_KEYS_SCHEMA",
@@ -68,10 +73,11 @@ __all__ = [
     "to_json",
     "vectors_of",
     "remove_stale_temporaries",
+    "valid_run_id",
     "write_part_atomically",
 ]
 
-TABLES = ("runs", "files", "embeddings", "metadata", "neighbors", "agreement")
+TABLES = ("runs", "files", "decode_errors", "embeddings", "metadata", "neighbors", "agreement")
 _TMP_MARK = ".tmp-"
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -135,6 +141,16 @@ FILES_SCHEMA = pa.schema(
     ]
 )
 
+# an image that passed discovery's header probe but failed to decode while being embedded
+DECODE_ERRORS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("image_id", pa.string()),
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
 EMBEDDINGS_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -180,6 +196,7 @@ METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string(
 _SCHEMAS = {
     "runs": RUNS_SCHEMA,
     "files": FILES_SCHEMA,
+    "decode_errors": DECODE_ERRORS_SCHEMA,
     "embeddings": EMBEDDINGS_SCHEMA,
     "metadata": METADATA_KEYS_SCHEMA,
     "neighbors": NEIGHBORS_SCHEMA,
@@ -497,6 +514,17 @@ def new_run_id(now: datetime | None = None) -> str:
     """Sortable and unique: UTC time to the second plus 6 random hex digits."""
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+
+
+def valid_run_id(run_id: str) -> str:
+    """`run_id` if it has `new_run_id`'s form; it names folders (reports), so a crafted value
+    read from a shared lake must not climb out of them."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    return run_id
 
 
 def ensure_lake(lake: Path | Lake) -> Path | Lake:
