@@ -26,36 +26,53 @@ def _say_waiting(message: str) -> None:
 
 @flow(name="embedlake-run")
 def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
-    """Inventory SOURCE, embed every new image with each backbone, rebuild the neighbour graph
-    and the catalog, and publish the run's report."""
+    """Inventory SOURCE, embed every new image with each backbone, update the neighbour graph
+    and the catalog, and publish the run's report. Each stage's outcome is recorded once: the
+    run ends 'finished', or 'failed' naming the stage that raised."""
     lake = Lake.at(params.lake)
     with lake.lock(on_wait=_say_waiting):
         ctx = steps.start_run(params)
         steps.build_catalog(lake)  # readers see the run as 'running' from the start
+        stage = steps.StageClock()
+        summary = None
         try:
-            inventory = steps.discover_source(ctx)
-            backbones = steps.load_backbones(params)
-            if params.runner == "local":
-                outcome = steps.embed_images(ctx, inventory, backbones, progress)
-            else:
-                from prefect_ray.context import remote_options
-
-                shards = steps.plan_shards(ctx, inventory, backbones)
-                with remote_options(**shard_resources()):  # a GPU each when there are GPUs
-                    futures = steps.embed_shard.map(
-                        unmapped(ctx), unmapped(shards.embed), shards.shards
-                    )
-                outcome = steps.merge_shards(shards, futures.result())
-            sidecar = steps.attach_metadata(ctx, inventory)
-            summary = steps.finish_run(ctx, inventory, backbones, outcome, sidecar)
-            steps.build_neighbors(ctx)
+            with stage("read-sidecar"):  # a bad sidecar fails in seconds, before any image
+                sidecar_frame = steps.read_metadata(ctx)
+            with stage("discover"):
+                inventory = steps.discover_source(ctx)
+            with stage("sidecar"):
+                sidecar = steps.attach_metadata(ctx, sidecar_frame, inventory)
+            with stage("load-backbones"):
+                backbones = steps.load_backbones(params)
+            with stage("embed"):
+                outcome = _embed(ctx, inventory, backbones, progress)
+                summary = steps.record_embedded(
+                    ctx, inventory, backbones, outcome, sidecar, stage.seconds
+                )
+            with stage("neighbors"):
+                steps.build_neighbors(ctx)
+            with stage("catalog"):
+                steps.build_catalog(lake)
+            with stage("report"):
+                report = steps.publish_report(ctx, summary)
+            summary = {**steps.finish_run(ctx, summary, stage.seconds), "report": report}
         except BaseException as exc:
-            steps.record_failure(ctx, f"{type(exc).__name__}: {exc}")
+            steps.record_failure(ctx, stage.current, exc, summary, stage.seconds)
+            steps.build_catalog(lake)  # readers see the failure and what the run wrote
             raise
-        finally:
-            steps.build_catalog(lake)
-        summary["report"] = steps.publish_report(ctx, summary)
     return summary
+
+
+def _embed(ctx, inventory, backbones, progress: bool) -> steps.EmbedOutcome:
+    """The embedding stage: in this process, or as shard tasks on the Ray task runner."""
+    if ctx.params.runner == "local":
+        return steps.embed_images(ctx, inventory, backbones, progress)
+    from prefect_ray.context import remote_options
+
+    shards = steps.plan_shards(ctx, inventory, backbones)
+    with remote_options(**shard_resources()):  # a GPU each when there are GPUs
+        futures = steps.embed_shard.map(unmapped(ctx), unmapped(shards.embed), shards.shards)
+    return steps.merge_shards(shards, futures.result())
 
 
 def with_runner(runner: str):

@@ -19,7 +19,7 @@ import io
 import json
 import shutil
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,7 @@ class _Thumbnails:
         try:
             if self.source is None:
                 raise OSError(self.error)
+            _check_relative(path)
             if isinstance(self.source, self._remote):
                 data = self.source.read(path)
             else:
@@ -143,6 +144,14 @@ class _Thumbnails:
         except Exception as exc:  # a moved or unreadable file: say so in the page
             reason = html.escape(f"{type(exc).__name__}: {exc}"[:120])
             return f'<div class="muted">thumbnail unavailable: {reason}</div>'
+
+
+def _check_relative(path: str) -> None:
+    """A `files.path` read from the lake names a file under SOURCE, or it is refused: a crafted
+    part on a shared lake must not make the report read (and inline) files from elsewhere."""
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith(("/", "\\")) or ".." in parts or "\\" in path:
+        raise ValueError(f"path {path!r} is not relative to SOURCE")
 
 
 def _pca_2d(vectors: np.ndarray) -> np.ndarray:
@@ -175,7 +184,7 @@ def build_report(
                 f"no run {run_id} in {root}" if run_id else f"no finished run in {root} yet"
             )
         run = runs[0]
-        run_id = run["run_id"]
+        run_id = lake.valid_run_id(run["run_id"])  # it names the report's folder
         tables: dict[str, pa.Table] = {}
         thumbs = _Thumbnails(run["source"])
         sections: list[tuple[str, str]] = []

@@ -1,17 +1,26 @@
 """The steps of a run, as plain functions with thin Prefect task wrappers.
 
-start -> discover -> load backbones -> embed (writing parts as it goes) -> sidecar -> finish ->
-catalog. Each step takes and returns plain data, so it can be tested without the engine
+start -> read the sidecar -> discover (writing files parts as it goes) -> join the sidecar ->
+load backbones -> embed (writing parts as it goes) -> record the counts -> neighbours -> catalog ->
+report -> finish. Each step takes and returns plain data, so it can be tested without the engine
 (`step.fn(...)`), and the flow in `flows.pipeline` only composes them.
+
+A run's rows in `runs`: 'started', then 'embedded' (its counts, once they are known), then exactly
+one final row: 'finished' when every stage passed, 'failed' naming the stage that raised, or
+'aborted', written by the next run when this one was killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import platform
+import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +35,7 @@ from .backbones import resolve_backbone
 from .decode import crop_plans
 from .decode_pool import DecodeJob, load_pillow_plugins
 from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
-from .metadata import SidecarResult, join_sidecar, read_sidecar
+from .metadata import SidecarResult, join_sidecar, read_sidecar, validate_sidecar
 from .params import COMPILE_AUTO_MIN_IMAGES, RunParams
 from .precision import candidates, choose_precision
 from .progress import Progress
@@ -51,6 +60,7 @@ __all__ = [
     "EmbedOutcome",
     "Inventory",
     "RunContext",
+    "StageClock",
     "attach_metadata",
     "build_catalog",
     "build_neighbors",
@@ -62,9 +72,38 @@ __all__ = [
     "plan_shards",
     "finish_run",
     "load_backbones",
+    "read_metadata",
+    "record_embedded",
     "record_failure",
     "start_run",
 ]
+
+# the stages a run's final row can be preceded by; any other stage ends the run
+_OPEN_STAGES = ("started", "embedded")
+FAILPOINT_ENV = "EMBEDLAKE_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process when $EMBEDLAKE_FAILPOINT names this point: how the tests kill a run
+    at an exact stage (a kill from outside could land anywhere). Unset, it does nothing."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StageClock:
+    """The stage a run is in, and the seconds each stage took; `with clock("embed"): ...`."""
+
+    def __init__(self) -> None:
+        self.current = "start"
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        failpoint(name)
+        self.current = name
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
 @dataclass
@@ -148,9 +187,15 @@ def start_run_fn(params: RunParams) -> RunContext:
     started = datetime.now(UTC)
     ctx = RunContext(lake.new_run_id(started), root, source, started, params)
     runs = root.read_table("runs").to_pylist()
-    ended = {r["run_id"] for r in runs if r["stage"] != "started"}
-    for dead in (r for r in runs if r["run_id"] not in ended):
-        # we hold the lock, so a run that only ever started is not running: it was killed
+    ended = {r["run_id"] for r in runs if r["stage"] not in _OPEN_STAGES}
+    latest: dict[str, dict[str, Any]] = {}
+    for row in sorted(
+        runs, key=lambda r: _OPEN_STAGES.index(r["stage"]) if r["stage"] in _OPEN_STAGES else 9
+    ):
+        if row["run_id"] not in ended:
+            latest[row["run_id"]] = row  # its counts, when it got as far as 'embedded'
+    for dead in latest.values():
+        # we hold the lock, so a run that never ended is not running: it was killed
         aborted = {
             **dead,
             "stage": "aborted",
@@ -167,11 +212,23 @@ def start_run_fn(params: RunParams) -> RunContext:
 
 
 def discover_source_fn(ctx: RunContext) -> Inventory:
+    """Inventory SOURCE, writing each chunk of `files` rows as a part as soon as it is probed, so
+    a run that fails or is killed later still leaves a record of what it saw."""
     started = time.perf_counter()
     load_pillow_plugins(ctx.params.pillow_plugins)
     # the lake is not inventoried when it lies under SOURCE (a folder, or a URL's prefix)
     lake_at = ctx.lake.path or ctx.lake.url
-    rows = discover.discover_files(ctx.source, skip=[lake_at], max_pixels=ctx.params.max_pixels)
+    rows: list[dict[str, Any]] = []
+    chunks = discover.iter_discovered(
+        ctx.source, [lake_at], ctx.params.max_pixels, chunk_rows=ctx.params.part_rows
+    )
+    for seq, chunk in enumerate(chunks):
+        for row in chunk:
+            row["run_id"] = ctx.run_id
+        table = lake.rows_to_table(chunk, lake.FILES_SCHEMA)
+        ctx.lake.write_part(table, "files", f"{ctx.run_id}-{seq:06d}.parquet")
+        rows.extend(chunk)
+        failpoint("discover-part")
     _log().info("discovered %d files under %s", len(rows), ctx.source)
     return Inventory(rows, time.perf_counter() - started)
 
@@ -342,6 +399,13 @@ def _embed_items(
                 bar.advance(len(batch.ok_ids) + len(batch.errors))
     finally:
         writer.close()  # what was embedded is kept, also when the run fails
+        if outcome.decode_errors:
+            errors = [
+                {"run_id": ctx.run_id, "image_id": i, "error_code": c, "error_message": m}
+                for i, (c, m) in sorted(outcome.decode_errors.items())
+            ]
+            table = lake.rows_to_table(errors, lake.DECODE_ERRORS_SCHEMA)
+            ctx.lake.write_part(table, "decode_errors", f"{prefix}.parquet")
     outcome.seconds = time.perf_counter() - started
     timings["write"] = writer.seconds
     timings.update(embedder.seconds)
@@ -410,45 +474,54 @@ def merge_shards_fn(plan: ShardPlan, outcomes: list[EmbedOutcome]) -> EmbedOutco
     return merge_shard_outcomes(plan, outcomes)
 
 
-def attach_metadata_fn(ctx: RunContext, inventory: Inventory) -> SidecarResult | None:
-    """Store the sidecar as this run's metadata part, with path and image_id for joins."""
+def read_metadata_fn(ctx: RunContext) -> Any:
+    """The sidecar, read and validated before any image is looked at (None without one)."""
     if not ctx.params.metadata:
         return None
-    sidecar = read_sidecar(Path(ctx.params.metadata))
-    result = join_sidecar(sidecar, ctx.params.key, inventory.rows)
+    frame = validate_sidecar(read_sidecar(Path(ctx.params.metadata)), ctx.params.key)
+    _log().info("sidecar %s: %d rows, keyed by %s", ctx.params.metadata, len(frame), ctx.params.key)
+    return frame
+
+
+def attach_metadata_fn(ctx: RunContext, frame: Any, inventory: Inventory) -> SidecarResult | None:
+    """Store the sidecar as this run's metadata part, with path and image_id for joins."""
+    if frame is None:
+        return None
+    result = join_sidecar(frame, ctx.params.key, inventory.rows)
+    if result.n_without_file:
+        _log().warning(
+            "%d sidecar rows match no file under SOURCE (kept; counted as n_metadata_without_file)",
+            result.n_without_file,
+        )
     table = pa.Table.from_pandas(result.frame, preserve_index=False)
     ctx.lake.write_part(table, "metadata", f"{ctx.run_id}.parquet")
     return result
 
 
-def finish_run_fn(
+def record_embedded_fn(
     ctx: RunContext,
     inventory: Inventory,
     backbones: BackboneSet,
     outcome: EmbedOutcome,
     sidecar: SidecarResult | None,
+    stage_seconds: dict[str, float],
 ) -> dict[str, Any]:
-    """Write the run's files part (decode errors applied) and its 'finished' row; the summary."""
-    rows = []
+    """Record the run's counts (its 'embedded' row; still running); the run summary."""
+    n_error = 0
+    codes: Counter[str] = Counter()
     for row in inventory.rows:
-        row = {**row, "run_id": ctx.run_id}
         error = outcome.decode_errors.get(row["image_id"]) if row["status"] == "ok" else None
-        if error:
-            row.update(status="error", error_code=error[0], error_message=error[1])
-        rows.append(row)
-    ctx.lake.write_part(
-        lake.rows_to_table(rows, lake.FILES_SCHEMA), "files", f"{ctx.run_id}.parquet"
-    )
-    codes = Counter(r["error_code"] for r in rows if r["status"] == "error")
-    finished = datetime.now(UTC)
+        code = error[0] if error else row["error_code"] if row["status"] == "error" else None
+        if code is not None:
+            n_error += 1
+            codes[code] += 1
     n_new = outcome.n_embedded
     summary = {
         "run_id": ctx.run_id,
-        "status": "finished",
-        "finished_at": finished,
-        "n_files": len(rows),
-        "n_ok": sum(r["status"] == "ok" for r in rows),
-        "n_error": sum(r["status"] == "error" for r in rows),
+        "status": "running",
+        "n_files": len(inventory.rows),
+        "n_ok": len(inventory.rows) - n_error,
+        "n_error": n_error,
         "n_unique_images": outcome.n_unique_images - len(outcome.decode_errors),
         "n_embedded": n_new,
         "n_skipped": outcome.n_skipped,
@@ -460,25 +533,65 @@ def finish_run_fn(
         "precision": outcome.precision,
         "weights": lake.to_json({b.spec.name: b.weights_id for b in backbones.loaded}),
         "weights_random": backbones.weights_random,
-        "seconds": (finished - ctx.started_at).total_seconds(),
         "images_per_second": n_new / outcome.seconds if outcome.seconds > 0 else None,
-        "stage_seconds": lake.to_json(
-            {"discover": round(inventory.seconds, 3), **outcome.stage_seconds}
-        ),
+        "stage_seconds": _stage_json(stage_seconds, outcome.stage_seconds),
         "message": backbones.message,
     }
     ctx.lake.write_part(
-        _stage_row(ctx, "finished", **summary), "runs", f"{ctx.run_id}-1-finished.parquet"
+        _stage_row(ctx, "embedded", **summary), "runs", f"{ctx.run_id}-0-embedded.parquet"
     )
     return {**summary, "error_counts": dict(sorted(codes.items())), "lake": str(ctx.lake)}
 
 
-def record_failure_fn(ctx: RunContext, message: str) -> None:
-    ctx.lake.write_part(
-        _stage_row(ctx, "failed", "failed", finished_at=datetime.now(UTC), message=message),
-        "runs",
-        f"{ctx.run_id}-1-failed.parquet",
+def _stage_json(stages: dict[str, float], engine: dict[str, float] | None = None) -> str:
+    """Seconds per run stage, and the engine's split of embedding (decode, forward, write...)."""
+    return lake.to_json({**stages, **(engine or {})})
+
+
+_SUMMARY_COLUMNS = [c for c in lake.RUNS_SCHEMA.names if c not in ("run_id", "stage", "status")]
+
+
+def _ended(
+    ctx: RunContext, stage: str, summary: dict[str, Any] | None, stages: dict[str, float], **values
+) -> dict[str, Any]:
+    finished = datetime.now(UTC)
+    row = {k: v for k, v in (summary or {}).items() if k in _SUMMARY_COLUMNS}
+    if isinstance(row.get("error_counts"), dict):  # the summary's own, decoded for the CLI
+        row["error_counts"] = lake.to_json(row["error_counts"])
+    so_far = json.loads(summary["stage_seconds"]) if summary else {}
+    row.update(
+        finished_at=finished,
+        seconds=(finished - ctx.started_at).total_seconds(),
+        stage_seconds=_stage_json(so_far, stages),
+        **values,
     )
+    ctx.lake.write_part(
+        _stage_row(ctx, stage, stage, **row), "runs", f"{ctx.run_id}-1-{stage}.parquet"
+    )
+    return row
+
+
+def finish_run_fn(
+    ctx: RunContext, summary: dict[str, Any], stages: dict[str, float]
+) -> dict[str, Any]:
+    """Record that every stage passed: the run's one final row, 'finished'."""
+    row = _ended(ctx, "finished", summary, stages)
+    row.pop("error_counts", None)  # the summary keeps its decoded dict
+    return {**summary, **row, "status": "finished"}
+
+
+def record_failure_fn(
+    ctx: RunContext,
+    stage: str,
+    error: BaseException,
+    summary: dict[str, Any] | None,
+    stages: dict[str, float],
+) -> None:
+    """Record the run's one final row, 'failed', naming the stage that raised and why."""
+    reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}"
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    message = f"{stage}: {reason}" + (f": {detail}" if detail else "")
+    _ended(ctx, "failed", summary, stages, message=message)
 
 
 def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
@@ -554,6 +667,8 @@ discover_source = _as_task(discover_source_fn, "discover")
 load_backbones = _as_task(load_backbones_fn, "load-backbones")
 embed_images = _as_task(embed_images_fn, "embed")
 attach_metadata = _as_task(attach_metadata_fn, "sidecar-metadata")
+read_metadata = _as_task(read_metadata_fn, "read-sidecar")
+record_embedded = _as_task(record_embedded_fn, "record-embedded")
 finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
 build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")

@@ -117,3 +117,109 @@ def test_checks_pass_and_catch_a_missing_embedding(prefect_api, collection, tmp_
     assert results["every_ok_image_embedded"]
     assert results["no_duplicate_embeddings"]
     assert results["consistent_dims"] == []
+
+
+def _raw_runs(lake) -> list[tuple[str, str, str | None]]:
+    """(stage, status, message) of every runs row as stored, sorted by stage name."""
+    import pyarrow.parquet as pq
+
+    rows = [
+        r for p in sorted((lake / "runs").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
+    return sorted((r["stage"], r["status"], r["message"]) for r in rows)
+
+
+def _count(lake, sql: str) -> int:
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        ("path,label\ngood/coffee.jpg,a\n../x.jpg,b\n", "escapes SOURCE"),
+        ("path,label\ngood/coffee.jpg,a\n./good/coffee.jpg,b\n", "appears 2 times"),
+        ("path,label\ngood/coffee.jpg,a\n,b\n", "key is empty"),
+    ],
+)
+def test_a_bad_sidecar_fails_before_any_image_is_read(
+    prefect_api, collection, tmp_path, rows, match
+):
+    from embedlake.tasks.metadata import MetadataError
+
+    source, _ = collection
+    lake = tmp_path / "lake"
+    meta = tmp_path / "meta.csv"
+    meta.write_text(rows)
+    with pytest.raises(MetadataError, match=match):
+        embed_collection(_params(source, lake, metadata=str(meta)))
+    assert not [p for p in (lake / "files").glob("*.parquet") if p.name != "_schema.parquet"]
+    assert _count(lake, "SELECT count(*) FROM embedding_rows") == 0
+    ((stage, status, message),) = [r for r in _raw_runs(lake) if r[0] != "started"]
+    assert (stage, status) == ("failed", "failed")
+    assert message.startswith("read-sidecar: MetadataError") and match in message
+
+
+def test_sidecar_rows_without_a_file_are_kept_and_counted(prefect_api, collection, tmp_path):
+    source, _ = collection
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,label\ngood/coffee.jpg,a\nnot/there.jpg,b\n")
+    summary = embed_collection(_params(source, tmp_path / "lake", metadata=str(meta)))
+    assert summary["status"] == "finished"
+    assert (summary["n_metadata_rows"], summary["n_metadata_without_file"]) == (2, 1)
+
+
+def test_a_run_failing_after_discovery_keeps_its_inventory(prefect_api, collection, tmp_path):
+    source, _ = collection
+    lake = tmp_path / "lake"
+    with pytest.raises(WeightsError):
+        embed_collection(_params(source, lake).model_copy(update={"weights": "imagenet"}))
+    assert _count(lake, "SELECT count(*) FROM files") == 9
+    assert _count(lake, "SELECT count(*) FROM images") == 0  # no finished run: no collection
+
+
+@pytest.mark.parametrize(
+    ("target", "stage"),
+    [
+        ("embedlake.tasks.neighbors.build_neighbor_graph", "neighbors"),
+        ("embedlake.tasks.report.build_report", "report"),
+    ],
+)
+def test_a_failing_late_stage_is_recorded_once_as_failed(
+    prefect_api, collection, tmp_path, monkeypatch, target, stage
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(target, broken)
+    source, _ = collection
+    lake = tmp_path / "lake"
+    with pytest.raises(RuntimeError, match="disk full"):
+        embed_collection(_params(source, lake))
+    assert _raw_runs(lake) == [
+        ("embedded", "running", None),
+        ("failed", "failed", f"{stage}: RuntimeError: disk full"),
+        ("started", "running", None),
+    ]
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        status, n_files, message = con.execute(
+            "SELECT status, n_files, message FROM runs"
+        ).fetchone()
+    assert (status, n_files) == ("failed", 9) and message.startswith(stage)
+
+
+def test_images_is_the_current_collection_of_each_source(prefect_api, collection, tmp_path):
+    source, _ = collection
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(source / "good", first)
+    shutil.copytree(source / "copies", second)
+    lake = tmp_path / "lake"
+    embed_collection(_params(first, lake))
+    embed_collection(_params(second, lake))
+    query = "SELECT count(*) FROM images"
+    assert _count(lake, query) == 4 + 2  # both sources, side by side
+    (first / "coffee.jpg").unlink()
+    embed_collection(_params(first, lake))
+    assert _count(lake, query) == 3 + 2
+    assert _count(lake, "SELECT count(*) FROM images WHERE path = 'coffee.jpg'") == 0
+    assert _count(lake, "SELECT count(*) FROM files WHERE path = 'coffee.jpg'") == 1  # history
