@@ -126,8 +126,8 @@ def _add_query_options(parser: argparse.ArgumentParser) -> None:
         "--memory-limit",
         default="50%",
         metavar="SIZE",
-        help="DuckDB's memory limit, e.g. 4GB or 25%% of RAM (default: 50%%); a query that "
-        "needs more fails with DuckDB's out-of-memory error",
+        help="DuckDB's memory limit, e.g. 4GB or 25%% of RAM (default: 50%%); past it, what "
+        "DuckDB cannot spill to disk fails with its out-of-memory error",
     )
 
 
