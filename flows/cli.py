@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ def _default_lake() -> str:
 
 
 _LAKE_HELP = "lake folder or fsspec URL, e.g. s3://bucket/lake (default: ./lake or $EMBEDLAKE_LAKE)"
+_DEBUG_HELP = "show tracebacks and Prefect's logs (accepted anywhere on the line)"
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(%|[KMGT]i?B)", re.IGNORECASE)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -106,12 +111,32 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_query_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    parser.add_argument("--output", help="write the result to this file (required for parquet)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="stop the query after this long (default: 300; 0 = no limit)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default="50%",
+        metavar="SIZE",
+        help="DuckDB's memory limit, e.g. 4GB or 25%% of RAM (default: 50%%); past it, what "
+        "DuckDB cannot spill to disk fails with its out-of-memory error",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedlake",
         description="Turn image collections into a queryable lake of embeddings and metadata.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's logs")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="inventory and embed a collection into the lake")
@@ -120,21 +145,23 @@ def _parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser("sql", help="run read-only SQL against the lake's catalog")
     sql.add_argument("query", help="SQL (SELECT statements only)")
-    sql.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
-    sql.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
-    sql.add_argument("--output", help="write the result to this file (required for parquet)")
+    _add_query_options(sql)
 
     queries = sub.add_parser("queries", help="list the named analysis queries")
     queries.add_argument("--json", action="store_true", help="print JSON")
+    queries.add_argument(
+        "--lake",
+        default=_default_lake(),
+        help="accepted like every lake command's and checked to be a folder or a URL embedlake "
+        "can open; the list itself ships with embedlake and is the same for every lake",
+    )
 
     query = sub.add_parser("query", help="run a named analysis query (read-only)")
     query.add_argument("name", help="see `embedlake queries`")
     query.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
-    query.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
-    query.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
-    query.add_argument("--output", help="write the result to this file (required for parquet)")
+    _add_query_options(query)
 
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     report.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
@@ -158,6 +185,11 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="build the bundled sample collection and run the pipeline on it"
     )
     _add_run_options(demo)
+    for command in sub.choices.values():
+        # SUPPRESS: a subcommand without --debug keeps the value given before it
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
     return parser
 
 
@@ -324,13 +356,36 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sql(args: argparse.Namespace) -> int:
-    from embedlake.tasks.catalog import check_read_only, connect_read_only
-    from embedlake.tasks.render import write_result
+@contextmanager
+def _limited_connection(args: argparse.Namespace) -> Iterator[Any]:
+    """A read-only connection under --memory-limit, whose queries stop after --timeout."""
+    import duckdb
+
+    from embedlake.tasks.catalog import connect_read_only
+    from embedlake.tasks.queries import QueryTimeout, time_limit
 
     if args.format == "parquet" and not args.output:
         raise CliError("--format parquet needs --output FILE")
-    with connect_read_only(args.lake) as con:
+    if args.timeout < 0:
+        raise CliError("--timeout must be 0 (no limit) or more seconds")
+    if not _MEMORY.fullmatch(args.memory_limit):
+        raise CliError(f"--memory-limit {args.memory_limit}: expected e.g. 4GB, 512MiB or 50%")
+    with connect_read_only(args.lake, memory_limit=args.memory_limit) as con:
+        try:
+            with time_limit(con, args.timeout):
+                yield con
+        except QueryTimeout as exc:
+            raise CliError(f"{exc} (--timeout {args.timeout:g}; 0 for no limit)") from exc
+        except duckdb.OutOfMemoryException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CliError(f"{first} (--memory-limit {args.memory_limit})") from exc
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from embedlake.tasks.catalog import check_read_only
+    from embedlake.tasks.render import write_result
+
+    with _limited_connection(args) as con:
         statements = check_read_only(con, args.query)
         for statement in statements[:-1]:
             con.execute(statement)
@@ -340,8 +395,10 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_queries(args: argparse.Namespace) -> int:
+    from embedlake.tasks.lake import Lake
     from embedlake.tasks.queries import list_queries, load_query
 
+    Lake.at(args.lake)  # a URL whose backend is missing is refused here as everywhere
     found = [load_query(name) for name in list_queries()]
     if args.json:
         print(
@@ -370,19 +427,16 @@ def _cmd_queries(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from embedlake.tasks.catalog import connect_read_only
     from embedlake.tasks.queries import run_query
     from embedlake.tasks.render import write_result
 
-    if args.format == "parquet" and not args.output:
-        raise CliError("--format parquet needs --output FILE")
     given = {}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CliError(f"--param {item!r}: expected KEY=VALUE")
         given[key] = value
-    with connect_read_only(args.lake) as con:
+    with _limited_connection(args) as con:
         table = run_query(con, args.name, given)
     write_result(table, args.format, args.output)
     return 0

@@ -11,6 +11,9 @@ converted to the declared type (INTEGER, DOUBLE, VARCHAR, BOOLEAN); DEFAULT may 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -20,7 +23,15 @@ import pyarrow as pa
 
 from .catalog import check_read_only, sql_text
 
-__all__ = ["NamedQuery", "QueryError", "list_queries", "load_query", "run_query"]
+__all__ = [
+    "NamedQuery",
+    "QueryError",
+    "QueryTimeout",
+    "list_queries",
+    "load_query",
+    "run_query",
+    "time_limit",
+]
 
 _PARAM = re.compile(
     r"^--\s*param\s+(?P<name>\w+)\s*:\s*(?P<type>\w+)\s*=\s*(?P<default>.+?)\s*(?:--\s*(?P<help>.*))?$"
@@ -30,6 +41,38 @@ _TYPES = {"INTEGER": int, "DOUBLE": float, "VARCHAR": str, "BOOLEAN": None}
 
 class QueryError(ValueError):
     """An unknown query or a bad parameter; the message says which."""
+
+
+class QueryTimeout(RuntimeError):
+    """A query interrupted by `time_limit`."""
+
+
+@contextmanager
+def time_limit(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """Interrupt what `con` runs inside the block after `seconds` (0: no limit).
+
+    DuckDB checks for an interrupt between vectors, so even an endless recursive CTE stops.
+    """
+    if seconds <= 0:
+        yield
+        return
+    fired = threading.Event()
+
+    def interrupt() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException as exc:
+        if fired.is_set():
+            raise QueryTimeout(f"the query ran longer than {seconds:g} s and was stopped") from exc
+        raise
+    finally:
+        timer.cancel()
 
 
 @dataclass

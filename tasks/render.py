@@ -1,26 +1,28 @@
-"""Query results out: a terminal table (long vectors shortened), CSV, JSON lines or Parquet."""
+"""Query results out: a terminal table (long vectors shortened), CSV, JSON lines or Parquet.
+
+Values go straight from Arrow to text, never through pandas: a nullable integer stays an integer
+and a null prints as NULL (as DuckDB's own renderer shows them), DuckDB's HUGEINT and DECIMAL
+results are JSON numbers, and list, struct and map columns are JSON text in a CSV cell.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 import sys
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, TextIO
 
-import numpy as np
 import pyarrow as pa
 
 __all__ = ["write_result"]
 
-_SHOWN_ITEMS = 4
-
-
-def _shorten(value: object) -> object:
-    if isinstance(value, (list, tuple, np.ndarray)) and len(value) > _SHOWN_ITEMS:
-        head = ", ".join(
-            f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v)
-            for v in value[:_SHOWN_ITEMS]
-        )
-        return f"[{head}, ... ({len(value)} items)]"
-    return value
+_SHOWN_ITEMS = 4  # of a list in a table cell
+_SHOWN_ROWS = 200  # of a terminal table; the other formats write every row
+_CELL_WIDTH = 80
 
 
 def write_result(table: pa.Table, fmt: str, output: str | None = None) -> None:
@@ -30,36 +32,137 @@ def write_result(table: pa.Table, fmt: str, output: str | None = None) -> None:
 
         pq.write_table(table, Path(output))
         return
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(table, output or sys.stdout.buffer)
-        return
-    # integer_object_nulls: a nullable integer column prints as 512, not 512.0
-    frame = table.to_pandas(integer_object_nulls=True)
-    if fmt == "table":
-        for column in frame.columns:
-            if frame[column].dtype == object:
-                frame[column] = frame[column].map(_shorten)
-        import pandas as pd
-
-        with pd.option_context(
-            "display.max_rows",
-            200,
-            "display.max_columns",
-            50,
-            "display.width",
-            200,
-            "display.max_colwidth",
-            80,
-        ):
-            text = frame.to_string(index=False) if len(frame.columns) else "(no columns)"
-        text += f"\n({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
-    elif fmt == "json":
-        text = frame.to_json(orient="records", lines=True, date_format="iso")
-    else:
+    if fmt not in ("csv", "json", "table"):
         raise ValueError(f"unknown format {fmt!r}")
+    if fmt == "csv":
+        if output:
+            with open(output, "wb") as sink:
+                _write_csv(table, sink)
+        else:
+            _write_csv(table, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        return
+    write = _write_json if fmt == "json" else _write_table
     if output:
-        Path(output).write_text(text)
+        with open(output, "w", encoding="utf-8") as sink:
+            write(table, sink)
     else:
-        sys.stdout.write(text)
+        write(table, sys.stdout)
+
+
+def _plain(value: Any) -> Any:
+    """A value from Arrow's to_pylist as JSON has it: numbers stay numbers, NaN becomes null."""
+    if isinstance(value, Decimal):
+        return int(value) if value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, pa.MonthDayNano):  # an INTERVAL
+        return {"months": value.months, "days": value.days, "nanoseconds": value.nanoseconds}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    for batch in table.to_batches():  # a batch at a time: memory stays bounded
+        yield from batch.to_pylist(maps_as_pydicts="lossy")
+
+
+def _write_json(table: pa.Table, sink: TextIO) -> None:
+    for row in _rows(table):
+        sink.write(json.dumps(_plain(row), ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _needs_json_text(kind: pa.DataType) -> bool:
+    # Arrow's CSV writer takes scalars only: lists, structs, maps and intervals go as JSON text
+    return pa.types.is_nested(kind) or pa.types.is_list_view(kind) or pa.types.is_interval(kind)
+
+
+def _write_csv(table: pa.Table, sink) -> None:
+    import pyarrow.csv as pacsv
+
+    nested = {i for i, f in enumerate(table.schema) if _needs_json_text(f.type)}
+    schema = pa.schema(
+        [f.with_type(pa.string()) if i in nested else f for i, f in enumerate(table.schema)]
+    )
+    with pacsv.CSVWriter(sink, schema) as writer:
+        for batch in table.to_batches():
+            columns = [
+                _as_json_text(column) if i in nested else column
+                for i, column in enumerate(batch.columns)
+            ]
+            writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+
+
+def _as_json_text(column: pa.Array) -> pa.Array:
+    return pa.array(
+        [
+            None if v is None else json.dumps(_plain(v))
+            for v in column.to_pylist(maps_as_pydicts="lossy")
+        ],
+        pa.string(),
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, pa.MonthDayNano):
+        value = _plain(value)
+    if isinstance(value, (list, tuple)):
+        items = [_cell(v) for v in value[:_SHOWN_ITEMS]]
+        if len(value) > _SHOWN_ITEMS:
+            items.append(f"... ({len(value)} items)")
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bytes):
+        value = value.hex()
+    return str(value).replace("\n", "\\n")  # one row, one line
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 3] + "..."
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _write_table(table: pa.Table, sink: TextIO) -> None:
+    n = table.num_rows
+    if not table.num_columns:
+        sink.write(f"(no columns)\n({n} row{'s' if n != 1 else ''})\n")
+        return
+    shown = table.slice(0, _SHOWN_ROWS)
+    columns = [
+        [_clip(_cell(v)) for v in column.to_pylist(maps_as_pydicts="lossy")]
+        for column in shown.columns
+    ]
+    lines = []
+    widths = [
+        max([len(name), *(len(c) for c in cells)])
+        for name, cells in zip(table.column_names, columns, strict=True)
+    ]
+    right = [_is_number(f.type) for f in table.schema]
+    for row in [table.column_names, *zip(*columns, strict=True)]:
+        cells = (
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
+        )
+        lines.append("  ".join(cells).rstrip())
+    footer = f"({n} row{'s' if n != 1 else ''}"
+    if n > _SHOWN_ROWS:
+        footer += f", the first {_SHOWN_ROWS} shown; --format csv, json or parquet writes all"
+    sink.write("\n".join(lines) + f"\n{footer})\n")

@@ -16,6 +16,11 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="embedlake-prefect-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+# no model cache of this machine's: pretrained weights are absent on every machine alike
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="embedlake-hf-")
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="embedlake-torch-")
+for _override in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # these would win over HF_HOME
+    os.environ.pop(_override, None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

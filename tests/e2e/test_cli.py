@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import time
 
 import duckdb
 import pyarrow.parquet as pq
@@ -301,3 +304,83 @@ def test_query_command_and_queries_listing(lake_run, tmp_path):
     assert done.returncode == 0, done.stderr
     table = pq.read_table(out).to_pylist()
     assert [sorted(r["paths"]) for r in table] == [["copies/same_bytes.jpg", "good/astronaut.jpg"]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--debug", "sql", "SELECT 1", "--lake", "/no/such/lake"],
+        ["sql", "SELECT 1", "--debug", "--lake", "/no/such/lake"],
+        ["sql", "SELECT 1", "--lake", "/no/such/lake", "--debug"],
+        ["query", "duplicates", "--lake", "/no/such/lake", "--debug"],
+        ["run", "/no/such/folder", "--weights", "random", "--debug"],
+    ],
+)
+def test_debug_is_accepted_anywhere_on_the_line(args, cli_env, tmp_path):
+    done = run_cli(*args, env=cli_env, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "unrecognized arguments" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "sql", "query", "queries", "report", "serve", "backbones", "demo"]
+)
+def test_every_command_takes_debug(command, cli_env):
+    done = run_cli(command, "--help", env=cli_env)
+    assert done.returncode == 0 and "--debug" in done.stdout
+
+
+def test_queries_takes_lake_like_every_lake_command(cli_env, tmp_path):
+    plain = run_cli("queries", "--json", env=cli_env)
+    with_lake = run_cli("queries", "--json", "--lake", str(tmp_path / "any"), env=cli_env)
+    assert with_lake.returncode == 0, with_lake.stderr
+    assert json.loads(with_lake.stdout) == json.loads(plain.stdout)
+    bad = run_cli("queries", "--lake", "nosuchscheme://x", env=cli_env)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "nosuchscheme" in bad.stderr and not (tmp_path / "any").exists()
+
+
+def test_output_formats_keep_duckdb_types(lake_run):
+    _, lake, env = lake_run
+    as_json = run_cli(
+        "sql",
+        "SELECT sum(size_bytes) AS bytes, count(*) AS n FROM files",
+        "--lake",
+        str(lake),
+        "--format",
+        "json",
+        env=env,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    row = json.loads(as_json.stdout)
+    assert isinstance(row["bytes"], int) and row["bytes"] > 0 and row["n"] == 9
+    table = run_cli(
+        "sql", "SELECT path, width FROM files ORDER BY path", "--lake", str(lake), env=env
+    )
+    assert table.returncode == 0, table.stderr
+    widths = dict(line.split() for line in table.stdout.splitlines()[1:-1])
+    assert widths["broken/empty.jpg"] == "NULL" and widths["good/astronaut.jpg"] == "512"
+    as_csv = run_cli("query", "duplicates", "--lake", str(lake), "--format", "csv", env=env)
+    assert as_csv.returncode == 0, as_csv.stderr
+    (row,) = csv.DictReader(io.StringIO(as_csv.stdout))
+    assert sorted(json.loads(row["paths"])) == ["copies/same_bytes.jpg", "good/astronaut.jpg"]
+
+
+def test_a_runaway_query_stops_at_its_timeout(lake_run):
+    _, lake, env = lake_run
+    endless = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM t) SELECT count(*) FROM t"
+    started = time.monotonic()
+    done = run_cli("sql", endless, "--lake", str(lake), "--timeout", "2", env=env, timeout=300)
+    assert time.monotonic() - started < 120  # 2 s and a start-up, on a loaded machine
+    assert done.returncode == 1
+    assert done.stderr.startswith("embedlake: error:") and len(done.stderr.splitlines()) == 1
+    assert "--timeout 2" in done.stderr
+
+
+def test_a_query_over_its_memory_limit_is_one_line(lake_run):
+    _, lake, env = lake_run
+    greedy = "SELECT len(list(range::VARCHAR || repeat('x', 40))) FROM range(3000000)"
+    done = run_cli("sql", greedy, "--lake", str(lake), "--memory-limit", "50MB", env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("embedlake: error: Out of Memory Error")
+    assert len(done.stderr.splitlines()) == 1 and "--memory-limit 50MB" in done.stderr

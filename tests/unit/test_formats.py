@@ -1,8 +1,9 @@
-"""A corpus of odd and broken files: each decodes correctly or becomes the right error row."""
+"""A corpus of odd and broken files, each decoded or the right error row; and query results out."""
 
 from __future__ import annotations
 
 import io
+import json
 import zlib
 
 import numpy as np
@@ -203,3 +204,58 @@ def test_large_jpegs_decode_at_reduced_size_close_to_full(tmp_path):
     reduced = decode_for_backbones(path, plans, DEFAULT_MAX_PIXELS)["xception"].astype(float)
     full = decode_for_backbones(path, plans, DEFAULT_MAX_PIXELS, reduce_jpeg=False)["xception"]
     assert np.abs(reduced - full.astype(float)).mean() < 3.0  # of 255
+
+
+# Query results out (tasks/render.py): values as DuckDB returns them, not as pandas casts them
+
+
+def _result(sql: str):
+    import duckdb
+
+    with duckdb.connect() as con:
+        return con.sql(sql).to_arrow_table()
+
+
+def test_json_numbers_stay_numbers(capsys):
+    from embedlake.tasks.render import write_result
+
+    # sum(BIGINT) is a HUGEINT and reaches Arrow as decimal128(38, 0)
+    table = _result(
+        "SELECT sum(x) AS total, sum(x)::DECIMAL(10, 2) AS money, avg(x) AS mean, "
+        "'nan'::DOUBLE AS nan FROM (VALUES (1::BIGINT), (2)) t(x)"
+    )
+    write_result(table, "json")
+    line = capsys.readouterr().out
+    assert json.loads(line) == {"total": 3, "money": 3.0, "mean": 1.5, "nan": None}
+    assert '"total": 3,' in line and isinstance(json.loads(line)["money"], float)
+
+
+def test_table_shows_integers_and_nulls_as_they_are(capsys):
+    from embedlake.tasks.render import write_result
+
+    write_result(_result("SELECT * FROM (VALUES (320, 'a'), (NULL, NULL)) t(width, name)"), "table")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines] == [
+        ["width", "name"],
+        ["320", "a"],
+        ["NULL", "NULL"],
+        ["(2", "rows)"],
+    ]
+
+
+def test_csv_writes_nested_columns_as_json_text(tmp_path):
+    import csv
+
+    from embedlake.tasks.render import write_result
+
+    table = _result(
+        "SELECT ['b.jpg', 'a.jpg'] AS paths, {'w': 3, 'h': NULL} AS size, "
+        "MAP {'k': 1} AS m, [0.5, 1]::FLOAT[2] AS vec, NULL::INT[] AS none, 7 AS n"
+    )
+    out = tmp_path / "out.csv"
+    write_result(table, "csv", str(out))
+    (row,) = csv.DictReader(out.open())
+    assert json.loads(row["paths"]) == ["b.jpg", "a.jpg"]
+    assert json.loads(row["size"]) == {"w": 3, "h": None}
+    assert json.loads(row["m"]) == {"k": 1} and json.loads(row["vec"]) == [0.5, 1.0]
+    assert row["none"] == "" and row["n"] == "7"

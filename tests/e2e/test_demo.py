@@ -1,0 +1,50 @@
+"""`embedlake demo` as a new user runs it, on a machine whose model caches hold no weights."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_model_caches_are_the_sessions_own():
+    # a machine whose HF or torch cache holds the pretrained weights must test as any other
+    import huggingface_hub.constants
+    import torch.hub
+
+    for variable, folder in [
+        ("HF_HOME", huggingface_hub.constants.HF_HUB_CACHE),
+        ("TORCH_HOME", torch.hub.get_dir()),
+    ]:
+        home = Path(os.environ.get(variable, "(unset)"))
+        assert home.is_relative_to(tempfile.gettempdir()), (variable, home)
+        assert Path(folder).is_relative_to(home), (variable, folder)
+
+
+def test_demo_falls_back_to_random_weights_and_says_so(cli_env, tmp_path):
+    env = dict(cli_env, XDG_CACHE_HOME=str(tmp_path / "cache"))  # the sample collection's home
+    lake = tmp_path / "lake"
+    done = run_cli(
+        "demo",
+        "--lake",
+        str(lake),
+        "--backbone",
+        "mobilenet_v1_0.25_128",  # the smallest: the demo's pipeline, not its models, is tested
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    banner = done.stderr.split("!" * 78)
+    assert len(banner) == 3 and "RANDOM WEIGHTS" in banner[1], done.stderr
+    assert "ImageNet weights could not be loaded" in banner[1]
+    assert f"lake {lake}" in done.stdout and "try:" in done.stdout
+    report = (lake / "reports" / "latest" / "index.html").read_text()
+    assert '<p class="banner">RANDOM WEIGHTS' in report
+    assert list((tmp_path / "cache" / "embedlake").glob("sample-v*/metadata.csv"))
