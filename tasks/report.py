@@ -124,14 +124,16 @@ class _Thumbnails:
         from PIL import Image, ImageOps
 
         from .decode import to_rgb
+        from .discover import fs_path
 
         try:
             if self.source is None:
                 raise OSError(self.error)
+            real = fs_path(self.source, {"path": path})  # the real name behind a readable one
             if isinstance(self.source, self._remote):
-                data = self.source.read(path)
+                data = self.source.read(real)
             else:
-                data = (self.source / path).read_bytes()
+                data = real.read_bytes()
             with Image.open(io.BytesIO(data)) as img:
                 img.draft("RGB", (_THUMB * 2, _THUMB * 2))
                 thumb = to_rgb(ImageOps.exif_transpose(img))
