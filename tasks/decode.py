@@ -8,7 +8,9 @@ device, on uint8 batches, in `tasks.embed` with the same arithmetic.
 Before cropping, an image is brought to 8-bit RGB the way a user expects: EXIF orientation
 applied, first frame of an animation or multi-page file, alpha composited on white, 16-bit and
 float modes scaled (not clipped) to 8 bits. Large JPEGs decode at a reduced size (libjpeg's DCT
-scaling) when the reduced image is still at least twice every crop's resize target.
+scaling) when the reduced image is still at least twice every crop's resize target. An image more
+than `MAX_ASPECT` times longer than wide is cut to its central window first (`central_window`):
+the crops only see its centre, and resizing a whole 1x20000 strip would take gigabytes.
 """
 
 from __future__ import annotations
@@ -22,9 +24,18 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["CropPlan", "DecodeError", "crop_plans", "decode_for_backbones", "to_rgb"]
+__all__ = [
+    "MAX_ASPECT",
+    "CropPlan",
+    "DecodeError",
+    "central_window",
+    "crop_plans",
+    "decode_for_backbones",
+    "to_rgb",
+]
 
 _BACKGROUND = (255, 255, 255)
+MAX_ASPECT = 16
 
 
 class DecodeError(Exception):
@@ -64,6 +75,24 @@ def crop_plans(data_configs: dict[str, dict[str, Any]]) -> list[CropPlan]:
             raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
         plans.append(CropPlan(name, resize.size, crop.size[0], transforms.Compose(pil_stages)))
     return plans
+
+
+def central_window(width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The (left, top, right, bottom) box to crop from before resizing, or None to keep it all.
+
+    Only an image whose long side exceeds `MAX_ASPECT` times its short side is cut, to a centred
+    window `MAX_ASPECT` short sides long. A centre crop after the short-side resize spans at most
+    one short side of the original, so the window holds it with a wide margin for the bicubic
+    kernel; the crops match the uncut image's up to the rounding of the centre.
+    """
+    short, long = min(width, height), max(width, height)
+    if long <= MAX_ASPECT * short:
+        return None
+    keep = MAX_ASPECT * short
+    start = (long - keep) // 2
+    if width > height:
+        return start, 0, start + keep, height
+    return 0, start, width, start + keep
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -108,6 +137,8 @@ def decode_for_backbones(
                 img.seek(0)
                 img.load()
                 rgb = to_rgb(ImageOps.exif_transpose(img))
+                if box := central_window(*rgb.size):
+                    rgb = rgb.crop(box)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .decode import CropPlan
+from .decode import CropPlan, central_window
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +58,9 @@ def crops_on_device(images: list[torch.Tensor], plans: list[CropPlan]) -> dict[s
     out: dict[str, torch.Tensor] = {}
     for (h, w), indexes in by_shape.items():
         pixels = torch.stack([images[i] for i in indexes]).float()
+        if box := central_window(w, h):  # a strip: only its centre reaches the crops
+            pixels = pixels[..., box[1] : box[3], box[0] : box[2]]
+            h, w = pixels.shape[-2:]
         for plan in plans:
             size = plan.crop_size
             new_h, new_w = resized_size(h, w, plan.resize_short_side)

@@ -6,7 +6,13 @@ that is not an image, is empty, unreadable or over the pixel limit becomes a row
 `status = 'error'` and an `error_code`; it never stops the walk.
 
 Skipped, by rule: hidden files and folders (a name starting with '.'), the lake itself when it
-lies inside SOURCE, and symlinks whose target lies outside SOURCE.
+lies inside SOURCE, symlinks whose target lies outside SOURCE, and what is not a regular file:
+FIFOs, sockets and devices (never opened, so a FIFO cannot hang the walk), dangling symlinks and
+symlink loops. A symlink to a regular file inside SOURCE is recorded under its own name; a
+symlinked folder is not descended into (its files are recorded where they really are).
+
+Names that are not valid UTF-8 (Parquet strings must be) are stored twice: `path` holds a
+readable text, `path_bytes` the exact bytes (`readable_path`, `fs_path`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +39,11 @@ __all__ = [
     "FILE_COLUMNS",
     "discover_files",
     "iter_discovered",
+    "fs_path",
     "iter_source_files",
+    "path_from_readable",
     "probe_file",
+    "readable_path",
 ]
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default decompression-bomb threshold
@@ -51,6 +62,7 @@ ERROR_CODES = {
 
 FILE_COLUMNS = [
     "path",
+    "path_bytes",
     "size_bytes",
     "mtime",
     "image_id",
@@ -89,38 +101,85 @@ def iter_source_files(source: Path, skip: list[Path] | None = None) -> list[Path
             for d in dirs
             if not d.startswith(".") and (root_path / d).resolve() not in skip_resolved
         )
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = root_path / name
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(source) or not target.is_file():
-                    continue
-            elif not path.is_file():
-                continue
-            found.append(path)
+        found.extend(
+            root_path / name
+            for name in sorted(files)
+            if not name.startswith(".") and _is_regular_file(root_path / name, source)
+        )
     return found
+
+
+def _is_regular_file(path: Path, source: Path) -> bool:
+    """A regular file, or a symlink to one inside `source`; a loop or dangling link is not."""
+    try:
+        if path.is_symlink():
+            target = path.resolve(strict=True)
+            return target.is_relative_to(source) and stat.S_ISREG(target.stat().st_mode)
+        return stat.S_ISREG(path.lstat().st_mode)
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13's symlink loop
+        return False
+
+
+# A backslash that would read as an escape is itself escaped, so no two names share a `path`.
+_LOOKALIKE = re.compile(r"\\(?=x[0-9a-fA-F]{2})")
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+
+
+def readable_path(raw: bytes) -> str:
+    """The `path` text of a relative path given as bytes: valid UTF-8, readable, unique.
+
+    A name that is valid UTF-8 stays as it is. A byte that is not part of valid UTF-8 becomes
+    `\\xNN` (`caf\\xe9.jpg` for Latin-1 `café.jpg`), and a backslash already followed by `xNN`
+    becomes `\\x5c`, so a real file named `caf\\xe9.jpg` reads `caf\\x5cxe9.jpg`: the mapping is
+    one-to-one and `path_from_readable` inverts it.
+    """
+    text = _LOOKALIKE.sub(lambda _: "\\x5c", raw.decode("utf-8", "surrogateescape"))
+    # surrogateescape turned each undecodable byte into U+DC80..U+DCFF
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in text)
+
+
+def path_from_readable(text: str) -> bytes:
+    """The exact bytes behind a `path` text (the inverse of `readable_path`)."""
+    return _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
+
+
+def fs_path(source: Path | RemoteSource, row: Mapping[str, Any]) -> Path | str:
+    """The file behind a `files` row, to reopen it: a local path, or a remote source's name.
+
+    Uses `path_bytes` when the row has it, else inverts `path` (query results carry only that).
+    """
+    raw = row.get("path_bytes") or path_from_readable(row["path"])
+    name = os.fsdecode(raw)
+    return name if isinstance(source, RemoteSource) else source / name
 
 
 def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """The `files` row for one local file: stat, SHA-256, header and EXIF. Never raises."""
-    row = _new_row(path.relative_to(source).as_posix())
+    row = _new_row(os.fsencode(path.relative_to(source).as_posix()))
     try:
-        stat = path.stat()
-        row["size_bytes"] = stat.st_size
-        row["mtime"] = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
-        row["image_id"] = _sha256(path)
+        # non-blocking: a file swapped for a FIFO since the walk must not hang the open
+        handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # noqa: SIM115
     except OSError as exc:
         return _error(row, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
-    return _probe_image(row, path, max_pixels)
+    with handle:
+        try:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return _error(row, "unreadable", "not a regular file")
+            row["size_bytes"] = info.st_size
+            row["mtime"] = datetime.fromtimestamp(info.st_mtime, tz=UTC)
+            row["image_id"] = _sha256(handle)
+            handle.seek(0)
+        except OSError as exc:
+            return _error(row, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
+        return _probe_image(row, handle, max_pixels)
 
 
 def probe_remote_file(
     source: RemoteSource, entry: RemoteFile, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> dict[str, Any]:
     """The `files` row for one file behind fsspec, read once into memory. Never raises."""
-    row = _new_row(entry.rel)
+    row = _new_row(entry.rel.encode("utf-8", "surrogateescape"))
     row["size_bytes"], row["mtime"] = entry.size, entry.mtime
     try:
         data = source.read(entry.rel)
@@ -131,9 +190,11 @@ def probe_remote_file(
     return _probe_image(row, io.BytesIO(data), max_pixels)
 
 
-def _new_row(rel: str) -> dict[str, Any]:
+def _new_row(rel: bytes) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(FILE_COLUMNS)
-    row["path"], row["status"] = rel, "ok"
+    row["path"], row["status"] = readable_path(rel), "ok"
+    if row["path"].encode("utf-8") != rel:
+        row["path_bytes"] = rel  # the exact name, where `path` is not it
     return row
 
 
@@ -211,11 +272,10 @@ def _error(row: dict[str, Any], code: str, message: str) -> dict[str, Any]:
     return row
 
 
-def _sha256(path: Path) -> str:
+def _sha256(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
+    while chunk := handle.read(_HASH_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

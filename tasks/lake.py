@@ -117,6 +117,7 @@ FILES_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
         ("path", pa.string()),
+        ("path_bytes", pa.binary()),  # the exact name where `path` is not it (not UTF-8)
         ("size_bytes", pa.int64()),
         ("mtime", _TS),
         ("image_id", pa.string()),

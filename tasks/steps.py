@@ -323,12 +323,11 @@ def _plan_embedding(
     device = device or resolve_device(params.device)
     precision = _choose_precision(params.precision, device, backbones, ctx.lake)
     outcome = EmbedOutcome(device=device, precision=precision)
-    remote = isinstance(ctx.source, RemoteSource)
     first_path: dict[str, Path | str] = {}
     formats: dict[str, str | None] = {}
     for row in inventory.rows:
         if row["status"] == "ok" and row["image_id"] not in first_path:
-            first_path[row["image_id"]] = row["path"] if remote else ctx.source / row["path"]
+            first_path[row["image_id"]] = discover.fs_path(ctx.source, row)
             formats[row["image_id"]] = row["format"]
     outcome.n_unique_images = len(first_path)
     weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}

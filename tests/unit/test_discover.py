@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import datetime
 
 import pytest
 from PIL import Image
 
-from embedlake.tasks.discover import discover_files, iter_source_files
+from embedlake.tasks.discover import (
+    discover_files,
+    fs_path,
+    iter_source_files,
+    path_from_readable,
+    probe_file,
+    readable_path,
+)
+from embedlake.tasks.lake import FILES_SCHEMA, rows_to_table
 from tests.conftest import jpeg_bytes, make_collection, photo
 
 pytestmark = pytest.mark.unit
@@ -96,3 +106,76 @@ def test_a_url_lake_under_a_url_source_is_not_inventoried():
     source = open_source("memory://skip-test/photos")
     rows = discover_files(source, skip=["memory:///skip-test/photos/lake"])
     assert sorted(r["path"] for r in rows) == ["a.jpg", "lakeside.jpg"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"caf\xe9.jpg",  # Latin-1
+        b"d\xe9j\xe0/vu\xff.png",
+        b"caf\\xe9.jpg",  # a valid name that looks like an escape
+        b"caf\\xE9.jpg",
+        b"\\\xe9",
+        b"\\x\xe9",
+        b"x\\\\x41",
+        b"\xed\xa0\x80.jpg",  # an encoded surrogate is not valid UTF-8
+        "été/ü.jpg".encode(),
+        b"a\"b'c\nd.jpg",
+    ],
+)
+def test_readable_path_is_utf8_and_inverts_to_the_exact_name(raw):
+    text = readable_path(raw)
+    text.encode("utf-8")  # strict: no surrogates, so Parquet takes it
+    assert path_from_readable(text) == raw
+
+
+def test_readable_path_keeps_valid_names_and_never_collides():
+    assert readable_path("été/a\"b'c\nd.jpg".encode()) == "été/a\"b'c\nd.jpg"
+    assert readable_path(b"caf\xe9.jpg") == "caf\\xe9.jpg"
+    assert readable_path(b"caf\\xe9.jpg") == "caf\\x5cxe9.jpg"
+    names = [b"caf\xe9.jpg", b"caf\\xe9.jpg", b"caf\\x5cxe9.jpg", "caf\ufffd.jpg".encode()]
+    assert len({readable_path(n) for n in names}) == len(names)
+
+
+def test_a_name_that_is_not_utf8_is_stored_readably_and_reopened_exactly(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    data = jpeg_bytes(photo("coffee.png").resize((60, 40)))
+    with open(os.fsencode(src) + b"/caf\xe9.jpg", "wb") as handle:
+        handle.write(data)
+    (src / "plain.jpg").write_bytes(data)
+    rows = {r["path"]: r for r in discover_files(src)}
+    odd = rows["caf\\xe9.jpg"]
+    assert (odd["status"], odd["path_bytes"]) == ("ok", b"caf\xe9.jpg")
+    assert rows["plain.jpg"]["path_bytes"] is None
+    assert fs_path(src, odd).read_bytes() == data
+    assert fs_path(src, {"path": odd["path"]}).read_bytes() == data  # from the text alone
+    table = rows_to_table(list(rows.values()), FILES_SCHEMA)  # raised on surrogates before
+    assert table.column("path_bytes").to_pylist() == [b"caf\xe9.jpg", None]
+
+
+def test_special_files_are_skipped_without_hanging(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.jpg").write_bytes(b"x")
+    os.mkfifo(src / "pipe.jpg")
+    (src / "loop_a.jpg").symlink_to("loop_b.jpg")
+    (src / "loop_b.jpg").symlink_to("loop_a.jpg")
+    (src / "dangling.jpg").symlink_to("missing.jpg")
+    (src / "sub" / "up").symlink_to("..")
+    (src / "to_pipe.jpg").symlink_to("pipe.jpg")
+    names = [p.relative_to(src).as_posix() for p in iter_source_files(src)]
+    assert names == ["sub/a.jpg"]
+
+
+def test_a_file_that_became_a_fifo_is_an_error_row_not_a_hang(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    rows = []
+    probing = threading.Thread(target=lambda: rows.append(probe_file(fifo, tmp_path)), daemon=True)
+    probing.start()
+    probing.join(timeout=60)
+    if probing.is_alive():  # blocked opening the FIFO: a writer releases it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("probing a FIFO blocked")
+    assert (rows[0]["status"], rows[0]["error_code"]) == ("error", "unreadable")
