@@ -147,9 +147,13 @@ def fs_path(source: Path | RemoteSource, row: Mapping[str, Any]) -> Path | str:
     """The file behind a `files` row, to reopen it: a local path, or a remote source's name.
 
     Uses `path_bytes` when the row has it, else inverts `path` (query results carry only that).
+    A name that would leave SOURCE (absolute, or with a '..' part, escaped or not) is refused:
+    rows read back from a shared lake may have been crafted.
     """
     raw = row.get("path_bytes") or path_from_readable(row["path"])
     name = os.fsdecode(raw)
+    if name.startswith("/") or ".." in name.split("/") or not name.strip("/"):
+        raise ValueError(f"path {row['path']!r} does not name a file under SOURCE")
     return name if isinstance(source, RemoteSource) else source / name
 
 

@@ -236,3 +236,20 @@ def test_faiss_recall_when_installed():
     approx, _ = _faiss_topk(x, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
     assert recall >= 0.9
+
+
+def test_report_refuses_a_crafted_run_id(tmp_path):
+    from embedlake.tasks.report import build_report
+
+    root = lake.ensure_lake(tmp_path / "lake")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    crafted = {"run_id": "../../outside", "stage": "finished", "status": "finished"}
+    crafted.update(started_at=now, finished_at=now, source=str(tmp_path))
+    lake.write_part_atomically(
+        lake.rows_to_table([crafted], lake.RUNS_SCHEMA), root / "runs" / "x-1-finished.parquet"
+    )
+    build_catalog(root)
+    with pytest.raises(ValueError, match="not a run id"):
+        build_report(root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lake"]
+    assert not (root / "reports").exists()

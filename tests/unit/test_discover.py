@@ -179,3 +179,13 @@ def test_a_file_that_became_a_fifo_is_an_error_row_not_a_hang(tmp_path):
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("probing a FIFO blocked")
     assert (rows[0]["status"], rows[0]["error_code"]) == ("error", "unreadable")
+
+
+@pytest.mark.parametrize(
+    "path", ["../outside.jpg", "a/../../outside.jpg", "/etc/passwd", "\\x2e\\x2e/outside.jpg", ""]
+)
+def test_fs_path_refuses_names_that_leave_source(tmp_path, path):
+    from embedlake.tasks.discover import fs_path
+
+    with pytest.raises(ValueError, match="does not name a file under SOURCE"):
+        fs_path(tmp_path, {"path": path})
