@@ -2,7 +2,8 @@
 
 Values go straight from Arrow to text, never through pandas: a nullable integer stays an integer
 and a null prints as NULL (as DuckDB's own renderer shows them), DuckDB's HUGEINT and DECIMAL
-results are JSON numbers, and list, struct and map columns are JSON text in a CSV cell.
+results are JSON numbers, list, struct and map columns are JSON text in a CSV cell, and binary
+columns (`files.path_bytes`) are hex everywhere but Parquet.
 """
 
 from __future__ import annotations
@@ -82,8 +83,16 @@ def _write_json(table: pa.Table, sink: TextIO) -> None:
 
 
 def _needs_json_text(kind: pa.DataType) -> bool:
-    # Arrow's CSV writer takes scalars only: lists, structs, maps and intervals go as JSON text
-    return pa.types.is_nested(kind) or pa.types.is_list_view(kind) or pa.types.is_interval(kind)
+    # Arrow's CSV writer takes scalars only: lists, structs, maps and intervals go as JSON text;
+    # it also refuses bytes that are not UTF-8, so binary columns go as hex (as in JSON)
+    return (
+        pa.types.is_nested(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_interval(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    )
 
 
 def _write_csv(table: pa.Table, sink) -> None:
@@ -105,7 +114,7 @@ def _write_csv(table: pa.Table, sink) -> None:
 def _as_json_text(column: pa.Array) -> pa.Array:
     return pa.array(
         [
-            None if v is None else json.dumps(_plain(v))
+            None if v is None else v.hex() if isinstance(v, bytes) else json.dumps(_plain(v))
             for v in column.to_pylist(maps_as_pydicts="lossy")
         ],
         pa.string(),

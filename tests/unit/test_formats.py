@@ -259,3 +259,14 @@ def test_csv_writes_nested_columns_as_json_text(tmp_path):
     assert json.loads(row["size"]) == {"w": 3, "h": None}
     assert json.loads(row["m"]) == {"k": 1} and json.loads(row["vec"]) == [0.5, 1.0]
     assert row["none"] == "" and row["n"] == "7"
+
+
+def test_binary_columns_are_hex_in_every_text_format(capsys):
+    import pyarrow as pa
+
+    from embedlake.tasks.render import write_result
+
+    table = pa.table({"path_bytes": pa.array([b"caf\xe9.jpg", None], pa.binary())})
+    for fmt in ("csv", "json", "table"):
+        write_result(table, fmt)
+        assert "636166e92e6a7067" in capsys.readouterr().out, fmt
