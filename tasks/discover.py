@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import stat
 import warnings
 from collections.abc import Iterator, Mapping
@@ -31,7 +30,7 @@ from typing import Any, BinaryIO
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from .sources import RemoteFile, RemoteSource
+from .sources import RemoteFile, RemoteSource, path_from_readable, readable_path
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -118,29 +117,6 @@ def _is_regular_file(path: Path, source: Path) -> bool:
         return stat.S_ISREG(path.lstat().st_mode)
     except (OSError, RuntimeError):  # RuntimeError: Python < 3.13's symlink loop
         return False
-
-
-# A backslash that would read as an escape is itself escaped, so no two names share a `path`.
-_LOOKALIKE = re.compile(r"\\(?=x[0-9a-fA-F]{2})")
-_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
-
-
-def readable_path(raw: bytes) -> str:
-    """The `path` text of a relative path given as bytes: valid UTF-8, readable, unique.
-
-    A name that is valid UTF-8 stays as it is. A byte that is not part of valid UTF-8 becomes
-    `\\xNN` (`caf\\xe9.jpg` for Latin-1 `café.jpg`), and a backslash already followed by `xNN`
-    becomes `\\x5c`, so a real file named `caf\\xe9.jpg` reads `caf\\x5cxe9.jpg`: the mapping is
-    one-to-one and `path_from_readable` inverts it.
-    """
-    text = _LOOKALIKE.sub(lambda _: "\\x5c", raw.decode("utf-8", "surrogateescape"))
-    # surrogateescape turned each undecodable byte into U+DC80..U+DCFF
-    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in text)
-
-
-def path_from_readable(text: str) -> bytes:
-    """The exact bytes behind a `path` text (the inverse of `readable_path`)."""
-    return _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
 
 
 def fs_path(source: Path | RemoteSource, row: Mapping[str, Any]) -> Path | str:

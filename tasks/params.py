@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import os
+
+from pydantic import BaseModel, Field, field_validator
 
 from .backbones import DEFAULT_BACKBONES
 from .discover import DEFAULT_MAX_PIXELS
+from .sources import readable_path
 
 __all__ = ["COMPILE_AUTO_MIN_IMAGES", "RunParams"]
 
@@ -54,3 +57,13 @@ class RunParams(BaseModel):
     )
     # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
     random_fallback: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _readable_source(cls, value: str) -> str:
+        # a folder name that is not UTF-8 arrives surrogate-escaped; JSON (Prefect's API, the
+        # lake's runs.params) cannot carry that, so a local path travels as readable text, which
+        # `open_source` turns back into the name (one-to-one: a literal `\xNN` is escaped too)
+        if "://" in value and not value.startswith("file://"):
+            return value
+        return readable_path(os.fsencode(value))

@@ -17,6 +17,7 @@ import base64
 import html
 import io
 import json
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ import pyarrow.csv as pacsv
 
 from . import lake
 from .catalog import connect_read_only, sql_text
+from .discover import path_from_readable
 from .queries import run_query
 
 __all__ = ["ReportResult", "build_report"]
@@ -179,7 +181,7 @@ def build_report(
         run = runs[0]
         run_id = lake.valid_run_id(run["run_id"])  # it names the report's folder
         tables: dict[str, pa.Table] = {}
-        thumbs = _Thumbnails(run["source"])
+        thumbs = _Thumbnails(os.fsdecode(path_from_readable(run["source"])))
         sections: list[tuple[str, str]] = []
 
         # the run

@@ -8,12 +8,14 @@ in this process, and decode workers receive the bytes, so filesystems that live 
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RemoteFile", "RemoteSource", "open_source"]
+__all__ = ["RemoteFile", "RemoteSource", "open_source", "path_from_readable", "readable_path"]
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,37 @@ def _mtime(info: dict[str, Any]) -> datetime | None:
     return None
 
 
+# A backslash that would read as an escape is itself escaped, so no two names share a `path`.
+_LOOKALIKE = re.compile(r"\\(?=x[0-9a-fA-F]{2})")
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+
+
+def readable_path(raw: bytes) -> str:
+    """The `path` text of a relative path given as bytes: valid UTF-8, readable, unique.
+
+    A name that is valid UTF-8 stays as it is. A byte that is not part of valid UTF-8 becomes
+    `\\xNN` (`caf\\xe9.jpg` for Latin-1 `café.jpg`), and a backslash already followed by `xNN`
+    becomes `\\x5c`, so a real file named `caf\\xe9.jpg` reads `caf\\x5cxe9.jpg`: the mapping is
+    one-to-one and `path_from_readable` inverts it.
+    """
+    text = _LOOKALIKE.sub(lambda _: "\\x5c", raw.decode("utf-8", "surrogateescape"))
+    # surrogateescape turned each undecodable byte into U+DC80..U+DCFF
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in text)
+
+
+def path_from_readable(text: str) -> bytes:
+    """The exact bytes behind a `path` text (the inverse of `readable_path`)."""
+    return _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
+
+
 def open_source(source: str) -> Path | RemoteSource:
     """A resolved local folder, or a RemoteSource for any other URL."""
     if source.startswith("file://"):
         source = source.removeprefix("file://")
     if "://" in source:
         return RemoteSource(source)
-    path = Path(source).expanduser().resolve()
+    # params carry a local name as readable text (`RunParams.source`): back to the real name
+    path = Path(os.fsdecode(path_from_readable(source))).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"source {source} is not a folder")
     return path

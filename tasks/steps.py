@@ -157,7 +157,8 @@ def _stage_row(ctx: RunContext, stage: str, status: str, **values: Any) -> pa.Ta
         "stage": stage,
         "status": status,
         "started_at": ctx.started_at,
-        "source": str(ctx.source),
+        # a local SOURCE whose name is not UTF-8 is stored readably (see discover.readable_path)
+        "source": discover.readable_path(os.fsencode(str(ctx.source))),
         "params": lake.to_json(ctx.params.model_dump()),
         "versions": lake.to_json(_versions()),
         **values,

@@ -223,3 +223,19 @@ def test_images_is_the_current_collection_of_each_source(prefect_api, collection
     assert _count(lake, query) == 3 + 2
     assert _count(lake, "SELECT count(*) FROM images WHERE path = 'coffee.jpg'") == 0
     assert _count(lake, "SELECT count(*) FROM files WHERE path = 'coffee.jpg'") == 1  # history
+
+
+def test_a_source_folder_named_in_latin1_runs_and_reports(prefect_api, collection, tmp_path):
+    import os
+
+    source, _ = collection
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")  # not UTF-8: a surrogate-escaped str
+    shutil.copytree(source / "good", odd)
+    lake = tmp_path / "lake"
+    summary = embed_collection(_params(odd, lake))
+    assert summary["status"] == "finished" and summary["n_ok"] == 4
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        (stored,) = con.execute("SELECT source FROM runs").fetchone()
+    assert stored.endswith("/caf\\xe9")
+    page = (lake / "reports" / "latest" / "index.html").read_text()
+    assert "thumbnail unavailable" not in page
