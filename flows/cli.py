@@ -92,7 +92,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--part-rows",
         type=int,
         default=4096,
-        help="embedding rows per Parquet part (a killed run keeps every finished part)",
+        help="rows per Parquet part of files and embeddings (a killed run keeps each part)",
+    )
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="read and hash every file again; by default a file whose path, size and mtime match "
+        "the previous run is not opened (rsync's quick check)",
     )
     parser.add_argument(
         "--decode-timeout",
@@ -255,6 +261,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         random_fallback=random_fallback,
         decode_timeout=args.decode_timeout,
         part_rows=args.part_rows,
+        rehash=args.rehash,
         runner=args.runner,
         shard_size=args.shard_size,
         decode=args.decode,

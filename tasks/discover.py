@@ -35,10 +35,12 @@ from .sources import RemoteFile, RemoteSource, path_from_readable, readable_path
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ERROR_CODES",
+    "STABLE_ERRORS",
     "FILE_COLUMNS",
     "discover_files",
     "iter_discovered",
     "fs_path",
+    "is_unchanged",
     "iter_source_files",
     "path_from_readable",
     "probe_file",
@@ -64,6 +66,7 @@ FILE_COLUMNS = [
     "path_bytes",
     "size_bytes",
     "mtime",
+    "mtime_ns",
     "image_id",
     "status",
     "error_code",
@@ -148,6 +151,7 @@ def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 return _error(row, "unreadable", "not a regular file")
             row["size_bytes"] = info.st_size
             row["mtime"] = datetime.fromtimestamp(info.st_mtime, tz=UTC)
+            row["mtime_ns"] = info.st_mtime_ns
             row["image_id"] = _sha256(handle)
             handle.seek(0)
         except OSError as exc:
@@ -161,6 +165,7 @@ def probe_remote_file(
     """The `files` row for one file behind fsspec, read once into memory. Never raises."""
     row = _new_row(entry.rel.encode("utf-8", "surrogateescape"))
     row["size_bytes"], row["mtime"] = entry.size, entry.mtime
+    row["mtime_ns"] = _remote_mtime_ns(entry)
     try:
         data = source.read(entry.rel)
     except Exception as exc:  # fsspec backends raise their own error types for I/O failures
@@ -213,7 +218,13 @@ def discover_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """Every file's row under `source` in one list (see `iter_discovered`)."""
-    return [row for chunk in iter_discovered(source, skip, max_pixels) for row in chunk]
+    return [row for chunk in iter_discovered(source, skip, max_pixels) for row, _ in chunk]
+
+
+# errors the bytes alone decide: an unchanged file keeps them; any other error is probed again
+STABLE_ERRORS = frozenset(
+    {"empty_file", "not_an_image", "unsupported_format", "truncated", "corrupt"}
+)
 
 
 def iter_discovered(
@@ -221,15 +232,25 @@ def iter_discovered(
     skip: list[Path | str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     chunk_rows: int = 4096,
-) -> Iterator[list[dict[str, Any]]]:
-    """Probe every file under `source`, yielding rows in chunks of at most `chunk_rows` (in the
-    listing's order), so a caller can write each chunk before the next is read. Threads: hashing
-    is I/O bound and releases the GIL.
+    known: Mapping[str, dict[str, Any]] | None = None,
+) -> Iterator[list[tuple[dict[str, Any], bool]]]:
+    """Inventory every file under `source`, yielding (row, reused) pairs in chunks of at most
+    `chunk_rows` (in the listing's order), so a caller can write each chunk before the next is
+    read. Threads: hashing is I/O bound and releases the GIL.
 
+    `known`: the source's rows from its previous run, by `path`. A file whose size and mtime (ns)
+    match its known row, and whose row is 'ok' or has an error its bytes decide, is not opened:
+    its known row is reused (`reused` True). As with rsync's quick check, a file rewritten with
+    the same size and mtime goes unnoticed; `--rehash` (no `known`) reads everything.
     `skip`: folders (local paths) or URLs whose contents are not inventoried (the lake)."""
     workers = min(8, (os.cpu_count() or 1) * 2)
+    known = known or {}
     if isinstance(source, RemoteSource):
         entries: list[Any] = source.list_files([s for s in skip or [] if isinstance(s, str)])
+
+        def identity(entry: Any) -> tuple[str, int, int | None]:
+            rel = readable_path(entry.rel.encode("utf-8", "surrogateescape"))
+            return rel, entry.size, _remote_mtime_ns(entry)
 
         def probe(entry: Any) -> dict[str, Any]:
             return probe_remote_file(source, entry, max_pixels)
@@ -237,12 +258,41 @@ def iter_discovered(
         source = source.resolve()
         entries = iter_source_files(source, [s for s in skip or [] if isinstance(s, Path)])
 
+        def identity(entry: Any) -> tuple[str, int, int | None]:
+            info = entry.stat()
+            rel = readable_path(os.fsencode(entry.relative_to(source).as_posix()))
+            return rel, info.st_size, info.st_mtime_ns
+
         def probe(entry: Any) -> dict[str, Any]:
             return probe_file(entry, source, max_pixels)
 
+    def inventory(entry: Any) -> tuple[dict[str, Any], bool]:
+        if known:
+            try:
+                rel, size, mtime_ns = identity(entry)
+            except OSError:
+                rel, size, mtime_ns = "", -1, None  # gone or unreadable: the probe says which
+            old = known.get(rel)
+            if old is not None and mtime_ns is not None and is_unchanged(old, size, mtime_ns):
+                return dict(old), True
+        return probe(entry), False
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(entries), chunk_rows):
-            yield list(pool.map(probe, entries[start : start + chunk_rows]))
+            yield list(pool.map(inventory, entries[start : start + chunk_rows]))
+
+
+def is_unchanged(old: Mapping[str, Any], size: int, mtime_ns: int) -> bool:
+    """Whether a known row still describes a file of this size and mtime (rsync's quick check)."""
+    return (
+        old.get("mtime_ns") == mtime_ns
+        and old.get("size_bytes") == size
+        and (old.get("status") == "ok" or old.get("error_code") in STABLE_ERRORS)
+    )
+
+
+def _remote_mtime_ns(entry: RemoteFile) -> int | None:
+    return None if entry.mtime is None else int(entry.mtime.timestamp() * 1_000_000) * 1000
 
 
 def _error(row: dict[str, Any], code: str, message: str) -> dict[str, Any]:

@@ -7,10 +7,13 @@ turns either into a `Lake`; the rest of the code asks it to write, list and read
 Layout under LAKE/:
     runs/<run_id>-<n>-<stage>.parquet  one row per run stage: started, embedded (the counts), then
                                        exactly one of finished, failed or aborted
-    files/<run_id>-<seq>.parquet       every discovered file of a run, written as discovery goes
-                                       (a lake written before 0.2 has one files/<run_id>.parquet)
-    decode_errors/<run_id>.parquet     files the header probe passed but decoding failed; the
-                                       `files` view applies them
+    files/<run_id>-<seq>.parquet       versions of files: the rows of files that are new or changed
+                                       since the source's previous run (all rows on a first run or
+                                       with --rehash), written as discovery goes; a file whose
+                                       pixels fail to decode gets an error version after embedding
+                                       (a lake written before 0.2 has one files/<run_id>.parquet
+                                       per run, every file in it)
+    files_gone/<run_id>.parquet        paths the source's previous run had and this one does not
     embeddings/<run_id>-<seq>.parquet  embeddings, a part every few batches
     metadata/<run_id>.parquet          the run's sidecar metadata, as given
     catalog.duckdb                     views and macros over the parts (tasks.catalog)
@@ -49,8 +52,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 __all__ = [
-    "DECODE_ERRORS_SCHEMA",
     "EMBEDDINGS_SCHEMA",
+    "FILES_GONE_SCHEMA",
     "FILES_SCHEMA",
     "METADATA_KEYS_SCHEMA",
     "NEIGHBORS_SCHEMA",
@@ -77,7 +80,7 @@ __all__ = [
     "write_part_atomically",
 ]
 
-TABLES = ("runs", "files", "decode_errors", "embeddings", "metadata", "neighbors", "agreement")
+TABLES = ("runs", "files", "files_gone", "embeddings", "metadata", "neighbors", "agreement")
 _TMP_MARK = ".tmp-"
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -92,6 +95,11 @@ RUNS_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("params", pa.string()),
         ("n_files", pa.int64()),
+        ("n_files_new", pa.int64()),
+        ("n_files_changed", pa.int64()),
+        ("n_files_unchanged", pa.int64()),
+        ("n_files_gone", pa.int64()),
+        ("files_snapshot", pa.bool_()),
         ("n_ok", pa.int64()),
         ("n_error", pa.int64()),
         ("n_unique_images", pa.int64()),
@@ -120,6 +128,7 @@ FILES_SCHEMA = pa.schema(
         ("path_bytes", pa.binary()),  # the exact name where `path` is not it (not UTF-8)
         ("size_bytes", pa.int64()),
         ("mtime", _TS),
+        ("mtime_ns", pa.int64()),
         ("image_id", pa.string()),
         ("status", pa.string()),
         ("error_code", pa.string()),
@@ -139,18 +148,14 @@ FILES_SCHEMA = pa.schema(
         ("exif_focal_length", pa.float64()),
         ("gps_lat", pa.float64()),
         ("gps_lon", pa.float64()),
+        # when this version was written: orders two versions one run wrote (the probe's, then a
+        # decode error's)
+        ("recorded_at", _TS),
     ]
 )
 
-# an image that passed discovery's header probe but failed to decode while being embedded
-DECODE_ERRORS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("image_id", pa.string()),
-        ("error_code", pa.string()),
-        ("error_message", pa.string()),
-    ]
-)
+# a path the source's previous run had and this run no longer found
+FILES_GONE_SCHEMA = pa.schema([("run_id", pa.string()), ("path", pa.string())])
 
 EMBEDDINGS_SCHEMA = pa.schema(
     [
@@ -197,7 +202,7 @@ METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string(
 _SCHEMAS = {
     "runs": RUNS_SCHEMA,
     "files": FILES_SCHEMA,
-    "decode_errors": DECODE_ERRORS_SCHEMA,
+    "files_gone": FILES_GONE_SCHEMA,
     "embeddings": EMBEDDINGS_SCHEMA,
     "metadata": METADATA_KEYS_SCHEMA,
     "neighbors": NEIGHBORS_SCHEMA,

@@ -55,6 +55,10 @@ class RunParams(BaseModel):
     pillow_plugins: list[str] = Field(
         default_factory=list, description="modules (or module:function) that register formats"
     )
+    rehash: bool = Field(
+        default=False,
+        description="read and hash every file again, even those whose size and mtime are unchanged",
+    )
     # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
     random_fallback: bool = False
 

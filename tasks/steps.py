@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 # the stages a run's final row can be preceded by; any other stage ends the run
-_OPEN_STAGES = ("started", "embedded")
+_OPEN_STAGES = ("started", "discovered", "embedded")
 FAILPOINT_ENV = "EMBEDLAKE_FAILPOINT"
 
 
@@ -117,10 +117,12 @@ class RunContext:
 
 @dataclass
 class Inventory:
-    """The `files` rows of a run (as discovered) and the seconds it took to read and hash them."""
+    """The `files` rows of a run (as discovered), the seconds discovery took, and how the files
+    compare with the source's previous run (n_files_new, _changed, _unchanged, _gone)."""
 
     rows: list[dict[str, Any]]
     seconds: float
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,8 +159,7 @@ def _stage_row(ctx: RunContext, stage: str, status: str, **values: Any) -> pa.Ta
         "stage": stage,
         "status": status,
         "started_at": ctx.started_at,
-        # a local SOURCE whose name is not UTF-8 is stored readably (see discover.readable_path)
-        "source": discover.readable_path(os.fsencode(str(ctx.source))),
+        "source": _source_text(ctx),
         "params": lake.to_json(ctx.params.model_dump()),
         "versions": lake.to_json(_versions()),
         **values,
@@ -212,26 +213,76 @@ def start_run_fn(params: RunParams) -> RunContext:
     return ctx
 
 
+def _source_text(ctx: RunContext) -> str:
+    # a local SOURCE whose name is not UTF-8 is stored readably (see sources.readable_path)
+    return discover.readable_path(os.fsencode(str(ctx.source)))
+
+
+def _previous_files(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """The source's rows from its previous run whose discovery completed, by path."""
+    with catalog.connect_read_only(ctx.lake) as con:
+        table = con.sql(
+            catalog.sql_text("inventory", "previous_files.sql"),
+            params={"source": _source_text(ctx), "run_id": ctx.run_id},
+        ).to_arrow_table()
+    return {row["path"]: row for row in table.to_pylist()}
+
+
 def discover_source_fn(ctx: RunContext) -> Inventory:
-    """Inventory SOURCE, writing each chunk of `files` rows as a part as soon as it is probed, so
-    a run that fails or is killed later still leaves a record of what it saw."""
+    """Inventory SOURCE against its previous run: an unchanged file (same path, size and mtime)
+    is not opened, its row is reused; rows of new and changed files are written as parts chunk by
+    chunk as they are probed (so a run that fails later still leaves its inventory), then the
+    paths that are gone, then the run's 'discovered' row with the counts."""
     started = time.perf_counter()
     load_pillow_plugins(ctx.params.pillow_plugins)
+    known = {} if ctx.params.rehash else _previous_files(ctx)
     # the lake is not inventoried when it lies under SOURCE (a folder, or a URL's prefix)
     lake_at = ctx.lake.path or ctx.lake.url
     rows: list[dict[str, Any]] = []
+    counts = Counter(n_files_new=0, n_files_changed=0, n_files_unchanged=0)
     chunks = discover.iter_discovered(
-        ctx.source, [lake_at], ctx.params.max_pixels, chunk_rows=ctx.params.part_rows
+        ctx.source, [lake_at], ctx.params.max_pixels, ctx.params.part_rows, known
     )
     for seq, chunk in enumerate(chunks):
-        for row in chunk:
+        written = []
+        for row, reused in chunk:
             row["run_id"] = ctx.run_id
-        table = lake.rows_to_table(chunk, lake.FILES_SCHEMA)
-        ctx.lake.write_part(table, "files", f"{ctx.run_id}-{seq:06d}.parquet")
-        rows.extend(chunk)
-        failpoint("discover-part")
-    _log().info("discovered %d files under %s", len(rows), ctx.source)
-    return Inventory(rows, time.perf_counter() - started)
+            rows.append(row)
+            if reused:
+                counts["n_files_unchanged"] += 1
+            else:
+                counts["n_files_changed" if row["path"] in known else "n_files_new"] += 1
+                written.append({**row, "recorded_at": datetime.now(UTC)})
+        if written:
+            table = lake.rows_to_table(written, lake.FILES_SCHEMA)
+            ctx.lake.write_part(table, "files", f"{ctx.run_id}-{seq:06d}.parquet")
+            failpoint("discover-part")
+    seen = {row["path"] for row in rows}
+    gone = [{"run_id": ctx.run_id, "path": p} for p in sorted(set(known) - seen)]
+    if gone:
+        table = lake.rows_to_table(gone, lake.FILES_GONE_SCHEMA)
+        ctx.lake.write_part(table, "files_gone", f"{ctx.run_id}.parquet")
+    summary = {
+        **counts,
+        "n_files": len(rows),
+        "n_files_gone": len(gone),
+        "files_snapshot": not known,  # every row written: the run is a snapshot
+    }
+    ctx.lake.write_part(
+        _stage_row(ctx, "discovered", "running", **summary),
+        "runs",
+        f"{ctx.run_id}-0-discovered.parquet",
+    )
+    _log().info(
+        "discovered %d files under %s: %d new, %d changed, %d unchanged (not read), %d gone",
+        len(rows),
+        ctx.source,
+        counts["n_files_new"],
+        counts["n_files_changed"],
+        counts["n_files_unchanged"],
+        len(gone),
+    )
+    return Inventory(rows, time.perf_counter() - started, summary)
 
 
 def load_backbones_fn(params: RunParams) -> BackboneSet:
@@ -399,13 +450,6 @@ def _embed_items(
                 bar.advance(len(batch.ok_ids) + len(batch.errors))
     finally:
         writer.close()  # what was embedded is kept, also when the run fails
-        if outcome.decode_errors:
-            errors = [
-                {"run_id": ctx.run_id, "image_id": i, "error_code": c, "error_message": m}
-                for i, (c, m) in sorted(outcome.decode_errors.items())
-            ]
-            table = lake.rows_to_table(errors, lake.DECODE_ERRORS_SCHEMA)
-            ctx.lake.write_part(table, "decode_errors", f"{prefix}.parquet")
     outcome.seconds = time.perf_counter() - started
     timings["write"] = writer.seconds
     timings.update(embedder.seconds)
@@ -506,19 +550,29 @@ def record_embedded_fn(
     sidecar: SidecarResult | None,
     stage_seconds: dict[str, float],
 ) -> dict[str, Any]:
-    """Record the run's counts (its 'embedded' row; still running); the run summary."""
+    """Record the run's counts (its 'embedded' row; still running); the run summary.
+
+    A file whose header passed discovery but whose pixels failed to decode gets a new version:
+    its row as an error, written now, so `files` shows what it turned out to be."""
     n_error = 0
     codes: Counter[str] = Counter()
+    failed = []
     for row in inventory.rows:
         error = outcome.decode_errors.get(row["image_id"]) if row["status"] == "ok" else None
-        code = error[0] if error else row["error_code"] if row["status"] == "error" else None
-        if code is not None:
+        if error:
+            row.update(status="error", error_code=error[0], error_message=error[1])
+            failed.append({**row, "recorded_at": datetime.now(UTC)})
+        if row["status"] == "error":
             n_error += 1
-            codes[code] += 1
+            codes[row["error_code"]] += 1
+    if failed:
+        table = lake.rows_to_table(failed, lake.FILES_SCHEMA)
+        ctx.lake.write_part(table, "files", f"{ctx.run_id}-decode-errors.parquet")
     n_new = outcome.n_embedded
     summary = {
         "run_id": ctx.run_id,
         "status": "running",
+        **inventory.counts,
         "n_files": len(inventory.rows),
         "n_ok": len(inventory.rows) - n_error,
         "n_error": n_error,

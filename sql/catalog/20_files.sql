@@ -1,19 +1,75 @@
--- files: one row per discovered file per run, 'ok' or 'error' with an error_code.
--- Discovery writes its rows as it goes; an image whose pixels then failed to decode while being
--- embedded is recorded in decode_errors, and shown here as the error it turned out to be.
-CREATE OR REPLACE VIEW files AS
-SELECT f.* REPLACE (
-    CASE WHEN d.error_code IS NULL THEN f.status ELSE 'error' END AS status,
-    coalesce(d.error_code, f.error_code) AS error_code,
-    coalesce(d.error_message, f.error_message) AS error_message
+-- How `files` is stored: a run writes versions only, the rows of files that are new or changed
+-- since its source's previous run (every row on a source's first run, or with --rehash: a
+-- snapshot), and `files_gone` lists the paths that disappeared. An unchanged collection adds a
+-- few bytes per run. Lakes written before 0.2 hold one full part per run: each is a snapshot.
+
+-- discoveries: runs whose discovery completed, with their source and start (runs are ordered by it)
+CREATE OR REPLACE VIEW discoveries AS
+WITH stages AS (
+    SELECT run_id, stage, source, started_at, files_snapshot
+    FROM read_parquet('@LAKE@/runs/*.parquet', union_by_name = true)
+),
+legacy AS (
+    SELECT DISTINCT run_id
+    FROM read_parquet('@LAKE@/files/*.parquet', union_by_name = true, filename = true)
+    WHERE regexp_matches(filename, 'Z-[0-9a-f]{6}\.parquet$')
 )
+SELECT run_id, any_value(source) AS source, min(started_at) AS started_at,
+    bool_or(coalesce(files_snapshot, false) OR run_id IN (SELECT run_id FROM legacy)) AS snapshot
+FROM stages
+WHERE stage = 'discovered' OR run_id IN (SELECT run_id FROM legacy)
+GROUP BY run_id;
+
+-- file_versions: each stored row with the run that recorded it (seen_at) and the moment it
+-- stopped being true (valid_until: the path's next version, its removal, or the source's next
+-- snapshot; NULL while current).
+CREATE OR REPLACE VIEW file_versions AS
+WITH versions AS (
+    SELECT f.*, d.source, d.started_at AS seen_at
+    FROM read_parquet('@LAKE@/files/*.parquet', union_by_name = true) AS f
+    JOIN discoveries AS d USING (run_id)
+),
+timeline AS (
+    SELECT source, path, seen_at AS event_at, recorded_at, run_id AS version_of FROM versions
+    UNION ALL
+    SELECT d.source, g.path, d.started_at, NULL, NULL
+    FROM read_parquet('@LAKE@/files_gone/*.parquet', union_by_name = true) AS g
+    JOIN discoveries AS d USING (run_id)
+),
+ends AS (
+    SELECT source, path, version_of, recorded_at,
+        lead(event_at) OVER (
+            PARTITION BY source, path ORDER BY event_at, recorded_at NULLS FIRST
+        ) AS next_at
+    FROM timeline
+),
+snapshots AS (SELECT source, started_at FROM discoveries WHERE snapshot)
+SELECT v.*, CASE
+        WHEN e.next_at IS NULL THEN s.started_at
+        WHEN s.started_at IS NULL THEN e.next_at
+        ELSE least(e.next_at, s.started_at)
+    END AS valid_until
+FROM versions AS v
+JOIN ends AS e
+    ON e.version_of = v.run_id AND e.path = v.path
+    AND e.source IS NOT DISTINCT FROM v.source
+    AND e.recorded_at IS NOT DISTINCT FROM v.recorded_at
+ASOF LEFT JOIN snapshots AS s ON s.source = v.source AND s.started_at > v.seen_at;
+
+-- files: one row per discovered file per run, 'ok' or 'error' with an error_code: each
+-- discovery-complete run with the versions true at its start (recorded_by: the run that wrote
+-- the row); a run killed during discovery shows the rows it had written.
+CREATE OR REPLACE VIEW files AS
+SELECT r.run_id, v.* EXCLUDE (run_id, source, seen_at, valid_until), v.run_id AS recorded_by
+FROM discoveries AS r
+JOIN file_versions AS v
+    ON v.source IS NOT DISTINCT FROM r.source
+    AND v.seen_at <= r.started_at
+    AND (v.valid_until IS NULL OR r.started_at < v.valid_until)
+UNION ALL BY NAME
+SELECT f.*, f.run_id AS recorded_by
 FROM read_parquet('@LAKE@/files/*.parquet', union_by_name = true) AS f
-LEFT JOIN (
-    SELECT run_id, image_id, any_value(error_code) AS error_code,
-        any_value(error_message) AS error_message
-    FROM read_parquet('@LAKE@/decode_errors/*.parquet', union_by_name = true)
-    GROUP BY run_id, image_id
-) AS d ON f.status = 'ok' AND f.run_id = d.run_id AND f.image_id = d.image_id;
+WHERE f.run_id NOT IN (SELECT run_id FROM discoveries);
 
 -- images: the current collection of each SOURCE: the files of its latest finished run that are
 -- 'ok'. A file deleted from SOURCE drops out; sources that share a lake stay apart.

@@ -197,6 +197,7 @@ def test_a_failing_late_stage_is_recorded_once_as_failed(
     with pytest.raises(RuntimeError, match="disk full"):
         embed_collection(_params(source, lake))
     assert _raw_runs(lake) == [
+        ("discovered", "running", None),
         ("embedded", "running", None),
         ("failed", "failed", f"{stage}: RuntimeError: disk full"),
         ("started", "running", None),
