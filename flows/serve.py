@@ -198,12 +198,24 @@ def _start_runner(api_url: str, spec: dict) -> subprocess.Popen:
     )
 
 
+def _flow_runs(runner: subprocess.Popen) -> list[psutil.Process]:
+    """The runner's flow-run processes and theirs (its own multiprocessing resource tracker is
+    left to the end: killed earlier, the runner would warn that it died and start another)."""
+    tree = _tree(runner.pid)[1:]
+    helpers = []
+    for process in tree:
+        with contextlib.suppress(psutil.Error):
+            if process.ppid() == runner.pid and "resource_tracker" in " ".join(process.cmdline()):
+                helpers.append(process)
+    return [p for p in tree if p not in helpers]
+
+
 def _stop_runner(runner: subprocess.Popen, deadline: float) -> None:
     # the flow run and its workers first, so the runner sees it end and reports it
-    _kill(_tree(runner.pid)[1:])
+    _kill(_flow_runs(runner))
     runner.terminate()  # Prefect's runner: stop polling, pause the schedule, exit
     while runner.poll() is None and time.monotonic() < deadline:
-        _kill(_tree(runner.pid)[1:])  # a run it started meanwhile
+        _kill(_flow_runs(runner))  # a run it started meanwhile
         time.sleep(0.1)
     _end_session(runner, deadline)
 

@@ -198,6 +198,7 @@ class Served:
         except subprocess.TimeoutExpired:
             pytest.fail(f"serve still running 10 s after signal {signum}")
         took = time.monotonic() - sent
+        print(f"serve exited {took:.1f} s after signal {signum}")
         survivors = [p for p in family if _alive(p)]
         assert not survivors, [(p.pid, p.cmdline()) for p in survivors]
         assert took < 10, took
