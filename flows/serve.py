@@ -86,11 +86,11 @@ def _tree(pid: int) -> list[psutil.Process]:
 def _end_session(process: subprocess.Popen, deadline: float) -> None:
     """SIGTERM a process that leads its own session, wait until `deadline`, then SIGKILL its
     process group and every descendant seen (one that left the group included)."""
-    seen = _tree(process.pid)
+    seen = set(_tree(process.pid))
     if process.poll() is None:
         process.terminate()
     while process.poll() is None and time.monotonic() < deadline:
-        seen += _tree(process.pid)
+        seen.update(_tree(process.pid))
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):  # an empty group
         os.killpg(process.pid, signal.SIGKILL)
