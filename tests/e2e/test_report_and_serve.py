@@ -3,19 +3,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import CLI, run_cli
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 SECTIONS = [
     "The run",
@@ -124,48 +130,180 @@ def test_report_renders_in_headless_chromium(reported_lake, tmp_path):
     assert stat.stddev[0] > 10 and colours > 200  # text, plots and thumbnails, not a blank page
 
 
-def test_serve_runs_on_its_own_schedule_then_stops_cleanly(collection, tmp_path):
-    source, _ = collection
-    lake = tmp_path / "lake"
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)  # serve must start its own server
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "serve",
-            str(source),
-            "--interval",
-            "10",
-            "--lake",
-            str(lake),
-            "--weights",
-            "random",
-            "--backbone",
-            "mobilenet_v1_0.25_128",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (lake / "reports" / "latest" / "index.html").is_file():  # a run's last step
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no scheduled run finished in 300 s"
-            time.sleep(1)
-        os.killpg(proc.pid, signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert "starting a local Prefect server" in output
-    assert list((lake / "runs").glob("*-1-finished.parquet"))
-    port = re.search(r"Prefect UI at http://127.0.0.1:(\d+)", output).group(1)
-    import socket
+class Served:
+    """`embedlake serve` in a subprocess (its own session, like a terminal's job), isolated under
+    tmp_path: Prefect's client home, embedlake's cache (where the server's home goes), the lake."""
 
+    def __init__(self, tmp_path: Path, source: Path, *args: str):
+        self.lake = tmp_path / "lake"
+        self.cache = tmp_path / "cache"
+        self.log = tmp_path / "serve.log"
+        env = dict(os.environ, EMBEDLAKE_CACHE=str(self.cache))
+        env.pop("PREFECT_API_URL", None)  # serve must start its own server
+        env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+        env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [*CLI, "serve", str(source), "--lake", str(self.lake), "--weights", "random"]
+                + ["--backbone", "mobilenet_v1_0.25_128", *args],
+                env=env,
+                cwd=REPO,  # the flow run imports tests.slow_plugin from here
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.seen: list[psutil.Process] = []
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def family(self) -> list[psutil.Process]:
+        """serve, every process under it, and every process in the sessions they lead (the
+        server's, the runner's), so one that left its parent is counted too."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        sessions = set()
+        for member in members:
+            with contextlib.suppress(OSError):
+                sessions.add(os.getsid(member.pid))
+        for process in psutil.process_iter():
+            with contextlib.suppress(OSError):
+                if os.getsid(process.pid) in sessions and process not in members:
+                    members.append(process)
+        self.seen += members
+        return members
+
+    def wait_for(self, condition, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, f"serve exited before {what}:\n{self.output}"
+            assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+            time.sleep(0.2)
+
+    def stop_and_check(self, signum: int, to_group: bool = True) -> None:
+        """Send `signum`; serve must exit within 10 s leaving no process it started alive."""
+        family = self.family()
+        assert len(family) > 1, "serve started nothing"
+        sent = time.monotonic()
+        if to_group:
+            os.killpg(self.proc.pid, signum)  # what a terminal's Ctrl-C does
+        else:
+            self.proc.send_signal(signum)  # what a service manager's stop does
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve still running 10 s after signal {signum}")
+        took = time.monotonic() - sent
+        print(f"serve exited {took:.1f} s after signal {signum}")
+        survivors = [p for p in family if _alive(p)]
+        assert not survivors, [(p.pid, p.cmdline()) for p in survivors]
+        assert took < 10, took
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for process in self.seen + self.family():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.proc.wait()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def start_serve(tmp_path):
+    """Start `embedlake serve`; whatever it leaves running is killed after the test."""
+    started: list[Served] = []
+
+    def start(source: Path, *args: str) -> Served:
+        started.append(Served(tmp_path, source, *args))
+        return started[-1]
+
+    yield start
+    for served in started:
+        served.cleanup()
+
+
+def _runs(lake: Path, stage: str) -> list[Path]:
+    return sorted((lake / "runs").glob(f"*-{stage}.parquet"))
+
+
+def test_serve_runs_on_its_own_schedule_then_stops_cleanly(collection, start_serve):
+    source, _ = collection
+    served = start_serve(source, "--interval", "10")
+    served.wait_for(
+        lambda: (served.lake / "reports" / "latest" / "index.html").is_file(),  # a run's last step
+        300,
+        "a scheduled run finished",
+    )
+    served.stop_and_check(signal.SIGINT)
+    output = served.output
+    assert "starting a local Prefect server" in output
+    assert _runs(served.lake, "1-finished")
+    port = re.search(r"Prefect UI at http://127.0.0.1:(\d+)", output).group(1)
     with socket.socket() as probe:  # the server it started is gone
         assert probe.connect_ex(("127.0.0.1", int(port))) != 0
+    # Prefect's home (its database) is in embedlake's cache, one per lake, not in the lake
+    homes = list((served.cache / "prefect").glob("*/prefect.db"))
+    assert len(homes) == 1
+    assert (homes[0].parent / "lake.txt").read_text().strip() == str(served.lake)
+    prefect_files = [
+        p for p in served.lake.rglob("*") if "prefect" in p.name.lower() or p.suffix == ".db"
+    ]
+    assert not prefect_files
+
+
+def test_serve_stops_within_seconds_of_sigterm_mid_run_and_kills_the_run(
+    collection, start_serve, tmp_path
+):
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("astronaut.jpg", "chelsea.jpg"):
+        shutil.copy(collection[0] / "good" / name, source / name)
+    (source / "hangs.slow").write_bytes(b"SLOWIMG1" + bytes(64))  # its decoder never returns
+    served = start_serve(
+        source,
+        "--interval",
+        "10",
+        "--pillow-plugin",
+        "tests.slow_plugin",
+        "--decode-timeout",
+        "3600",
+    )
+
+    def embedding() -> bool:  # a run started, not finished, its decode workers up
+        forkserver = [p for p in served.family() if "multiprocessing.forkserver" in _cmd(p)]
+        return bool(_runs(served.lake, "0-started")) and len(forkserver) >= 2
+
+    served.wait_for(embedding, 300, "a flow run decoding")
+    served.stop_and_check(signal.SIGTERM, to_group=False)
+    # killed, not left to record itself failed: the next run marks it aborted and redoes it
+    assert not list((served.lake / "runs").glob("*-1-*.parquet"))
+
+
+def test_serve_stops_within_seconds_of_sigint_while_its_server_starts(collection, start_serve):
+    source, _ = collection
+    served = start_serve(source, "--interval", "10")
+    served.wait_for(
+        lambda: any("server" in _cmd(p) and "start" in _cmd(p) for p in served.family()),
+        120,
+        "the local Prefect server process started",
+    )
+    assert "Prefect UI at" not in served.output  # not answering yet
+    served.stop_and_check(signal.SIGINT)
+
+
+def _cmd(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
