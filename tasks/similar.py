@@ -125,6 +125,8 @@ def held_backbones(
 ) -> list[str]:
     """`backbones` (default: every one with stored embeddings); raises for one the lake lacks."""
     held = sorted({backbone for backbone, _, _ in stored})
+    if not held:
+        raise SimilarError("the lake holds no embeddings yet: nothing to compare with")
     missing = [b for b in backbones or [] if b not in held]
     if missing:
         raise SimilarError(
@@ -143,11 +145,15 @@ def weights_source_for(group: LakeGroup) -> WeightsSource:
     if origin == spec.pretrained_name:
         return WeightsSource("imagenet")
     if origin.startswith("file-"):
-        given = group.run_params.get("weights")
-        names = group.run_params.get("backbones") or [group.backbone]
+        given = str(group.run_params.get("weights"))
+        if "=" in given:  # NAME=PATH,...: this backbone's file only, whatever became of the rest
+            mine = [
+                item for item in given.split(",") if item.split("=")[0].strip() == group.backbone
+            ]
+            given = ",".join(mine)
         try:
-            return parse_weights_spec(str(given), list(names))[group.backbone]
-        except (WeightsError, KeyError) as exc:
+            return parse_weights_spec(given, [group.backbone])[group.backbone]
+        except WeightsError as exc:
             raise WeightsError(
                 f"the lake's {group.backbone} embeddings were made with the weights file "
                 f"{origin.removeprefix('file-')} ({group.weights_id}), no longer where their run "
