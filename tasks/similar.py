@@ -279,9 +279,6 @@ def find_similar(
     reproduce the lake's weights_id. Reads the lake through its read-only catalog only.
     """
     from .catalog import connect_read_only
-    from .decode import crop_plans
-    from .decode_pool import load_pillow_plugins
-    from .discover import DEFAULT_MAX_PIXELS
     from .embed import Embedder, resolve_device
     from .weights import load_backbone
 
@@ -289,11 +286,9 @@ def find_similar(
         raise SimilarError("k must be at least 1")
     names = [resolve_backbone(name).name for name in backbones] if backbones else None
     notes: list[str] = []
-    rows: list[dict[str, Any]] = []
-    order: list[tuple[int, int]] = []  # (query position, row number) of each row
+    found: dict[str, list[list[tuple[str, float]]]] = {}
     with connect_read_only(lake) as con:
-        stored = _stored_groups(con)
-        runs = _finished_runs(con)
+        stored, runs = _stored_groups(con), _finished_runs(con)
         loaded = {}
         if weights is not None:  # --weights picks among the lake's weights for each backbone
             names = held_backbones(stored, names)
@@ -302,16 +297,13 @@ def find_similar(
         groups = choose_groups(
             stored, runs, names, {n: b.weights_id for n, b in loaded.items()} or None
         )
-        params = groups[0].run_params or (runs[0]["params"] if runs else {})
-        load_pillow_plugins(params.get("pillow_plugins") or [])
-        specs = [resolve_backbone(g.backbone) for g in groups]
-        plans = crop_plans({s.name: s.data_config() for s in specs})
-        max_pixels = int(params.get("max_pixels") or DEFAULT_MAX_PIXELS)
-        crops = [decode_query(q, plans, max_pixels) for q in queries]  # fail before loading
+        # every query decoded before any weights load: a broken one fails fast
+        crops = _decode_queries(queries, groups, runs[0]["params"] if runs else {})
         paths = dict(con.execute("SELECT image_id, path FROM image_paths").fetchall())
         device = resolve_device(device)
-        for group, spec in zip(groups, specs, strict=True):
-            backbone = loaded.get(group.backbone) or load_backbone(spec, weights_source_for(group))
+        for group in groups:
+            spec = resolve_backbone(group.backbone)
+            backbone = loaded.get(spec.name) or load_backbone(spec, weights_source_for(group))
             if backbone.weights_id != group.weights_id:
                 raise WeightsError(
                     f"the lake's {group.backbone} embeddings were made with weights "
@@ -321,32 +313,55 @@ def find_similar(
             precision, note = _precision_here(group.precision, device)
             if note:
                 notes.append(note)
-            vectors = _embed_queries(Embedder([backbone], device, precision), spec.name, crops)
-            found = nearest_in_blocks(vectors, _blocks(con, group, paths), k)
-            for position, hits in enumerate(found):
-                for rank, (image_id, similarity) in enumerate(hits, start=1):
-                    rows.append(
-                        {
-                            "query": queries[position],
-                            "backbone": group.backbone,
-                            "rank": rank,
-                            "path": paths[image_id],
-                            "image_id": image_id,
-                            "similarity": similarity,
-                        }
-                    )
-                    order.append((position, len(order)))
-    # one query's rows together, its backbones in the order searched, each by rank
-    rows = [rows[i] for i in sorted(range(len(rows)), key=order.__getitem__)]
+            embedder = Embedder([backbone], device, precision)
+            vectors = _embed_queries(embedder, spec.name, crops[spec.name])
+            found[spec.name] = nearest_in_blocks(vectors, _blocks(con, group, paths), k)
+    rows = [
+        {
+            "query": query,
+            "backbone": group.backbone,
+            "rank": rank,
+            "path": paths[image_id],
+            "image_id": image_id,
+            "similarity": similarity,
+        }
+        for position, query in enumerate(queries)
+        for group in groups
+        for rank, (image_id, similarity) in enumerate(found[group.backbone][position], start=1)
+    ]
     return SimilarResult(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), notes)
 
 
-def _embed_queries(embedder: Any, name: str, crops: list[dict[str, np.ndarray]]) -> np.ndarray:
+def _decode_queries(
+    queries: list[str], groups: list[LakeGroup], fallback: dict[str, Any]
+) -> dict[str, list[np.ndarray]]:
+    """Per backbone, each query's crop, cut as the run that made its group cut its images: with
+    that run's Pillow plugins and pixel limit, and the crop plans of all its backbones (a large
+    JPEG's reduced decode depends on the largest resize among them)."""
+    from .decode import crop_plans
+    from .decode_pool import load_pillow_plugins
+    from .discover import DEFAULT_MAX_PIXELS
+
+    decoded: dict[tuple[tuple[str, ...], int], list[dict[str, np.ndarray]]] = {}
+    out = {}
+    for group in groups:
+        params = group.run_params or fallback
+        names = tuple(sorted({*(params.get("backbones") or []), group.backbone}))
+        max_pixels = int(params.get("max_pixels") or DEFAULT_MAX_PIXELS)
+        if (names, max_pixels) not in decoded:
+            load_pillow_plugins(params.get("pillow_plugins") or [])
+            plans = crop_plans({n: resolve_backbone(n).data_config() for n in names})
+            decoded[names, max_pixels] = [decode_query(q, plans, max_pixels) for q in queries]
+        out[group.backbone] = [crops[group.backbone] for crops in decoded[names, max_pixels]]
+    return out
+
+
+def _embed_queries(embedder: Any, name: str, crops: list[np.ndarray]) -> np.ndarray:
     import torch
 
     out = []
     for start in range(0, len(crops), _QUERY_BATCH):
-        batch = np.stack([c[name] for c in crops[start : start + _QUERY_BATCH]])
+        batch = np.stack(crops[start : start + _QUERY_BATCH])
         embeddings, _ = embedder.embed({name: torch.from_numpy(batch)})
         out.append(embeddings[name])
     return np.concatenate(out)

@@ -68,13 +68,20 @@ def test_a_resized_recompressed_copy_finds_its_original_first(lake, tmp_path):
     assert ranks == sorted(ranks, key=lambda q: ([str(chelsea), str(coffee)].index(q[0]), q[1:]))
 
 
-def test_one_backbone_and_table_format(lake, tmp_path):
+def test_a_lake_image_itself_gets_its_stored_embedding_back(lake, collection):
+    # the same bytes, weights and precision: the stored embedding, so similarity 1 to rounding
     root, env = lake
-    query = _copy(tmp_path, "chelsea.png")
+    query = collection[0] / "good" / "rocket.jpg"
     done = _similar(root, env, str(query), "--backbone", BACKBONES[1], "--k", "2")
     assert done.returncode == 0, done.stderr
-    assert "good/chelsea.jpg" in done.stdout and BACKBONES[0] not in done.stdout
+    assert "good/rocket.jpg" in done.stdout and BACKBONES[0] not in done.stdout
     assert "(2 rows)" in done.stdout
+    done = _similar(root, env, str(query), "--k", "1", "--format", "csv")
+    rows = done.stdout.splitlines()
+    assert rows[0] == '"query","backbone","rank","path","image_id","similarity"'
+    for row in rows[1:]:
+        assert '"good/rocket.jpg"' in row and float(row.split(",")[-1]) > 0.9999
+    assert len(rows) == 1 + len(BACKBONES)
 
 
 @pytest.mark.parametrize(
