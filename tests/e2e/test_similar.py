@@ -70,6 +70,7 @@ def test_a_resized_recompressed_copy_finds_its_original_first(lake, tmp_path):
 
 def test_a_lake_image_itself_gets_its_stored_embedding_back(lake, collection):
     # the same bytes, weights and precision: the stored embedding, so similarity 1 to rounding
+    # (0.999 allows for a CUDA run, whose JPEGs nvJPEG decoded; the query goes through Pillow)
     root, env = lake
     query = collection[0] / "good" / "rocket.jpg"
     done = _similar(root, env, str(query), "--backbone", BACKBONES[1], "--k", "2")
@@ -80,7 +81,7 @@ def test_a_lake_image_itself_gets_its_stored_embedding_back(lake, collection):
     rows = done.stdout.splitlines()
     assert rows[0] == '"query","backbone","rank","path","image_id","similarity"'
     for row in rows[1:]:
-        assert '"good/rocket.jpg"' in row and float(row.split(",")[-1]) > 0.9999
+        assert '"good/rocket.jpg"' in row and float(row.split(",")[-1]) > 0.999
     assert len(rows) == 1 + len(BACKBONES)
 
 
