@@ -169,6 +169,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_query_options(query)
 
+    similar = sub.add_parser(
+        "similar", help="the lake's images nearest to images from outside it (writes nothing)"
+    )
+    similar.add_argument("queries", nargs="+", metavar="FILE_OR_URL", help="query images")
+    similar.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    similar.add_argument(
+        "--backbone",
+        action="append",
+        dest="backbones",
+        metavar="NAME",
+        help="repeatable (default: every backbone the lake holds)",
+    )
+    similar.add_argument(
+        "--weights",
+        help="the weights whose embeddings to search, where the lake holds several "
+        "(default: those of the latest finished run); same forms as `run --weights`",
+    )
+    similar.add_argument("--k", type=int, default=10, help="images per query and backbone")
+    similar.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    similar.add_argument("--output", help="write the result to this file (required for parquet)")
+
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     report.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
@@ -210,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "backbones": _cmd_backbones,
         "demo": _cmd_demo,
         "report": _cmd_report,
+        "similar": _cmd_similar,
         "serve": _cmd_serve,
     }
     try:
@@ -446,6 +468,23 @@ def _cmd_query(args: argparse.Namespace) -> int:
     with _limited_connection(args) as con:
         table = run_query(con, args.name, given)
     write_result(table, args.format, args.output)
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from embedlake.tasks.render import write_result
+    from embedlake.tasks.similar import find_similar
+
+    if args.format == "parquet" and not args.output:
+        raise CliError("--format parquet needs --output FILE")
+    if args.k < 1:
+        raise CliError("--k must be at least 1")
+    result = find_similar(
+        args.lake, args.queries, backbones=args.backbones, k=args.k, weights=args.weights
+    )
+    for note in result.notes:
+        print(f"embedlake: note: {note}", file=sys.stderr)
+    write_result(result.table, args.format, args.output)
     return 0
 
 
