@@ -292,13 +292,21 @@ class Lake(abc.ABC):
         """Create the lake's folders; write each table's zero-row schema part once.
 
         The schema parts keep every view bindable before the first data lands (DuckDB refuses a
-        glob that matches nothing) and pin the column types for `union_by_name`.
+        glob that matches nothing) and pin the column types for `union_by_name`. A schema part
+        written by an older embedlake is rewritten when this one's table has columns it lacks:
+        the lake's first write migrates it (the data parts stay as they are).
         """
         self._make_folders()
         for table, schema in _SCHEMAS.items():
-            if not self._exists(table, _SCHEMA_PART):
+            if not self._exists(table, _SCHEMA_PART) or not self._schema_has(table, schema):
                 self.write_part(schema.empty_table(), table, _SCHEMA_PART)
         return self
+
+    def _schema_has(self, table: str, schema: pa.Schema) -> bool:
+        stored = pq.read_schema(
+            self._part_path(table, _SCHEMA_PART), filesystem=self._arrow_filesystem()
+        )
+        return set(schema.names) <= set(stored.names)
 
     def missing_tables(self) -> list[str]:
         """Tables without their schema part (a lake made by an older embedlake)."""
