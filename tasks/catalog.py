@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
                 for marker, value in replacements.items():
                     text = text.replace(marker, value)
                 con.execute(text)
+            _create_backbone_views(con)
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
         if lake.catalog_is_cache:
@@ -111,11 +113,27 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
     return target
 
 
+def _create_backbone_views(con: duckdb.DuckDBPyConnection) -> None:
+    """`embeddings_<backbone>` per backbone the lake holds: `embedding` as FLOAT[dim]."""
+    template = sql_text("catalog_templates", "backbone_embeddings.sql")
+    groups = con.execute("SELECT DISTINCT backbone, dim FROM embeddings ORDER BY ALL").fetchall()
+    dims: dict[str, set[int]] = {}
+    for backbone, dim in groups:
+        dims.setdefault(backbone, set()).add(dim)
+    for backbone, found in dims.items():
+        if len(found) != 1:  # consistent_dims reports it; a fixed size cannot hold both
+            continue
+        view = "embeddings_" + re.sub(r"[^0-9a-z]+", "_", backbone.lower()).strip("_")
+        text = template.replace("@VIEW@", view).replace("@DIM@", str(int(found.pop())))
+        con.execute(text.replace("@BACKBONE@", backbone.replace("'", "''")))
+
+
 def _catalog_version() -> str:
     """A digest of sql/catalog/: a cached catalog built by another embedlake version is stale."""
     digest = hashlib.sha256()
-    for name in _sql_files("catalog"):
-        digest.update(name.encode() + b"\0" + sql_text("catalog", name).encode())
+    for folder in ("catalog", "catalog_templates"):
+        for name in _sql_files(folder):
+            digest.update(name.encode() + b"\0" + sql_text(folder, name).encode())
     return digest.hexdigest()
 
 

@@ -253,3 +253,18 @@ def test_report_refuses_a_crafted_run_id(tmp_path):
         build_report(root)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake"]
     assert not (root / "reports").exists()
+
+
+def test_embeddings_read_without_a_window_and_as_fixed_size_arrays(synthetic_lake):
+    with connect_read_only(synthetic_lake) as con:
+        plan = "\n".join(
+            r[1] for r in con.execute("EXPLAIN SELECT count(*) FROM embeddings").fetchall()
+        )
+        assert "WINDOW" not in plan.upper()
+        kind, cosine = con.execute(
+            "SELECT typeof(embedding), array_cosine_similarity(embedding, embedding) "
+            "FROM embeddings_xception LIMIT 1"
+        ).fetchone()
+        n = con.execute("SELECT count(*) FROM embeddings_mobilenet_v1").fetchone()[0]
+    assert kind == f"FLOAT[{DIM}]" and cosine == pytest.approx(1.0, abs=1e-5)
+    assert n == 62
