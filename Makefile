@@ -7,7 +7,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench bench-neighbors bench-ray clean
+.PHONY: demo test lint bench bench-rerun bench-neighbors bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+
+bench-rerun: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/rerun.py $(BENCH_ARGS)
 
 bench-neighbors: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[ann]"

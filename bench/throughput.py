@@ -153,7 +153,7 @@ def _role(cmdline: list[str]) -> str:
     return "decode_worker"
 
 
-def run_embedlake(source: Path, lake: Path, env: dict) -> dict:
+def run_embedlake(source: Path, lake: Path, env: dict, extra: tuple[str, ...] = ()) -> dict:
     """(c): `embedlake run` in a subprocess; wall time, peak tree RSS, the run's own stages."""
     import duckdb
     import psutil
@@ -168,6 +168,7 @@ def run_embedlake(source: Path, lake: Path, env: dict) -> dict:
         str(lake),
         "--weights",
         "random",
+        *extra,
     ]
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
