@@ -52,5 +52,9 @@ class RunParams(BaseModel):
     pillow_plugins: list[str] = Field(
         default_factory=list, description="modules (or module:function) that register formats"
     )
+    label_columns: list[str] = Field(
+        default_factory=list,
+        description="sidecar or files columns to probe per backbone and check for label issues",
+    )
     # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
     random_fallback: bool = False
