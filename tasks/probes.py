@@ -186,11 +186,14 @@ def knn_accuracy(labels: dict[str, str], neighbors: Iterable[tuple[str, str, int
     return right / len(votes)
 
 
-def measure_backbone(name: str, device: str, batch: int = 4, repeats: int = 1) -> tuple[int, float]:
+def measure_backbone(
+    name: str, device: str, batch: int = 4, repeats: int = 3, budget_s: float = 2.0
+) -> tuple[int, float]:
     """(MACs per image, milliseconds per image of a forward pass on `device`, fp32).
 
     Measured here because a run's forward seconds cover all backbones at once, and a rerun that
-    embeds nothing new measures nothing."""
+    embeds nothing new measures nothing. The best of up to `repeats` timed passes after a warm-up
+    (fewer once `budget_s` is spent): the best, because other load only ever adds time."""
     import torch
 
     from .backbones import build_model, count_macs, resolve_backbone
@@ -200,16 +203,16 @@ def measure_backbone(name: str, device: str, batch: int = 4, repeats: int = 1) -
     macs = count_macs(model, spec.input_size)
     model = model.to(device)
     x = torch.zeros(batch, 3, spec.input_size, spec.input_size, device=device)
-    best = float("inf")
+    timed: list[float] = []
     with torch.inference_mode():
-        for attempt in range(repeats + 1):
+        model(x)  # warm-up: allocations, kernel choice
+        while len(timed) < repeats and (not timed or sum(timed) < budget_s):
             started = time.perf_counter()
             model(x)
             if device.startswith("cuda"):
                 torch.cuda.synchronize(device)
-            if attempt:  # the first pass warms up (allocations, kernel choice)
-                best = min(best, time.perf_counter() - started)
-    return macs, 1000 * best / batch
+            timed.append(time.perf_counter() - started)
+    return macs, 1000 * min(timed) / batch
 
 
 def _group_vectors(
