@@ -201,8 +201,10 @@ def measure_backbone(
     spec = resolve_backbone(name)
     model = build_model(spec)
     macs = count_macs(model, spec.input_size)
-    model = model.to(device)
+    # laid out as the run's Embedder lays them out: NCHW depthwise convolutions are far slower
+    model = model.to(device, memory_format=torch.channels_last)
     x = torch.zeros(batch, 3, spec.input_size, spec.input_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     timed: list[float] = []
     with torch.inference_mode():
         model(x)  # warm-up: allocations, kernel choice
