@@ -225,7 +225,7 @@ def _group_vectors(
         (ds.field("backbone") == backbone)
         & (ds.field("weights_id") == weights_id)
         & (ds.field("precision") == precision)
-        & ds.field("image_id").isin(sorted(image_ids))
+        & ds.field("image_id").isin(pa.array(sorted(image_ids), pa.string()))  # typed: may be empty
     )
     table = root.read_table("embeddings", ["image_id", "embedding"], filter=key)
     ids, first = np.unique(np.asarray(table.column("image_id").to_pylist()), return_index=True)
