@@ -42,6 +42,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--key", default="path", help="sidecar column naming the file: path (default) or image_id"
     )
     parser.add_argument(
+        "--label-column",
+        action="append",
+        dest="label_columns",
+        default=[],
+        metavar="COL",
+        help="repeatable: probe each backbone on this sidecar (or files, e.g. exif_model) "
+        "column and find its label issues",
+    )
+    parser.add_argument(
         "--backbone",
         action="append",
         dest="backbones",
@@ -289,6 +298,7 @@ def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = F
         decode=args.decode,
         compile=args.compile,
         pillow_plugins=args.pillow_plugins,
+        label_columns=args.label_columns,
     )
     if args.max_pixels:
         values["max_pixels"] = args.max_pixels

@@ -51,6 +51,8 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
                 )
             with stage("neighbors"):
                 steps.build_neighbors(ctx)
+            with stage("probes"):  # --label-column: linear probes and label issues
+                steps.run_probes(ctx, inventory, sidecar, summary)
             with stage("catalog"):
                 steps.build_catalog(lake)
             with stage("report"):

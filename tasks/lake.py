@@ -16,6 +16,8 @@ Layout under LAKE/:
     files_gone/<run_id>.parquet        paths the source's previous run had and this one does not
     embeddings/<run_id>-<seq>.parquet  embeddings, a part every few batches
     metadata/<run_id>.parquet          the run's sidecar metadata, as given
+    probes/, predictions/, label_issues/<run_id>.parquet
+                                       linear probes of --label-column COLs (tasks.probes)
     catalog.duckdb                     views and macros over the parts (tasks.catalog)
 
 A part exists under its final name only once it is complete: it is written to a temporary name in
@@ -58,6 +60,9 @@ __all__ = [
     "METADATA_KEYS_SCHEMA",
     "NEIGHBORS_SCHEMA",
     "AGREEMENT_SCHEMA",
+    "LABEL_ISSUES_SCHEMA",
+    "PREDICTIONS_SCHEMA",
+    "PROBES_SCHEMA",
     "RUNS_SCHEMA",
     "TABLES",
     "Lake",
@@ -80,7 +85,18 @@ __all__ = [
     "write_part_atomically",
 ]
 
-TABLES = ("runs", "files", "files_gone", "embeddings", "metadata", "neighbors", "agreement")
+TABLES = (
+    "runs",
+    "files",
+    "files_gone",
+    "embeddings",
+    "metadata",
+    "neighbors",
+    "agreement",
+    "probes",
+    "predictions",
+    "label_issues",
+)
 _TMP_MARK = ".tmp-"
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -196,6 +212,58 @@ AGREEMENT_SCHEMA = pa.schema(
     ]
 )
 
+# linear probes of a label column on each backbone's embeddings (tasks.probes), one part per run
+_PROBE_KEY = [
+    ("backbone", pa.string()),
+    ("weights_id", pa.string()),
+    ("precision", pa.string()),
+    ("column", pa.string()),
+]
+
+PROBES_SCHEMA = pa.schema(
+    [
+        *_PROBE_KEY,
+        ("n_images", pa.int64()),
+        ("n_classes", pa.int64()),
+        ("n_set_aside", pa.int64()),
+        ("set_aside_labels", pa.list_(pa.string())),
+        ("n_folds", pa.int32()),
+        ("accuracy", pa.float64()),
+        ("balanced_accuracy", pa.float64()),
+        ("macro_f1", pa.float64()),
+        ("chance", pa.float64()),
+        ("knn_accuracy", pa.float64()),
+        ("n_issues", pa.int64()),
+        ("macs", pa.int64()),
+        ("ms_per_image", pa.float64()),
+        ("run_id", pa.string()),
+    ]
+)
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        *_PROBE_KEY,
+        ("image_id", pa.string()),
+        ("given_label", pa.string()),
+        ("predicted_label", pa.string()),
+        ("probability", pa.float64()),
+        ("run_id", pa.string()),
+    ]
+)
+
+LABEL_ISSUES_SCHEMA = pa.schema(
+    [
+        *_PROBE_KEY,
+        ("image_id", pa.string()),
+        ("path", pa.string()),
+        ("given_label", pa.string()),
+        ("suggested_label", pa.string()),
+        ("label_quality", pa.float64()),
+        ("is_issue", pa.bool_()),
+        ("run_id", pa.string()),
+    ]
+)
+
 # the metadata table's columns are the sidecar's own; these two are always there for joins
 METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string())])
 
@@ -207,6 +275,9 @@ _SCHEMAS = {
     "metadata": METADATA_KEYS_SCHEMA,
     "neighbors": NEIGHBORS_SCHEMA,
     "agreement": AGREEMENT_SCHEMA,
+    "probes": PROBES_SCHEMA,
+    "predictions": PREDICTIONS_SCHEMA,
+    "label_issues": LABEL_ISSUES_SCHEMA,
 }
 
 
@@ -274,8 +345,11 @@ class Lake(abc.ABC):
         """Make the lake readable to a DuckDB connection (a URL lake: through its filesystem)."""
         return None  # DuckDB reads local files itself
 
-    def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        """All committed parts of one table (temporaries are never matched)."""
+    def read_table(
+        self, table: str, columns: list[str] | None = None, filter: Any = None
+    ) -> pa.Table:
+        """All committed parts of one table (temporaries are never matched), optionally only
+        the rows a pyarrow expression `filter` keeps (read part by part, not all then cut)."""
         names = self.part_names(table)
         if not names:
             schema = _SCHEMAS[table]
@@ -286,7 +360,7 @@ class Lake(abc.ABC):
             schema=_SCHEMAS.get(table),
             filesystem=self._arrow_filesystem(),
         )
-        return dataset.to_table(columns=columns)
+        return dataset.to_table(columns=columns, filter=filter)
 
     def ensure(self) -> Lake:
         """Create the lake's folders; write each table's zero-row schema part once.

@@ -59,6 +59,10 @@ class RunParams(BaseModel):
         default=False,
         description="read and hash every file again, even those whose size and mtime are unchanged",
     )
+    label_columns: list[str] = Field(
+        default_factory=list,
+        description="sidecar or files columns to probe per backbone and check for label issues",
+    )
     # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
     random_fallback: bool = False
 

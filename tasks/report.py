@@ -155,6 +155,198 @@ def _pca_2d(vectors: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
+def _outliers_section(con: Any, thumbs: _Thumbnails, tables: dict[str, pa.Table]) -> tuple:
+    outliers = run_query(con, "outliers", {"limit": "8"})
+    tables["outliers"] = outliers
+    by_backbone: dict[str, list[str]] = {}
+    for r in outliers.to_pylist():
+        by_backbone.setdefault(r["backbone"], []).append(
+            thumbs.img(r["path"], f"{r['path']} ({r['score']:.3f})")
+        )
+    body = "".join(
+        f"<h3>{html.escape(b)}</h3><div class='grid'>{''.join(items)}</div>"
+        for b, items in by_backbone.items()
+    )
+    return (
+        "Outliers",
+        '<p class="muted">lowest mean similarity to their nearest neighbours</p>'
+        + (body or '<p class="muted">(none)</p>'),
+    )
+
+
+def _agreement_section(con: Any, tables: dict[str, pa.Table]) -> tuple:
+    import matplotlib.pyplot as plt
+
+    agreement = run_query(con, "backbone_agreement", {})
+    tables["backbone_agreement"] = agreement
+    overall = [r for r in agreement.to_pylist() if r["scope"] == "overall"]
+    per_image = [r["overlap"] for r in agreement.to_pylist() if r["scope"] == "image"]
+    body = ""
+    if overall and overall[0]["images"]:
+        o = overall[0]
+        body += (
+            f"<p>mean neighbour-set overlap {o['overlap']:.3f} over {o['images']} images; "
+            f"linear CKA {_fmt(o['linear_cka'])}</p>"
+        )
+        fig, ax = plt.subplots(figsize=(5, 2.4))
+        ax.hist(per_image, bins=11, range=(0, 1), color="#5a8f29")
+        ax.set_xlabel("share of top-10 neighbours in common")
+        ax.set_ylabel("images")
+        body += _png(fig)
+    return ("Backbone agreement", body or '<p class="muted">needs two backbones</p>')
+
+
+def _report_rows(con: Any, name: str, **params: Any) -> pa.Table:
+    return con.sql(sql_text("report", f"{name}.sql"), params=params).to_arrow_table()
+
+
+_MAX_CONFUSION_CLASSES = 25
+_GALLERY = 8
+
+
+def _labels_section(
+    con: Any, column: str, thumbs: _Thumbnails, tables: dict[str, pa.Table]
+) -> tuple:
+    """What each backbone's linear probe makes of one --label-column: accuracy beside chance,
+    confusion matrices, the most likely wrong labels, and accuracy against cost."""
+    found = _report_rows(con, "probes", column=column)
+    tables[f"probes_{column}"] = found
+    title = f"Labels: {column}"
+    probed = [r for r in found.to_pylist() if r["accuracy"] is not None]
+    if not probed:
+        return (title, '<p class="muted">no probe: fewer than two classes with 2+ images</p>')
+    shown = found.select(
+        ["backbone", "n_images", "n_classes", "n_set_aside", "accuracy", "balanced_accuracy"]
+        + ["macro_f1", "chance", "knn_accuracy", "n_issues", "ms_per_image", "macs"]
+    )
+    best = max(probed, key=lambda r: (r["accuracy"], -r["macs"]))
+    body = (
+        '<p class="muted">linear probe (logistic regression on standardised embeddings, '
+        f"{best['n_folds']}-fold cross-validated, out of fold) beside chance (the majority-class "
+        "rate) and the neighbours' majority vote; near chance: the pixels do not show this "
+        "column; near 1: they do (for a camera or a split: the column leaks).</p>"
+        + _table(shown)
+        + _accuracy_plot(probed)
+        + _confusion_plots(_report_rows(con, "predictions", column=column))
+        + _issue_gallery(con, column, best["backbone"], thumbs, tables)
+        + _tradeoff_plot(probed, column)
+    )
+    return (title, body)
+
+
+def _accuracy_plot(probed: list[dict[str, Any]]) -> str:
+    import matplotlib.pyplot as plt
+
+    names = [r["backbone"] for r in probed]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 2.8))
+    ax.bar(x - 0.2, [r["accuracy"] for r in probed], 0.4, label="probe accuracy", color="#3b6ea5")
+    knn = [r["knn_accuracy"] or 0 for r in probed]
+    ax.bar(x + 0.2, knn, 0.4, label="neighbours' vote", color="#9bb7d4")
+    for i, r in enumerate(probed):
+        ax.plot([i - 0.45, i + 0.45], [r["chance"]] * 2, color="#b00020", lw=2)
+    ax.plot([], [], color="#b00020", lw=2, label="chance")
+    ax.set_xticks(x, names, fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def _confusion_plots(pairs: pa.Table) -> str:
+    import matplotlib.pyplot as plt
+
+    rows = pairs.to_pylist()
+    backbones = sorted({r["backbone"] for r in rows})
+    if not backbones:
+        return ""
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r["given_label"]] = totals.get(r["given_label"], 0) + r["images"]
+    classes = sorted(totals, key=lambda c: (-totals[c], c))[:_MAX_CONFUSION_CLASSES]
+    index = {c: i for i, c in enumerate(sorted(classes))}
+    size = 0.9 + 0.22 * len(index)
+    fig, axes = plt.subplots(1, len(backbones), figsize=(1 + size * len(backbones), size + 0.8))
+    for ax, backbone in zip(np.atleast_1d(axes), backbones, strict=True):
+        matrix = np.zeros((len(index), len(index)), int)
+        for r in rows:
+            if r["backbone"] == backbone and {r["given_label"], r["predicted_label"]} <= set(index):
+                matrix[index[r["given_label"]], index[r["predicted_label"]]] += r["images"]
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), n in np.ndenumerate(matrix):
+            if n and len(index) <= 12:
+                ax.text(j, i, n, ha="center", va="center", fontsize=7,
+                        color="white" if n > matrix.max() / 2 else "black")  # fmt: skip
+        ax.set_xticks(range(len(index)), list(index), rotation=60, fontsize=6)
+        ax.set_yticks(range(len(index)), list(index), fontsize=6)
+        ax.set_xlabel("predicted (out of fold)", fontsize=7)
+        ax.set_ylabel("given", fontsize=7)
+        ax.set_title(backbone, fontsize=8)
+    note = (
+        f'<p class="muted">the {_MAX_CONFUSION_CLASSES} largest classes of {len(totals)}</p>'
+        if len(totals) > len(classes)
+        else ""
+    )
+    return "<h3>Confusion matrices</h3>" + note + _png(fig)
+
+
+def _issue_gallery(
+    con: Any, column: str, backbone: str, thumbs: _Thumbnails, tables: dict[str, pa.Table]
+) -> str:
+    issues = _report_rows(con, "label_issue_gallery", column=column, backbone=backbone,
+                          limit=_GALLERY)  # fmt: skip
+    tables[f"label_issues_{column}"] = issues.drop_columns(["neighbours"])
+    cards = []
+    for r in issues.to_pylist():
+        tiles = [
+            thumbs.img(
+                r["path"],
+                f"{r['path']}: given {r['given_label']}, suggested {r['suggested_label']} "
+                f"(quality {r['label_quality']:.3f})",
+            )
+        ]
+        for wanted, what in ((r["given_label"], "given"), (r["suggested_label"], "suggested")):
+            near = next((n for n in r["neighbours"] or [] if n["label"] == wanted), None)
+            tiles.append(
+                thumbs.img(near["path"], f"nearest with the {what} label {wanted}: {near['path']}")
+                if near
+                else f'<p class="muted">no {what} label ({html.escape(wanted)}) '
+                "among its graph neighbours</p>"
+            )
+        cards.append('<div class="pair">' + "".join(tiles) + "</div>")
+    return (
+        f"<h3>Most likely wrong labels ({html.escape(backbone)}, the most accurate probe)</h3>"
+        '<p class="muted">each flagged image, then its nearest neighbour carrying the given '
+        "label and the nearest carrying the suggested one</p>"
+        + (f'<div class="grid">{"".join(cards)}</div>' if cards else '<p class="muted">none</p>')
+    )
+
+
+def _tradeoff_plot(probed: list[dict[str, Any]], column: str) -> str:
+    """Probe accuracy against cost per backbone; MobileNet variants (alpha, rho) as a curve."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, cost, label in (
+        (axes[0], "ms_per_image", "ms per image (forward, measured)"),
+        (axes[1], "macs", "multiply-adds per image"),
+    ):
+        families: dict[str, list[dict[str, Any]]] = {}
+        for r in probed:
+            families.setdefault(r["backbone"].split("_")[0], []).append(r)
+        for family, members in sorted(families.items()):
+            members = sorted(members, key=lambda r: r["macs"])
+            ax.plot([r[cost] for r in members], [r["accuracy"] for r in members], "o-",
+                    label=family)  # fmt: skip
+            for r in members:
+                ax.annotate(r["backbone"], (r[cost], r["accuracy"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(label, fontsize=8)
+    axes[0].set_ylabel(f"probe accuracy on {column}", fontsize=8)
+    axes[0].legend(fontsize=7)
+    return "<h3>Accuracy against cost</h3>" + _png(fig)
+
+
 def build_report(
     root: str | Path | lake.Lake,
     run_id: str | None = None,
@@ -267,25 +459,7 @@ def build_report(
             )
         )
 
-        # outliers
-        outliers = run_query(con, "outliers", {"limit": "8"})
-        tables["outliers"] = outliers
-        by_backbone: dict[str, list[str]] = {}
-        for r in outliers.to_pylist():
-            by_backbone.setdefault(r["backbone"], []).append(
-                thumbs.img(r["path"], f"{r['path']} ({r['score']:.3f})")
-            )
-        body = "".join(
-            f"<h3>{html.escape(b)}</h3><div class='grid'>{''.join(items)}</div>"
-            for b, items in by_backbone.items()
-        )
-        sections.append(
-            (
-                "Outliers",
-                '<p class="muted">lowest mean similarity to their nearest neighbours</p>'
-                + (body or '<p class="muted">(none)</p>'),
-            )
-        )
+        sections.append(_outliers_section(con, thumbs, tables))
 
         # label structure
         labels = {r["image_id"]: r["label"] for r in q("labels", column=label_column).to_pylist()}
@@ -321,24 +495,10 @@ def build_report(
         )
         sections.append(("Label structure", note + "".join(plots) + _table(purity)))
 
-        # backbone agreement
-        agreement = run_query(con, "backbone_agreement", {})
-        tables["backbone_agreement"] = agreement
-        overall = [r for r in agreement.to_pylist() if r["scope"] == "overall"]
-        per_image = [r["overlap"] for r in agreement.to_pylist() if r["scope"] == "image"]
-        body = ""
-        if overall and overall[0]["images"]:
-            o = overall[0]
-            body += (
-                f"<p>mean neighbour-set overlap {o['overlap']:.3f} over {o['images']} images; "
-                f"linear CKA {_fmt(o['linear_cka'])}</p>"
-            )
-            fig, ax = plt.subplots(figsize=(5, 2.4))
-            ax.hist(per_image, bins=11, range=(0, 1), color="#5a8f29")
-            ax.set_xlabel("share of top-10 neighbours in common")
-            ax.set_ylabel("images")
-            body += _png(fig)
-        sections.append(("Backbone agreement", body or '<p class="muted">needs two backbones</p>'))
+        sections.append(_agreement_section(con, tables))
+        params = json.loads(run["params"] or "{}")
+        for column in params.get("label_columns") or []:
+            sections.append(_labels_section(con, column, thumbs, tables))
 
         # what changed
         previous = q("previous_run", run_id=run_id).to_pylist()

@@ -1,9 +1,10 @@
 """The steps of a run, as plain functions with thin Prefect task wrappers.
 
 start -> read the sidecar -> discover (writing files parts as it goes) -> join the sidecar ->
-load backbones -> embed (writing parts as it goes) -> record the counts -> neighbours -> catalog ->
-report -> finish. Each step takes and returns plain data, so it can be tested without the engine
-(`step.fn(...)`), and the flow in `flows.pipeline` only composes them.
+load backbones -> embed (writing parts as it goes) -> record the counts -> neighbours -> probes of
+the label columns -> catalog -> report -> finish. Each step takes and returns plain data, so it
+can be tested without the engine (`step.fn(...)`), and the flow in `flows.pipeline` only composes
+them.
 
 A run's rows in `runs`: 'started', then 'embedded' (its counts, once they are known), then exactly
 one final row: 'finished' when every stage passed, 'failed' naming the stage that raised, or
@@ -75,6 +76,7 @@ __all__ = [
     "read_metadata",
     "record_embedded",
     "record_failure",
+    "run_probes",
     "start_run",
 ]
 
@@ -519,10 +521,15 @@ def merge_shards_fn(plan: ShardPlan, outcomes: list[EmbedOutcome]) -> EmbedOutco
 
 
 def read_metadata_fn(ctx: RunContext) -> Any:
-    """The sidecar, read and validated before any image is looked at (None without one)."""
+    """The sidecar, read and validated before any image is looked at (None without one); the
+    --label-column names are checked here too, so a typo costs seconds, not an embedding run."""
+    from .probes import check_label_columns
+
     if not ctx.params.metadata:
+        check_label_columns(ctx.params.label_columns, None)
         return None
     frame = validate_sidecar(read_sidecar(Path(ctx.params.metadata)), ctx.params.key)
+    check_label_columns(ctx.params.label_columns, list(frame.columns))
     _log().info("sidecar %s: %d rows, keyed by %s", ctx.params.metadata, len(frame), ctx.params.key)
     return frame
 
@@ -660,6 +667,41 @@ def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
     return written
 
 
+def run_probes_fn(
+    ctx: RunContext,
+    inventory: Inventory,
+    sidecar: SidecarResult | None,
+    summary: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Linear probes and label issues per backbone and --label-column, on the stored embeddings
+    of this run's images (a rerun re-probes without embedding anything)."""
+    from .probes import labels_of, run_probes
+
+    if not ctx.params.label_columns:
+        return []
+    frame = sidecar.frame if sidecar else None
+    labels = {c: labels_of(c, frame, inventory.rows) for c in ctx.params.label_columns}
+    paths: dict[str, str] = {}
+    for row in sorted(inventory.rows, key=lambda r: r["path"]):
+        if row["status"] == "ok" and row["image_id"] is not None:
+            paths.setdefault(row["image_id"], row["path"])
+    weights = json.loads(summary["weights"])
+    groups = [(name, weights_id, summary["precision"]) for name, weights_id in weights.items()]
+    rows = run_probes(
+        ctx.lake, ctx.run_id, labels, paths, groups, device=resolve_device(ctx.params.device)
+    )
+    for row in rows:
+        _log().info(
+            "probe %s on %s: accuracy %s (chance %s), %s label issues",
+            row["column"],
+            row["backbone"],
+            row.get("accuracy"),
+            row.get("chance"),
+            row.get("n_issues"),
+        )
+    return rows
+
+
 def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
     """Write the run's HTML report and publish its summary and key tables as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -726,6 +768,7 @@ record_embedded = _as_task(record_embedded_fn, "record-embedded")
 finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
 build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")
+run_probes = _as_task(run_probes_fn, "probes")
 publish_report = _as_task(publish_report_fn, "publish-report")
 plan_shards = _as_task(plan_shards_fn, "plan-shards")
 # a Python error in a shard is retried once here; a crashed worker process is retried by Ray

@@ -155,6 +155,7 @@ KILL_POINTS = [
     "sidecar",
     "embed",
     "neighbors",
+    "probes",
     "catalog",
     "report",
 ]
@@ -186,6 +187,8 @@ def test_sigkill_at_each_stage_then_rerun_is_clean(small_collection, tmp_path, c
         "mobilenet_v1_0.25_128",
         "--part-rows",
         "2",
+        "--label-column",
+        "label",
     )
     killed = run_cli(*args, env={**cli_env, "EMBEDLAKE_FAILPOINT": point})
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)

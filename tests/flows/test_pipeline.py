@@ -240,3 +240,36 @@ def test_a_source_folder_named_in_latin1_runs_and_reports(prefect_api, collectio
     assert stored.endswith("/caf\\xe9")
     page = (lake / "reports" / "latest" / "index.html").read_text()
     assert "thumbnail unavailable" not in page
+
+
+def test_label_columns_are_probed_and_a_too_small_one_is_reported(
+    prefect_api, collection, tmp_path
+):
+    source, meta = collection  # labels: astronaut on 2 distinct images, 3 others on 1 each
+    lake = tmp_path / "lake"
+    params = _params(source, lake, metadata=str(meta), label_columns=["label", "exif_model"])
+    embed_collection(params)
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            'SELECT "column", n_images, n_classes, n_set_aside, accuracy, macs > 0 FROM probes '
+            'ORDER BY "column", backbone'
+        ).fetchall()
+        n_predictions = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    assert rows == [("exif_model", 0, 0, 0, None, True)] * len(FAST) + [
+        ("label", 2, 1, 3, None, True)
+    ] * len(FAST)
+    assert n_predictions == 0  # one class cannot be probed; the set-aside ones are counted
+
+
+def test_a_failing_probes_stage_is_recorded_as_failed(
+    prefect_api, collection, tmp_path, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no memory")
+
+    monkeypatch.setattr("embedlake.tasks.probes.run_probes", broken)
+    source, meta = collection
+    lake = tmp_path / "lake"
+    with pytest.raises(RuntimeError, match="no memory"):
+        embed_collection(_params(source, lake, metadata=str(meta), label_columns=["label"]))
+    assert ("failed", "failed", "probes: RuntimeError: no memory") in _raw_runs(lake)
