@@ -17,10 +17,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +29,14 @@ from .embed import Embedder, cpu_has_native_bf16
 if TYPE_CHECKING:
     from .weights import LoadedBackbone
 
-__all__ = ["TOLERANCE", "PrecisionChoice", "candidates", "choose_precision"]
+__all__ = [
+    "TOLERANCE",
+    "PrecisionChoice",
+    "cached_measurement",
+    "candidates",
+    "choose_precision",
+    "hardware_name",
+]
 
 TOLERANCE = 0.999
 TIE_MARGIN = 0.10  # a later candidate must be >10 % faster to win over an earlier one
@@ -120,14 +127,29 @@ def _probe_batch(backbones: list[LoadedBackbone], n: int) -> dict:
 
 
 def _cache_key(backbones: list[LoadedBackbone], device: str) -> str:
+    weights = ",".join(sorted(f"{b.spec.name}={b.weights_id}" for b in backbones))
+    return f"{hardware_name(device)}|{weights}"
+
+
+def hardware_name(device: str) -> str:
+    """What a measurement on `device` depends on: the GPU's or CPU's model, and torch's version."""
     import torch
 
     if device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(torch.device(device))
     else:
         hardware = _cpu_model()
-    weights = ",".join(sorted(f"{b.spec.name}={b.weights_id}" for b in backbones))
-    return f"{hardware}|torch {torch.__version__}|{weights}"
+    return f"{hardware}|torch {torch.__version__}"
+
+
+def cached_measurement(cache_file: Path, key: str, measure: Callable[[], Any]) -> Any:
+    """`measure()`'s JSON-able result, measured once per `key` and kept in `cache_file`."""
+    with _locked(cache_file):
+        data = _read_cache(cache_file)
+        if key not in data:
+            data[key] = measure()
+            _write_cache(cache_file, data)
+    return data[key]
 
 
 def _cpu_model() -> str:
@@ -146,9 +168,9 @@ def _read_cache(cache_file: Path | None) -> dict:
     try:
         data = json.loads(cache_file.read_text())
     except (OSError, ValueError) as exc:
-        raise RuntimeError(f"{cache_file}: unreadable precision cache ({exc}); delete it") from exc
+        raise RuntimeError(f"{cache_file}: unreadable cache ({exc}); delete it") from exc
     if not isinstance(data, dict):
-        raise RuntimeError(f"{cache_file}: unreadable precision cache (not an object); delete it")
+        raise RuntimeError(f"{cache_file}: unreadable cache (not an object); delete it")
     return data
 
 

@@ -217,6 +217,18 @@ def measure_backbone(
     return macs, 1000 * min(timed) / batch
 
 
+def _backbone_cost(name: str, device: str) -> tuple[int, float]:
+    """`measure_backbone`, once per backbone, device and machine: kept in embedlake's cache, so a
+    nightly run does not spend seconds re-timing what it timed yesterday."""
+    from .precision import cached_measurement, hardware_name
+
+    key = f"{hardware_name(device)}|{name}|{device}"
+    cost = cached_measurement(
+        lake.cache_root() / "backbone_cost.json", key, lambda: measure_backbone(name, device)
+    )
+    return int(cost[0]), float(cost[1])
+
+
 def _group_vectors(
     root: lake.Lake, backbone: str, weights_id: str, precision: str, image_ids: set[str]
 ) -> tuple[list[str], np.ndarray]:
@@ -264,7 +276,7 @@ def run_probes(
     measured: dict[str, tuple[int, float]] = {}
     for backbone, weights_id, precision in groups:
         if backbone not in measured:
-            measured[backbone] = measure_backbone(backbone, device)
+            measured[backbone] = _backbone_cost(backbone, device)
         macs, ms = measured[backbone]
         graph = _graph(root, backbone, weights_id, precision)
         for column, labels in labels_by_column.items():
