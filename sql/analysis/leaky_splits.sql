@@ -4,13 +4,7 @@
 -- param threshold: DOUBLE = 0.95  -- minimum cosine similarity
 -- param backbone: VARCHAR = NULL  -- one backbone, or every backbone
 -- example: embedlake query leaky_splits --param column=fold --param threshold=0.98
-WITH pairs AS (
-    SELECT backbone, least(image_id, neighbor_id) AS image_id_a,
-           greatest(image_id, neighbor_id) AS image_id_b, max(similarity) AS similarity
-    FROM neighbors
-    WHERE similarity >= $threshold AND ($backbone IS NULL OR backbone = $backbone)
-    GROUP BY ALL
-),
+WITH pairs AS (SELECT * FROM near_duplicate_pairs($threshold, $backbone)),
 groups AS (
     SELECT image_id, value FROM metadata_values($column) WHERE value IS NOT NULL
 )

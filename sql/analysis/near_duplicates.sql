@@ -4,12 +4,8 @@
 -- param backbone: VARCHAR = NULL  -- one backbone, or every backbone
 -- example: embedlake query near_duplicates --param threshold=0.98 --param backbone=xception
 WITH pairs AS (
-    -- a pair can be found from either side of the graph; keep it once
-    SELECT backbone, least(image_id, neighbor_id) AS image_id_a,
-           greatest(image_id, neighbor_id) AS image_id_b, max(similarity) AS similarity
-    FROM neighbors
-    WHERE similarity >= $threshold AND ($backbone IS NULL OR backbone = $backbone)
-    GROUP BY ALL
+    -- a pair can be found from either side of the graph; the macro keeps it once
+    SELECT * FROM near_duplicate_pairs($threshold, $backbone)
 )
 SELECT p.backbone, a.path AS path_a, b.path AS path_b, p.similarity, p.image_id_a, p.image_id_b
 FROM pairs AS p

@@ -37,3 +37,12 @@ SELECT image_id, any_value(value) AS value
 FROM long
 WHERE field = column_name AND image_id IS NOT NULL
 GROUP BY image_id;
+
+-- near_duplicate_pairs(threshold, backbone): pairs of different images whose graph similarity is
+-- at least `threshold` (one backbone, or every backbone when NULL), each pair once.
+CREATE OR REPLACE MACRO near_duplicate_pairs(threshold, backbone_name) AS TABLE
+SELECT backbone, least(image_id, neighbor_id) AS image_id_a,
+       greatest(image_id, neighbor_id) AS image_id_b, max(similarity) AS similarity
+FROM neighbors
+WHERE similarity >= threshold AND (backbone_name IS NULL OR backbone = backbone_name)
+GROUP BY ALL;
