@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pytest
 
 from embedlake.tasks import graph, lake
@@ -137,6 +139,8 @@ def test_cka_from_blocks_equals_the_in_memory_formula(tmp_path):
 _PEAK = """
 import resource, sys
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 from embedlake.tasks import lake
 from embedlake.tasks.neighbors import build_neighbor_graph
 n, root = int(sys.argv[1]), sys.argv[2]
@@ -173,3 +177,30 @@ def test_graph_step_peak_memory_is_flat_in_n(tmp_path):
     # the vectors alone are 2 x 20,000 x 512 x 4 = 82 MB at 10N, 8 MB at N
     assert peaks[20_000] < 1.3 * peaks[2_000], peaks
     assert peaks[20_000] - peaks[2_000] < 60 * 1024, peaks  # KiB
+
+
+def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
+    from embedlake.flows.cli import main
+
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(120, 8, seed=6)
+    ids = [f"r{i:03d}" for i in range(120)]
+    _add(root, ids[:80], x[:80], "r0")
+    build_neighbor_graph(root, k=4)
+    _add(root, ids[80:], x[80:], "r1")
+    build_neighbor_graph(root, k=4)
+    # doubt: a wrong newest list for one image, and an orphan part of a group that is gone
+    bogus = lake.read_table(root, "neighbors").filter(
+        pa.compute.equal(lake.read_table(root, "neighbors")["image_id"], "r000")
+    )
+    bogus = bogus.slice(0, 4)  # its list from the first part: ranks 1..4
+    bogus = bogus.set_column(4, "neighbor_id", pa.array(["r119"] * 4))
+    lake.Lake.at(root).write_part(bogus, "neighbors", f"{graph.group_name(*KEY)}-00000099.parquet")
+    lake.Lake.at(root).write_part(bogus, "neighbors", "gone-fp32-000000000000-00000001.parquet")
+    assert _graph(root)["r000"][0] == ["r119"] * 4
+    assert main(["reindex", "--lake", str(root), "--device", "cpu"]) == 0
+    assert "reindexed" in capsys.readouterr().out
+    _assert_same(_graph(root), _brute_force(ids, x, 10))  # reindex keeps `run`'s default k
+    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != "_schema.parquet"]
+    assert parts == [f"{graph.group_name(*KEY)}-00000100.parquet"]
+    assert main(["reindex", "--lake", str(tmp_path / "nowhere")]) == 1
