@@ -279,7 +279,6 @@ def _exact_update(
         for q0 in range(0, len(new_ids), query_block):
             chunk = pa.array(new_ids[q0 : q0 + query_block], pa.string())
             q = torch.from_numpy(_gather(root, key, chunk, new_pos, q0)).to(device)
-            q_rows = torch.arange(q0, q0 + len(q), device=device)
             best_s = torch.full((len(q), k), -float("inf"), device=device)
             best_ids: list[np.ndarray] = []
             best_i = torch.zeros((len(q), k), dtype=torch.long, device=device)
@@ -287,11 +286,14 @@ def _exact_update(
             for ids, vectors in iter_group_blocks(root, key, block_rows=key_block):
                 scores = q @ torch.from_numpy(vectors).to(device).T
                 block_new = np.array([new_pos.get(i, -1) for i in ids], np.int64)
-                same = q_rows[:, None] == torch.from_numpy(block_new).to(device)[None, :]
-                scores[same] = -float("inf")  # not its own neighbour
-                cols = torch.arange(offset, offset + len(ids), device=device)
-                merged_s = torch.cat([best_s, scores], dim=1)
-                merged_i = torch.cat([best_i, cols.expand(len(q), -1)], dim=1)
+                mine = np.flatnonzero((block_new >= q0) & (block_new < q0 + len(q)))
+                if len(mine):  # not its own neighbour
+                    rows = torch.from_numpy(block_new[mine] - q0).to(device)
+                    scores[rows, torch.from_numpy(mine).to(device)] = -float("inf")
+                # the block's own top-k first: memory stays at one block of scores
+                block_s, block_i = scores.topk(min(k, len(ids)), dim=1)
+                merged_s = torch.cat([best_s, block_s], dim=1)
+                merged_i = torch.cat([best_i, block_i + offset], dim=1)
                 best_s, pos = merged_s.topk(k, dim=1)
                 best_i = merged_i.gather(1, pos)
                 best_ids.append(ids)

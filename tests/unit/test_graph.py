@@ -156,7 +156,7 @@ for backbone in ("mobilenet_v1", "xception"):
         lake.Lake.at(root).write_part(t, "embeddings", f"{backbone}-{p0:08d}.parquet")
         del v, t
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-build_neighbor_graph(root, k=10, cka_sample=1000, query_block=1024, key_block=2048)
+build_neighbor_graph(root, k=10, cka_sample=1000)
 print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -174,9 +174,11 @@ def test_graph_step_peak_memory_is_flat_in_n(tmp_path):
         )
         before, after = map(int, out.stdout.split())
         peaks[n] = after
-    # the vectors alone are 2 x 20,000 x 512 x 4 = 82 MB at 10N, 8 MB at N
+    # the vectors alone are 2 x 20,000 x 512 x 4 = 82 MB at 10N, 8 MB at N; the code before this
+    # change held them all (and copies): 994 MB at N, 2,045 MB at 10N. Now a block of scores
+    # (2,048 x 8,192 floats, 64 MB) is what grows until N reaches the block width.
     assert peaks[20_000] < 1.3 * peaks[2_000], peaks
-    assert peaks[20_000] - peaks[2_000] < 60 * 1024, peaks  # KiB
+    assert peaks[20_000] - peaks[2_000] < 150 * 1024, peaks  # KiB
 
 
 def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
