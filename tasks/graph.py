@@ -459,30 +459,32 @@ def _ann_update(
     k: int,
     block_rows: int,
 ) -> tuple[Lists, pa.Array]:
-    """Insert the new vectors, search their lists, merge them into the lists they enter."""
-    labels_of = []
-    vectors_of = []
+    """Insert the new vectors, search their lists, merge them into the lists they enter.
+
+    Two passes over the new rows (insert all, then search), so memory follows a block, not M.
+    """
+    added_blocks = []
     for block_ids, vectors in iter_group_blocks(root, key, only=new_ids, block_rows=block_rows):
         index.add(vectors)
-        labels_of.append(block_ids)
-        vectors_of.append(vectors)  # bounded by M, the new images of this update
-    if not labels_of:
+        added_blocks.append(block_ids)
+    if not added_blocks:
         return Lists.empty(k), ids
-    added = np.concatenate(labels_of)
+    added = np.concatenate(added_blocks)
+    start = len(ids)
     ids = pa.concat_arrays([ids, pa.array(added, pa.string())])
-    all_ids = np.asarray(ids.to_pylist(), object)
-    start = len(all_ids) - len(added)
+    label_of = {image_id: start + i for i, image_id in enumerate(added)}
     new_nb = np.full((len(added), k), None, object)
     new_s = np.full((len(added), k), -np.inf, np.float32)
-    row = 0
-    for vectors in vectors_of:
+    for block_ids, vectors in iter_group_blocks(root, key, only=new_ids, block_rows=block_rows):
         sims, labels = index.search(vectors, k + 1)
-        for r in range(len(vectors)):
-            keep = (labels[r] >= 0) & (labels[r] != start + row + r)
-            found_l, found_s = labels[r][keep][:k], sims[r][keep][:k]
-            new_nb[row + r, : len(found_l)] = all_ids[found_l]
-            new_s[row + r, : len(found_s)] = found_s
-        row += len(vectors)
+        own = np.array([label_of[i] for i in block_ids])
+        sims[(labels == own[:, None]) | (labels < 0)] = -np.inf  # not its own neighbour
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        sims, labels = np.take_along_axis(sims, order, 1), np.take_along_axis(labels, order, 1)
+        names = ids.take(pa.array(labels.clip(0).reshape(-1))).to_numpy(zero_copy_only=False)
+        rows = own - start
+        new_nb[rows] = np.where(np.isfinite(sims), names.reshape(labels.shape), None)
+        new_s[rows] = sims
     # reverse: an existing image found near a new one may take it into its list
     existing_hits: dict[str, list[tuple[float, str]]] = {}
     new_set = set(added)
