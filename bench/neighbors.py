@@ -1,8 +1,8 @@
 """Neighbour-graph and `nearest` benchmark on synthetic unit vectors (not a test).
 
-Reports, in one run: the exact blocked top-k build rate (images/s) on graph_n vectors, the faiss
-HNSW build rate on all N and its recall@k against exact on 1,000 sampled queries, the latency of one
-`nearest(image_id, backbone, k)` query through the read-only catalog at N x DIM.
+Reports, in one run: the exact blocked top-k build rate (images/s) on graph_n vectors and the
+latency of one `nearest(image_id, backbone, k)` query through the read-only catalog at N x DIM.
+The faiss index is measured by bench/index_choice.py, the maintained graph by bench/scale.py.
 
     python bench/neighbors.py [--n 100000 --dim 1024 --graph-n 20000 --k 10]
 """
@@ -34,7 +34,7 @@ def main() -> int:
 
     from embedlake.tasks import lake
     from embedlake.tasks.catalog import build_catalog, connect_read_only
-    from embedlake.tasks.neighbors import _faiss_topk, exact_topk
+    from embedlake.tasks.neighbors import exact_topk
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(200, args.dim)).astype(np.float32)
@@ -55,26 +55,6 @@ def main() -> int:
     started = time.perf_counter()
     exact_topk(sub, args.k)
     result["exact_graph_images_per_second"] = args.graph_n / (time.perf_counter() - started)
-    try:
-        # faiss on all N; recall against exact top-k for a sample of 1,000 queries
-        started = time.perf_counter()
-        approx_idx, _ = _faiss_topk(x, args.k)
-        result["faiss_graph_images_per_second"] = args.n / (time.perf_counter() - started)
-        queries = rng.choice(args.n, 1000, replace=False)
-        scores = x[queries] @ x.T
-        scores[np.arange(len(queries)), queries] = -np.inf
-        truth = np.argpartition(-scores, args.k, axis=1)[:, : args.k]
-        result["faiss_recall_at_k"] = float(
-            np.mean(
-                [
-                    len(set(t) & set(approx_idx[q])) / args.k
-                    for t, q in zip(truth, queries, strict=True)
-                ]
-            )
-        )
-    except ImportError:
-        result["faiss"] = "not installed (pip install 'embedlake[ann]')"
-
     with tempfile.TemporaryDirectory(prefix="embedlake-nn-") as tmp:
         root = lake.ensure_lake(Path(tmp) / "lake")
         ids = [f"{i:064x}" for i in range(args.n)]

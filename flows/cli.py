@@ -212,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--name", default="embedlake", help="deployment name")
     _add_run_options(serve)
 
+    reindex = sub.add_parser(
+        "reindex", help="rebuild the neighbour graph, its index and the catalog from the Parquet"
+    )
+    reindex.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    reindex.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+
     bb = sub.add_parser("backbones", help="describe the registered backbones")
     bb.add_argument("names", nargs="*", metavar="NAME", help="default: mobilenet_v1 and xception")
     bb.add_argument("--json", action="store_true", help="print JSON")
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _cmd_report,
         "similar": _cmd_similar,
         "serve": _cmd_serve,
+        "reindex": _cmd_reindex,
     }
     try:
         return commands[args.command](args)
@@ -505,6 +512,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"report of run {result['run_id']}: {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
     if result["lake_copy"] != str(Path(result["path"]).parent):
         print(f"  uploaded to {result['lake_copy']}")
+    return 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    from embedlake.tasks.lake import Lake
+    from embedlake.tasks.steps import reindex_fn
+
+    root = Lake.at(args.lake)
+    if not root.exists():
+        raise CliError(f"no lake at {root}")
+    written = reindex_fn(root, args.device)
+    print(f"reindexed {root}: " + ", ".join(f"{g} {n} lists" for g, n in written.items()))
     return 0
 
 

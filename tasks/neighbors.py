@@ -1,26 +1,24 @@
-"""The neighbour graph: each image's top-k most similar images per backbone, weights and precision.
+"""The neighbour graph's entry point and backbone agreement (linear CKA), in bounded memory.
 
-Exact by default: blocked matrix products in torch (on the GPU when there is one) with a running
-top-k, so memory is bounded by the block sizes, never by N. Above `ann_threshold` images a group
-uses faiss (HNSW, inner product; the `ann` extra), whose recall `bench/neighbors.py` measures.
-The graph is rebuilt from all stored embeddings after each run (a rebuild, not an update: a new
-image changes other images' neighbours too) and written as one Parquet part per group.
+`build_neighbor_graph` brings every (backbone, weights_id, precision) group's graph up to date
+with the stored embeddings: the images not yet in the graph are added (`tasks/graph.py`: exact
+O(M * N) below `ann_threshold` images, a faiss index insert above); `rebuild=True` (the `reindex`
+command) recomputes every group from the Parquet. `exact_topk` is the in-memory exact top-k.
 
 Beside it, linear CKA between each pair of backbones over the images both embedded (centred
-Gram-free form ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), on at most `cka_sample` images).
+Gram-free form ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), on at most `cka_sample` images), summed
+block by block: the sums X^T Y, X^T X, Y^T Y and the column sums, never all the vectors.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import lake
+from . import graph, lake
 
 __all__ = [
     "AGREEMENT_SCHEMA",
@@ -32,8 +30,6 @@ __all__ = [
 
 NEIGHBORS_SCHEMA = lake.NEIGHBORS_SCHEMA
 AGREEMENT_SCHEMA = lake.AGREEMENT_SCHEMA
-
-_log = logging.getLogger("embedlake")
 
 
 def exact_topk(
@@ -76,51 +72,38 @@ def exact_topk(
     return out_idx, out_sim
 
 
-def _have_faiss(n: int, threshold: int) -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        _log.warning(
-            "%d images exceed the ANN threshold %d but faiss is not installed (pip install "
-            "'embedlake[ann]'): building the exact graph instead (bounded memory, slower); "
-            "neighbors.method says which was used",
-            n,
-            threshold,
-        )
-        return False
-    return True
-
-
-def _faiss_topk(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexHNSWFlat(data.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 80
-    index.hnsw.efSearch = max(64, 4 * k)
-    index.add(data)
-    sims, idx = index.search(data, k + 1)
-    keep_idx = np.empty((len(data), k), np.int64)
-    keep_sim = np.empty((len(data), k), np.float32)
-    for row in range(len(data)):
-        mask = idx[row] != row
-        found_i, found_s = idx[row][mask][:k], sims[row][mask][:k]
-        keep_idx[row, : len(found_i)], keep_sim[row, : len(found_s)] = found_i, found_s
-        keep_idx[row, len(found_i) :], keep_sim[row, len(found_s) :] = -1, -np.inf
-    return keep_idx, keep_sim
-
-
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA (Kornblith et al. 2019) between two representations of the same rows."""
-    x = x - x.mean(axis=0, keepdims=True)
-    y = y - y.mean(axis=0, keepdims=True)
-    cross = np.linalg.norm(x.T @ y) ** 2
-    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+    cka = _CkaSums(x.shape[1], y.shape[1])
+    cka.add(x, y)
+    return cka.value()
 
 
-def _group_name(backbone: str, weights_id: str, precision: str) -> str:
-    digest = hashlib.sha256(f"{backbone}|{weights_id}|{precision}".encode()).hexdigest()[:12]
-    return f"{backbone}-{precision}-{digest}"
+class _CkaSums:
+    """Running sums from which linear CKA of all rows added so far follows (float64)."""
+
+    def __init__(self, dim_x: int, dim_y: int):
+        self.n = 0
+        self.sx, self.sy = np.zeros(dim_x), np.zeros(dim_y)
+        self.xy = np.zeros((dim_x, dim_y))
+        self.xx, self.yy = np.zeros((dim_x, dim_x)), np.zeros((dim_y, dim_y))
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        self.n += len(x)
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.xy += x.T @ y
+        self.xx += x.T @ x
+        self.yy += y.T @ y
+
+    def value(self) -> float:
+        mx, my = self.sx / self.n, self.sy / self.n
+        # centred products: sum (x - mx)^T (y - my) = X^T Y - n mx my^T
+        xy = self.xy - self.n * np.outer(mx, my)
+        xx = self.xx - self.n * np.outer(mx, mx)
+        yy = self.yy - self.n * np.outer(my, my)
+        return float(np.linalg.norm(xy) ** 2 / (np.linalg.norm(xx) * np.linalg.norm(yy)))
 
 
 def build_neighbor_graph(
@@ -129,88 +112,83 @@ def build_neighbor_graph(
     device: str = "cpu",
     ann_threshold: int = 200_000,
     cka_sample: int = 50_000,
+    rebuild: bool = False,
+    **blocks: int,
 ) -> dict[str, int]:
-    """Rebuild LAKE/neighbors and LAKE/agreement from the embeddings; returns rows per group."""
+    """Update (or `rebuild`) LAKE/neighbors and LAKE/agreement; lists written per group.
+
+    `blocks`: query_block and key_block of the exact scan (rows per block).
+    """
     root = lake.Lake.at(root)
-    table = root.read_table("embeddings")
-    written: dict[str, int] = {}
-    groups: dict[tuple[str, str, str], tuple[list[str], np.ndarray]] = {}
-    keys = (
-        table.select(["backbone", "weights_id", "precision"])
-        .group_by(["backbone", "weights_id", "precision"])
-        .aggregate([])
-        .to_pylist()
-    )
-    for key in keys:
-        mask = pc.and_(
-            pc.and_(
-                pc.equal(table["backbone"], key["backbone"]),
-                pc.equal(table["weights_id"], key["weights_id"]),
-            ),
-            pc.equal(table["precision"], key["precision"]),
+    keys = graph.group_keys(root)
+    written = {
+        graph.group_name(*key): graph.update_group(
+            root,
+            key,
+            k=k,
+            device=device,
+            ann_threshold=ann_threshold,
+            rebuild=rebuild,
+            **blocks,
         )
-        group = table.filter(mask)
-        # the embeddings view keeps one row per key; so does this (first written wins)
-        ids, first = np.unique(np.asarray(group.column("image_id").to_pylist()), return_index=True)
-        group = group.take(pa.array(first))
-        vectors = lake.vectors_of(group)
-        use_ann = len(ids) > ann_threshold and _have_faiss(len(ids), ann_threshold)
-        if use_ann:
-            idx, sims = _faiss_topk(vectors, min(k, len(ids) - 1))
-        else:
-            idx, sims = exact_topk(vectors, k, device)
-        n, kk = idx.shape
-        valid = idx.reshape(-1) >= 0
-        neighbor_ids = np.where(valid, ids[np.clip(idx.reshape(-1), 0, None)], None)
-        rows = pa.table(
-            {
-                "backbone": pa.array([key["backbone"]] * (n * kk), pa.string()),
-                "weights_id": pa.array([key["weights_id"]] * (n * kk), pa.string()),
-                "precision": pa.array([key["precision"]] * (n * kk), pa.string()),
-                "image_id": pa.array(np.repeat(ids, kk), pa.string()),
-                "neighbor_id": pa.array(neighbor_ids, pa.string()),
-                "rank": pa.array(np.tile(np.arange(1, kk + 1, dtype=np.int16), n)),
-                "similarity": pa.array(sims.reshape(-1).astype(np.float32)),
-                "method": pa.array(["faiss_hnsw" if use_ann else "exact"] * (n * kk)),
-            },
-            schema=NEIGHBORS_SCHEMA,
-        ).filter(pa.array(valid))
-        name = _group_name(*key.values())
-        root.write_part(rows, "neighbors", f"{name}.parquet")
-        written[name] = rows.num_rows
-        groups[(key["backbone"], key["weights_id"], key["precision"])] = (list(ids), vectors)
-    for stale in root.part_names("neighbors"):
-        if stale.removesuffix(".parquet") not in written and stale != "_schema.parquet":
-            root.delete_part("neighbors", stale)
-    _write_agreement(root, groups, cka_sample)
+        for key in keys
+    }
+    if rebuild:  # parts of groups no stored embedding belongs to any more
+        names = {graph.group_name(*key) for key in keys}
+        for part in root.part_names("neighbors"):
+            group = part.removesuffix(".parquet").rsplit("-", 1)[0]
+            stale = group not in names and part.removesuffix(".parquet") not in names
+            if stale and part != "_schema.parquet":
+                root.delete_part("neighbors", part)
+    _write_agreement(root, keys, cka_sample)
     return written
 
 
-def _write_agreement(root: lake.Lake, groups: dict, cka_sample: int) -> None:
+def _write_agreement(root: lake.Lake, keys: list[graph.GroupKey], cka_sample: int) -> None:
     rows = []
-    items = sorted(groups.items())
-    for i, ((bb_a, w_a, prec_a), (ids_a, x)) in enumerate(items):
-        for (bb_b, w_b, prec_b), (ids_b, y) in items[i + 1 :]:
-            if bb_a == bb_b or prec_a != prec_b:
+    ids = {key: graph.group_ids(root, key) for key in keys}
+    for i, key_a in enumerate(keys):
+        for key_b in keys[i + 1 :]:
+            if key_a[0] == key_b[0] or key_a[2] != key_b[2]:
                 continue
-            pos_b = {image_id: j for j, image_id in enumerate(ids_b)}
-            shared = [(j, pos_b[image_id]) for j, image_id in enumerate(ids_a) if image_id in pos_b]
+            shared = pc.filter(ids[key_a], pc.is_in(ids[key_a], value_set=ids[key_b]))
             if len(shared) < 3:
                 continue
             if len(shared) > cka_sample:
                 pick = np.random.default_rng(0).choice(len(shared), cka_sample, replace=False)
-                shared = [shared[p] for p in sorted(pick)]
-            a_rows, b_rows = zip(*shared, strict=True)
-            cka = linear_cka(x[list(a_rows)].astype(np.float64), y[list(b_rows)].astype(np.float64))
+                shared = shared.take(pa.array(np.sort(pick)))
             rows.append(
                 {
-                    "backbone_a": bb_a,
-                    "weights_id_a": w_a,
-                    "backbone_b": bb_b,
-                    "weights_id_b": w_b,
-                    "precision": prec_a,
+                    "backbone_a": key_a[0],
+                    "weights_id_a": key_a[1],
+                    "backbone_b": key_b[0],
+                    "weights_id_b": key_b[1],
+                    "precision": key_a[2],
                     "n_images": len(shared),
-                    "linear_cka": cka,
+                    "linear_cka": _blocked_cka(root, key_a, key_b, shared),
                 }
             )
     root.write_part(lake.rows_to_table(rows, AGREEMENT_SCHEMA), "agreement", "agreement.parquet")
+
+
+def _blocked_cka(root: lake.Lake, key_a, key_b, shared: pa.Array, chunk: int = 8192) -> float:
+    """CKA over `shared` ids, a chunk of ids at a time: memory follows the chunk, not N."""
+    sums = None
+    for c0 in range(0, len(shared), chunk):
+        ids = shared.slice(c0, chunk)
+        x = _vectors_in_order(root, key_a, ids)
+        y = _vectors_in_order(root, key_b, ids)
+        sums = sums or _CkaSums(x.shape[1], y.shape[1])
+        sums.add(x, y)
+    return sums.value()
+
+
+def _vectors_in_order(root: lake.Lake, key: graph.GroupKey, ids: pa.Array) -> np.ndarray:
+    where = {image_id: i for i, image_id in enumerate(ids.to_pylist())}
+    out = None
+    for block_ids, vectors in graph.iter_group_blocks(root, key, only=ids):
+        if out is None:
+            out = np.empty((len(ids), vectors.shape[1]), np.float32)
+        out[[where[i] for i in block_ids]] = vectors
+    assert out is not None
+    return out

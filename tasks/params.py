@@ -40,7 +40,7 @@ class RunParams(BaseModel):
     )
     neighbors_k: int = Field(default=10, ge=1, description="neighbours kept per image")
     ann_threshold: int = Field(
-        default=200_000, ge=2, description="above this many images, faiss HNSW instead of exact"
+        default=200_000, ge=2, description="above this many images, a faiss IVF-SQ8 index"
     )
     runner: str = Field(
         default="local", description="local | ray (a local Ray started here) | ray=ADDRESS"

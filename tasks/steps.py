@@ -65,6 +65,7 @@ __all__ = [
     "attach_metadata",
     "build_catalog",
     "build_neighbors",
+    "reindex_fn",
     "publish_report",
     "discover_source",
     "embed_images",
@@ -656,14 +657,33 @@ def record_failure_fn(
 
 
 def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
-    """Rebuild the neighbour graph and backbone agreement over every stored embedding."""
+    """Add the images not yet in the neighbour graph; recompute backbone agreement (CKA)."""
     from .neighbors import build_neighbor_graph
 
     device = resolve_device(ctx.params.device)
     written = build_neighbor_graph(
         ctx.lake, k=ctx.params.neighbors_k, device=device, ann_threshold=ctx.params.ann_threshold
     )
-    _log().info("neighbour graph: %s", written)
+    _log().info("neighbour graph: lists written per group %s", written)
+    return written
+
+
+def reindex_fn(root: lake.Lake, device: str = "auto") -> dict[str, int]:
+    """Rebuild the graph, its indexes and the catalog from the Parquet, under the writer's lock."""
+    from .neighbors import build_neighbor_graph
+    from .params import RunParams
+
+    defaults = RunParams.model_fields
+    with root.lock():
+        root.remove_stale_temporaries()
+        written = build_neighbor_graph(
+            root,
+            k=defaults["neighbors_k"].default,
+            device=resolve_device(device),
+            ann_threshold=defaults["ann_threshold"].default,
+            rebuild=True,
+        )
+        catalog.build_catalog(root)
     return written
 
 

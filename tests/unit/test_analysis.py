@@ -225,19 +225,6 @@ def test_parameters_are_checked(synthetic_lake):
     assert _rows(synthetic_lake, "neighbors", path="x' OR '1'='1") == []
 
 
-def test_faiss_recall_when_installed():
-    faiss = pytest.importorskip("faiss")
-    del faiss
-    from embedlake.tasks.neighbors import _faiss_topk
-
-    rng = np.random.default_rng(3)
-    x = _unit(rng.normal(size=(2000, 32))).astype(np.float32)
-    exact, _ = exact_topk(x, 10)
-    approx, _ = _faiss_topk(x, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
-    assert recall >= 0.9
-
-
 def test_report_refuses_a_crafted_run_id(tmp_path):
     from embedlake.tasks.report import build_report
 

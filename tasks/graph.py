@@ -1,0 +1,585 @@
+"""The maintained neighbour graph: each image's top-k per (backbone, weights_id, precision) group.
+
+The graph is updated, not rebuilt. Adding M images to a group of N costs:
+- exact mode (N + M <= `ann_threshold`): O(M * N). The M new vectors are the queries of one blocked
+  scan over the group's stored vectors; the same M x N product, read column-wise, gives each
+  existing image its best new candidates, which replace the tail of its list when they beat its
+  current k-th similarity. The result equals a full rebuild (ties aside).
+- ANN mode (larger groups): an insert into a faiss index kept in the lake
+  (`LAKE/index/<group>.faiss` plus `<group>.ids-<ntotal>.parquet`, the image_id of each label),
+  then the new images' searches; an existing image whose list a new one enters gets it merged in.
+
+Each update writes one part, `neighbors/<group>-<version>.parquet`, holding the complete lists of
+the images whose lists changed; the `neighbors` view keeps, per image, the latest version's list.
+`update_group(..., rebuild=True)` (the `reindex` command) recomputes a group from its Parquet
+and drops its older parts.
+Vectors are read in blocks (one Parquet batch at a time), never a table whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from . import lake
+
+__all__ = [
+    "ANN_FACTORY",
+    "GroupKey",
+    "group_ids",
+    "group_keys",
+    "group_name",
+    "iter_group_blocks",
+    "load_index",
+    "update_group",
+]
+
+GroupKey = tuple[str, str, str]  # backbone, weights_id, precision
+
+# chosen by bench/index_choice.py (README, "The neighbour graph"): IVF lists of 8-bit scalar
+# quantised codes, 1 byte per dimension (a quarter of float32), recall@10 near HNSW-flat's
+ANN_FACTORY = "IVF{nlist},SQ8"
+ANN_NPROBE = 32
+INDEX_FOLDER = "index"
+_TRAIN_ROWS = 65_536
+_PART = re.compile(r"^(?P<group>.+)-(?P<version>\d{8})\.parquet$")
+_log = logging.getLogger("embedlake")
+
+
+def group_name(backbone: str, weights_id: str, precision: str) -> str:
+    digest = hashlib.sha256(f"{backbone}|{weights_id}|{precision}".encode()).hexdigest()[:12]
+    return f"{backbone}-{precision}-{digest}"
+
+
+# ---------------------------------------------------------------- reading the embeddings in blocks
+
+
+def _embedding_parts(root: lake.Lake) -> list[ds.Dataset]:
+    # one dataset per part: old parts store list<float>, new ones fixed_size_list
+    return [
+        ds.dataset(
+            root._part_path("embeddings", name),
+            format="parquet",
+            filesystem=root._arrow_filesystem(),
+        )
+        for name in root.part_names("embeddings")
+        if name != "_schema.parquet"
+    ]
+
+
+def _group_filter(key: GroupKey) -> ds.Expression:
+    backbone, weights_id, precision = key
+    return (
+        (ds.field("backbone") == backbone)
+        & (ds.field("weights_id") == weights_id)
+        & (ds.field("precision") == precision)
+    )
+
+
+def group_keys(root: lake.Lake) -> list[GroupKey]:
+    """The (backbone, weights_id, precision) groups the embeddings hold, sorted."""
+    keys: set[GroupKey] = set()
+    for part in _embedding_parts(root):
+        table = part.to_table(columns=["backbone", "weights_id", "precision"])
+        for row in table.group_by(table.column_names).aggregate([]).to_pylist():
+            keys.add((row["backbone"], row["weights_id"], row["precision"]))
+    return sorted(keys)
+
+
+def group_ids(root: lake.Lake, key: GroupKey) -> pa.Array:
+    """The group's distinct image_ids in storage order (first occurrence), ids column alone."""
+    chunks = [
+        part.to_table(columns=["image_id"], filter=_group_filter(key)).column("image_id")
+        for part in _embedding_parts(root)
+    ]
+    if not chunks:
+        return pa.array([], pa.string())
+    ids = pa.chunked_array([c for chunk in chunks for c in chunk.chunks], pa.string())
+    return ids.unique() if len(ids) else pa.array([], pa.string())
+
+
+def iter_group_blocks(
+    root: lake.Lake, key: GroupKey, only: pa.Array | None = None, block_rows: int = 8192
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image_ids, float32 vectors) of the group's rows, in blocks of at most `block_rows`.
+
+    Each id comes once (the first stored row wins, as in the `embeddings` view); `only` restricts
+    the rows to those ids.
+    """
+    where = _group_filter(key)
+    if only is not None:
+        where = where & ds.field("image_id").isin(only)
+    seen: set[str] = set()
+    for part in _embedding_parts(root):
+        scanner = part.scanner(
+            columns=["image_id", "embedding"], filter=where, batch_size=block_rows
+        )
+        for batch in scanner.to_batches():
+            if not batch.num_rows:
+                continue
+            ids = np.asarray(batch.column("image_id").to_pylist(), dtype=object)
+            keep = np.fromiter((i not in seen for i in ids), bool, len(ids))
+            _, first = np.unique(ids, return_index=True)
+            unique_in_block = np.zeros(len(ids), bool)
+            unique_in_block[first] = True
+            keep &= unique_in_block
+            if not keep.any():
+                continue
+            seen.update(ids[keep])
+            vectors = lake.vectors_of(pa.Table.from_batches([batch]))
+            yield ids[keep], np.ascontiguousarray(vectors[keep], dtype=np.float32)
+
+
+# ------------------------------------------------------------------------ the graph's parts
+
+
+@dataclass
+class Lists:
+    """Ranked neighbour lists, one row per image: ids (n,), neighbours (n, k), sims (n, k).
+
+    Short lists are padded with None / -inf.
+    """
+
+    ids: np.ndarray
+    neighbors: np.ndarray
+    sims: np.ndarray
+
+    @staticmethod
+    def empty(k: int) -> Lists:
+        return Lists(np.empty(0, object), np.empty((0, k), object), np.empty((0, k), np.float32))
+
+
+def _group_parts(root: lake.Lake, name: str) -> list[tuple[int, str]]:
+    """(version, part name) of the group's neighbour parts, oldest first (a legacy part: 0)."""
+    found = []
+    for part in root.part_names("neighbors"):
+        match = _PART.match(part)
+        if match and match["group"] == name:
+            found.append((int(match["version"]), part))
+        elif part == f"{name}.parquet":  # written by embedlake before the graph was maintained
+            found.append((0, part))
+    return sorted(found)
+
+
+def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = None) -> Lists:
+    """The group's current lists (latest version per image), optionally of `only` those ids."""
+    import duckdb
+
+    tables = []
+    for version, part in _group_parts(root, group_name(*key)):
+        dataset = ds.dataset(
+            root._part_path("neighbors", part),
+            format="parquet",
+            filesystem=root._arrow_filesystem(),
+        )
+        where = None if only is None else ds.field("image_id").isin(only)
+        table = dataset.to_table(
+            columns=["image_id", "neighbor_id", "rank", "similarity"], filter=where
+        )
+        tables.append(table.append_column("version", pa.array([version] * len(table), pa.int32())))
+    if not tables:
+        return Lists.empty(k)
+    parts = pa.concat_tables(tables)  # noqa: F841 (read by DuckDB below)
+    latest = (
+        duckdb.connect()
+        .sql(
+            """
+            SELECT image_id, list(neighbor_id ORDER BY rank) AS nb,
+                   list(similarity ORDER BY rank) AS sim
+            FROM (FROM parts QUALIFY version = max(version) OVER (PARTITION BY image_id))
+            GROUP BY image_id ORDER BY image_id
+            """
+        )
+        .to_arrow_table()
+    )
+    n = latest.num_rows
+    neighbors = np.full((n, k), None, object)
+    sims = np.full((n, k), -np.inf, np.float32)
+    for row, (nb, sim) in enumerate(
+        zip(latest["nb"].to_pylist(), latest["sim"].to_pylist(), strict=True)
+    ):
+        neighbors[row, : len(nb[:k])] = nb[:k]
+        sims[row, : len(sim[:k])] = sim[:k]
+    return Lists(np.asarray(latest["image_id"].to_pylist(), object), neighbors, sims)
+
+
+def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> str | None:
+    """Write the changed lists as the group's next part; its name (None when nothing changed)."""
+    if not len(lists.ids):
+        return None
+    n, k = lists.neighbors.shape
+    valid = lists.neighbors.reshape(-1) != None  # noqa: E711 (element-wise)
+    rows = pa.table(
+        {
+            "backbone": pa.array([key[0]] * (n * k), pa.string()),
+            "weights_id": pa.array([key[1]] * (n * k), pa.string()),
+            "precision": pa.array([key[2]] * (n * k), pa.string()),
+            "image_id": pa.array(np.repeat(lists.ids, k), pa.string()),
+            "neighbor_id": pa.array(lists.neighbors.reshape(-1), pa.string()),
+            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int16), n)),
+            "similarity": pa.array(lists.sims.reshape(-1).astype(np.float32)),
+            "method": pa.array([method] * (n * k), pa.string()),
+        },
+        schema=lake.NEIGHBORS_SCHEMA,
+    ).filter(pa.array(valid))
+    name = group_name(*key)
+    parts = _group_parts(root, name)
+    version = parts[-1][0] + 1 if parts else 1
+    part = f"{name}-{version:08d}.parquet"
+    root.write_part(rows, "neighbors", part)
+    return part
+
+
+def _merge(
+    current_nb: np.ndarray, current_s: np.ndarray, cand_nb: np.ndarray, cand_s: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of two ranked lists (similarity descending; None / -inf pads)."""
+    nb = np.concatenate([current_nb, cand_nb], axis=1)
+    s = np.concatenate([current_s, cand_s], axis=1)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(nb, order, 1), np.take_along_axis(s, order, 1)
+
+
+# ------------------------------------------------------------------------------- exact mode
+
+
+def _exact_update(
+    root: lake.Lake,
+    key: GroupKey,
+    current: Lists,
+    new_ids: np.ndarray,
+    k: int,
+    device: str,
+    query_block: int,
+    key_block: int,
+) -> Lists:
+    """The lists that change when `new_ids` join the group: theirs, and those they enter."""
+    import torch
+
+    position = {image_id: i for i, image_id in enumerate(current.ids)}
+    # each existing image's best candidates among the new ones (as indexes into new_ids)
+    cand_s = np.full((len(current.ids), k), -np.inf, np.float32)
+    cand_i = np.full((len(current.ids), k), -1, np.int64)
+    new_nb = np.full((len(new_ids), k), None, object)
+    new_s = np.full((len(new_ids), k), -np.inf, np.float32)
+    new_pos = {image_id: i for i, image_id in enumerate(new_ids)}
+    with torch.inference_mode():
+        for q0 in range(0, len(new_ids), query_block):
+            chunk = pa.array(new_ids[q0 : q0 + query_block], pa.string())
+            q = torch.from_numpy(_gather(root, key, chunk, new_pos, q0)).to(device)
+            best_s = torch.full((len(q), k), -float("inf"), device=device)
+            best_ids: list[np.ndarray] = []
+            best_i = torch.zeros((len(q), k), dtype=torch.long, device=device)
+            offset = 0
+            for ids, vectors in iter_group_blocks(root, key, block_rows=key_block):
+                scores = q @ torch.from_numpy(vectors).to(device).T
+                block_new = np.array([new_pos.get(i, -1) for i in ids], np.int64)
+                mine = np.flatnonzero((block_new >= q0) & (block_new < q0 + len(q)))
+                if len(mine):  # not its own neighbour
+                    rows = torch.from_numpy(block_new[mine] - q0).to(device)
+                    scores[rows, torch.from_numpy(mine).to(device)] = -float("inf")
+                # the block's own top-k first: memory stays at one block of scores
+                block_s, block_i = scores.topk(min(k, len(ids)), dim=1)
+                merged_s = torch.cat([best_s, block_s], dim=1)
+                merged_i = torch.cat([best_i, block_i + offset], dim=1)
+                best_s, pos = merged_s.topk(k, dim=1)
+                best_i = merged_i.gather(1, pos)
+                best_ids.append(ids)
+                offset += len(ids)
+                _offer_to_existing(scores, ids, block_new, position, q0, k, cand_s, cand_i)
+            all_ids = np.concatenate(best_ids)
+            s, idx = best_s.cpu().numpy(), best_i.cpu().numpy()
+            found = np.isfinite(s)
+            nb = np.full(idx.shape, None, object)
+            nb[found] = all_ids[idx[found]]
+            new_nb[q0 : q0 + len(q)], new_s[q0 : q0 + len(q)] = nb, s
+    # existing images whose list a new image enters: merge, keep the top k
+    kth = current.sims[:, -1] if k else np.empty(0, np.float32)
+    changed = cand_s[:, 0] > kth
+    cand_nb = np.where(cand_i[changed] >= 0, new_ids[np.clip(cand_i[changed], 0, None)], None)
+    nb, s = _merge(current.neighbors[changed], current.sims[changed], cand_nb, cand_s[changed], k)
+    return Lists(
+        np.concatenate([current.ids[changed], new_ids]),
+        np.concatenate([nb, new_nb]),
+        np.concatenate([s, new_s]),
+    )
+
+
+def _gather(
+    root: lake.Lake, key: GroupKey, chunk: pa.Array, new_pos: dict[str, int], q0: int
+) -> np.ndarray:
+    """The vectors of `chunk`'s ids, in new_ids order (rows q0, q0 + 1, ...)."""
+    out = None
+    for ids, vectors in iter_group_blocks(root, key, only=chunk):
+        if out is None:
+            out = np.empty((len(chunk), vectors.shape[1]), np.float32)
+        out[[new_pos[i] - q0 for i in ids]] = vectors
+    assert out is not None
+    return out
+
+
+def _offer_to_existing(
+    scores,
+    ids: np.ndarray,
+    block_new: np.ndarray,
+    position: dict[str, int],
+    q0: int,
+    k: int,
+    cand_s: np.ndarray,
+    cand_i: np.ndarray,
+) -> None:
+    """Merge each existing image of this block's best new candidates into its running top-k."""
+    import torch
+
+    existing = np.array([position.get(i, -1) for i in ids], np.int64)
+    cols = np.flatnonzero((existing >= 0) & (block_new < 0))
+    if not len(cols) or not k:
+        return
+    column_scores = scores[:, torch.from_numpy(cols).to(scores.device)].T  # (existing, queries)
+    top = min(k, column_scores.shape[1])
+    s, i = column_scores.topk(top, dim=1)
+    rows = existing[cols]
+    merged_s = np.concatenate([cand_s[rows], s.cpu().numpy()], axis=1)
+    merged_i = np.concatenate([cand_i[rows], i.cpu().numpy() + q0], axis=1)
+    order = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
+    cand_s[rows] = np.take_along_axis(merged_s, order, 1)
+    cand_i[rows] = np.take_along_axis(merged_i, order, 1)
+
+
+# --------------------------------------------------------------------------------- ANN mode
+
+
+def _index_dir(root: lake.Lake) -> Path:
+    """A local folder holding the lake's index files (a URL lake: a cache of them)."""
+    folder = (root.path if root.path is not None else root.local_dir) / INDEX_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def load_index(root: lake.Lake, key: GroupKey):
+    """(faiss index, image_id per label) of a group, or (None, None) when it has none."""
+    import faiss
+
+    folder = _index_dir(root)
+    name = group_name(*key)
+    if isinstance(root, lake.UrlLake):
+        _download(root, folder, name)
+    path = folder / f"{name}.faiss"
+    if not path.exists():
+        return None, None
+    index = faiss.read_index(str(path))
+    ids_path = folder / f"{name}.ids-{index.ntotal:012d}.parquet"
+    ids = pq.read_table(ids_path).column("image_id").combine_chunks()
+    faiss.extract_index_ivf(index).nprobe = ANN_NPROBE
+    return index, ids
+
+
+def _download(root: lake.UrlLake, folder: Path, name: str) -> None:
+    remote = f"{root.root}/{INDEX_FOLDER}"
+    root.fs.invalidate_cache(remote)
+    for path in root.fs.glob(f"{remote}/{name}.*"):
+        root.fs.get_file(path, str(folder / path.rsplit("/", 1)[-1]))
+
+
+def _save_index(root: lake.Lake, key: GroupKey, index, ids: pa.Array) -> None:
+    """Write the id map, then the index (each atomically); older id maps go after."""
+    import faiss
+
+    folder = _index_dir(root)
+    name = group_name(*key)
+    ids_name = f"{name}.ids-{index.ntotal:012d}.parquet"
+    lake.write_part_atomically(pa.table({"image_id": ids}), folder / ids_name)
+    tmp = folder / f"{name}.faiss{lake._TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        faiss.write_index(index, str(tmp))
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / f"{name}.faiss")
+    finally:
+        tmp.unlink(missing_ok=True)
+    if isinstance(root, lake.UrlLake):
+        for file in (ids_name, f"{name}.faiss"):
+            _upload(root, folder / file, file)
+    for old in folder.glob(f"{name}.ids-*.parquet"):
+        if old.name != ids_name:
+            old.unlink()
+            if isinstance(root, lake.UrlLake):
+                root.fs.rm_file(f"{root.root}/{INDEX_FOLDER}/{old.name}")
+
+
+def _upload(root: lake.UrlLake, local: Path, name: str) -> None:
+    target = f"{root.root}/{INDEX_FOLDER}/{name}"
+    if root.object_store:
+        root.fs.put_file(str(local), target)
+        return
+    tmp = f"{target}{lake._TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
+    root.fs.put_file(str(local), tmp)
+    root.fs.mv(tmp, target)
+
+
+def _new_index(root: lake.Lake, key: GroupKey, n: int):
+    """An untrained-then-trained IVF index for a group of about n vectors."""
+    import faiss
+
+    sample = []
+    have = 0
+    for _, vectors in iter_group_blocks(root, key):
+        sample.append(vectors)
+        have += len(vectors)
+        if have >= _TRAIN_ROWS:
+            break
+    train = np.concatenate(sample)[:_TRAIN_ROWS]
+    nlist = int(max(16, min(4 * np.sqrt(n), len(train) // 39)))
+    index = faiss.index_factory(
+        train.shape[1], ANN_FACTORY.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT
+    )
+    index.train(train)
+    faiss.extract_index_ivf(index).nprobe = ANN_NPROBE
+    return index
+
+
+def _ann_update(
+    root: lake.Lake,
+    key: GroupKey,
+    index,
+    ids: pa.Array,
+    new_ids: pa.Array,
+    k: int,
+    block_rows: int,
+) -> tuple[Lists, pa.Array]:
+    """Insert the new vectors, search their lists, merge them into the lists they enter.
+
+    Two passes over the new rows (insert all, then search), so memory follows a block, not M.
+    """
+    added_blocks = []
+    for block_ids, vectors in iter_group_blocks(root, key, only=new_ids, block_rows=block_rows):
+        index.add(vectors)
+        added_blocks.append(block_ids)
+    if not added_blocks:
+        return Lists.empty(k), ids
+    added = np.concatenate(added_blocks)
+    start = len(ids)
+    ids = pa.concat_arrays([ids, pa.array(added, pa.string())])
+    label_of = {image_id: start + i for i, image_id in enumerate(added)}
+    new_nb = np.full((len(added), k), None, object)
+    new_s = np.full((len(added), k), -np.inf, np.float32)
+    for block_ids, vectors in iter_group_blocks(root, key, only=new_ids, block_rows=block_rows):
+        sims, labels = index.search(vectors, k + 1)
+        own = np.array([label_of[i] for i in block_ids])
+        sims[(labels == own[:, None]) | (labels < 0)] = -np.inf  # not its own neighbour
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        sims, labels = np.take_along_axis(sims, order, 1), np.take_along_axis(labels, order, 1)
+        names = ids.take(pa.array(labels.clip(0).reshape(-1))).to_numpy(zero_copy_only=False)
+        rows = own - start
+        new_nb[rows] = np.where(np.isfinite(sims), names.reshape(labels.shape), None)
+        new_s[rows] = sims
+    # reverse: an existing image found near a new one may take it into its list
+    existing_hits: dict[str, list[tuple[float, str]]] = {}
+    new_set = set(added)
+    for r, image_id in enumerate(added):
+        for nb, s in zip(new_nb[r], new_s[r], strict=True):
+            if nb is not None and nb not in new_set:
+                existing_hits.setdefault(nb, []).append((float(s), image_id))
+    current = read_lists(root, key, k, only=pa.array(list(existing_hits), pa.string()))
+    cand_nb = np.full((len(current.ids), k), None, object)
+    cand_s = np.full((len(current.ids), k), -np.inf, np.float32)
+    for r, image_id in enumerate(current.ids):
+        hits = sorted(existing_hits[image_id], reverse=True)[:k]
+        cand_s[r, : len(hits)] = [h[0] for h in hits]
+        cand_nb[r, : len(hits)] = [h[1] for h in hits]
+    changed = cand_s[:, 0] > current.sims[:, -1]
+    nb, s = _merge(
+        current.neighbors[changed], current.sims[changed], cand_nb[changed], cand_s[changed], k
+    )
+    return (
+        Lists(
+            np.concatenate([current.ids[changed], added]),
+            np.concatenate([nb, new_nb]),
+            np.concatenate([s, new_s]),
+        ),
+        ids,
+    )
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def _have_faiss(n: int, threshold: int) -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        _log.warning(
+            "%d images exceed the ANN threshold %d but faiss is not installed (pip install "
+            "'embedlake[ann]'): updating the exact graph instead (bounded memory, slower); "
+            "neighbors.method says which was used",
+            n,
+            threshold,
+        )
+        return False
+    return True
+
+
+def update_group(
+    root: lake.Lake,
+    key: GroupKey,
+    k: int = 10,
+    device: str = "cpu",
+    ann_threshold: int = 200_000,
+    query_block: int = 2048,
+    key_block: int = 8192,
+    rebuild: bool = False,
+) -> int:
+    """Bring one group's graph up to date with its stored embeddings; lists written.
+
+    `rebuild`: start from nothing (a new index, every list recomputed), then drop older parts.
+    """
+    ids = group_ids(root, key)
+    k = min(k, max(len(ids) - 1, 0))
+    old_parts = [part for _, part in _group_parts(root, group_name(*key))] if rebuild else []
+    if rebuild:
+        _remove_index(root, key)
+    index, indexed = (None, None)
+    if len(ids) > ann_threshold and _have_faiss(len(ids), ann_threshold):
+        index, indexed = load_index(root, key)
+        if index is None:
+            index, indexed = _new_index(root, key, len(ids)), pa.array([], pa.string())
+    lists, part = Lists.empty(k), None
+    if index is not None:
+        new_ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=indexed)))
+        if len(new_ids):
+            lists, indexed = _ann_update(root, key, index, indexed, new_ids, k, key_block)
+            part = _write_lists(root, key, lists, "faiss_ivf_sq8")
+            _save_index(root, key, index, indexed)
+    else:
+        current = Lists.empty(k) if rebuild else read_lists(root, key, k)
+        have = pa.array(current.ids, pa.string())
+        new_ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=have)))
+        if len(new_ids) and k:
+            new = np.asarray(new_ids.to_pylist(), object)
+            lists = _exact_update(root, key, current, new, k, device, query_block, key_block)
+            part = _write_lists(root, key, lists, "exact")
+    for old in old_parts:
+        root.delete_part("neighbors", old)
+    _log.info("neighbour graph %s: %d lists written to %s", key[0], len(lists.ids), part)
+    return len(lists.ids)
+
+
+def _remove_index(root: lake.Lake, key: GroupKey) -> None:
+    name = group_name(*key)
+    for path in _index_dir(root).glob(f"{name}.*"):
+        path.unlink()
+    if isinstance(root, lake.UrlLake):
+        for path in root.fs.glob(f"{root.root}/{INDEX_FOLDER}/{name}.*"):
+            root.fs.rm_file(path)
