@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -160,7 +161,15 @@ def connect_read_only(
         if not lake.exists():
             raise FileNotFoundError(f"no lake at {lake}: {first}")
         build_catalog(lake, create=False)  # a URL lake's catalog: a local cache of the Parquet
-    con = duckdb.connect(str(catalog), read_only=True, config={"memory_limit": memory_limit})
+    # DuckDB spills big sorts and joins beside the database file by default, which for a local
+    # lake is inside it: a reader must write nothing there, so spills go to a private folder
+    spill = Path(tempfile.gettempdir()) / f"embedlake-spill-{os.getuid()}"
+    spill.mkdir(mode=0o700, exist_ok=True)
+    con = duckdb.connect(
+        str(catalog),
+        read_only=True,
+        config={"memory_limit": memory_limit, "temp_directory": str(spill)},
+    )
     lake.register(con)
     con.execute("SET allowed_directories = [$dir]", {"dir": lake.allowed_directory})
     con.execute("SET enable_external_access = false")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedlake.tasks.lake import TABLES
-from tests.conftest import run_cli
+from tests.conftest import CLI, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -378,3 +378,24 @@ def test_a_query_over_its_memory_limit_is_one_line(lake_run):
     assert done.returncode == 1
     assert done.stderr.startswith("embedlake: error: Out of Memory Error")
     assert len(done.stderr.splitlines()) == 1 and "--memory-limit 50MB" in done.stderr
+
+
+def test_a_query_that_spills_writes_nothing_inside_the_lake(lake_run):
+    import subprocess
+    import time
+
+    _, lake, env = lake_run
+    before = sorted(str(p.relative_to(lake)) for p in lake.rglob("*"))
+    query = (
+        "SELECT max(r) FROM "
+        "(SELECT row_number() OVER (ORDER BY x DESC) AS r FROM range(20000000) t(x))"
+    )
+    args = ["sql", query, "--lake", str(lake), "--memory-limit", "100MB"]
+    proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: set[str] = set()
+    while proc.poll() is None:  # DuckDB removes its spill files when done: look while it runs
+        seen.update(str(p.relative_to(lake)) for p in lake.rglob("*"))
+        time.sleep(0.02)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert sorted(seen | {str(p.relative_to(lake)) for p in lake.rglob("*")}) == before
