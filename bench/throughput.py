@@ -21,7 +21,7 @@ measurement, starting the decode worker) stay out of every rate:
 Peak RSS: a full `embedlake run` (subprocess) of N and 10N 640x480 photos, summed over its process
 tree (see bench/tree_rss.py for the sampling interval and the two bounds).
 
-    python bench/throughput.py [--seconds 30 --rss-small 80 --rss-large 800]
+    python bench/throughput.py [--seconds 30 --photos 800 --rss-small 80]
     python bench/throughput.py --show bench/measured/cpu-throughput.json   # a result's table
 """
 
@@ -204,9 +204,44 @@ def engine_rate(
     }
 
 
+def decode_cost(engine: Engine, paths: list[Path]) -> dict:
+    """CPU ms per image (this process, best of two passes): the JPEG decode alone (at the scale
+    the engine's draft decoding picks), and all of `decode_for_backbones` (decode, both crops)."""
+    from embedlake.tasks.decode import _draft, decode_for_backbones
+
+    short_side = max(p.resize_short_side for p in engine.plans)
+
+    def jpeg_only(path: Path) -> None:
+        with Image.open(path) as img:
+            _draft(img, short_side)
+            img.load()
+
+    def crops(path: Path) -> None:
+        decode_for_backbones(path, engine.plans, engine.params.max_pixels)
+
+    cost = {}
+    for name, fn in (("jpeg_decode_ms", jpeg_only), ("decode_and_crops_ms", crops)):
+        best = float("inf")
+        for _ in range(2):
+            started = time.process_time()
+            for path in paths:
+                fn(path)
+            best = min(best, (time.process_time() - started) / len(paths) * 1e3)
+        cost[name] = best
+    return cost
+
+
 def measure_resolution(engine: Engine, paths: list[Path], work: Path, args) -> dict:
-    """(a) before, (c), (a) after: the limit (c) is set against is the mean of the two (a)s."""
+    """(a) before, (c), (a) after: the limit (c) is set against is the mean of the two (a)s.
+
+    `ceiling_c_over_a`: what (c)/(a) can reach when decoding takes its CPU time from the cores
+    the forward passes use (`torch_threads` of them, assumed fully busy in (a)):
+    1 / (1 + a * decode seconds per image / torch_threads).
+    """
+    import torch
+
     crops = engine.crops(paths[:BATCH])
+    cost = decode_cost(engine, paths[:BATCH])
     before = forward_limit(engine, crops, args.forward_seconds)
     print(f"    (a) before: {before['images_per_second']:.2f} images/s", flush=True)
     c = engine_rate(engine, paths, work, args.seconds, args.warmup_batches)
@@ -218,6 +253,9 @@ def measure_resolution(engine: Engine, paths: list[Path], work: Path, args) -> d
         "a_forward_limit": {"images_per_second": a, "before": before, "after": after},
         "c_engine": c,
         "c_over_a": c["images_per_second"] / a,
+        "decode_cpu_cost": cost,
+        "ceiling_c_over_a": 1
+        / (1 + a * cost["decode_and_crops_ms"] / 1e3 / torch.get_num_threads()),
     }
 
 
@@ -285,12 +323,19 @@ def table(r: dict) -> str:
         ("(a) forward-only limit (12 MP photos' crops)", a12, 1.0),
         ("(c) embedlake engine, 12 MP JPEG files -> Parquet", c12, p12["c_over_a"]),
     ]
+    costs = [
+        f"{label}: decode and crops {p['decode_cpu_cost']['decode_and_crops_ms']:.1f} CPU ms per "
+        f"image (JPEG decode alone {p['decode_cpu_cost']['jpeg_decode_ms']:.1f}), so (c)/(a) "
+        f"can reach {p['ceiling_c_over_a']:.2f} on these cores"
+        for label, p in (("640x480", p640), ("12 MP", p12))
+    ]
     lines = [
         f"{r['cpu_count']} CPU cores, {r['torch_threads']} torch threads, "
         f"{r['c_640x480']['c_engine']['decode_workers']} decode worker(s), batch {BATCH}, "
         f"windows of {r['args']['seconds']:g} s (c) and {r['args']['forward_seconds']:g} s (a)",
         f"{'measure':<58}{'images/s':>10}{'x (a)':>8}",
         *(f"{name:<58}{rate:>10.2f}{ratio:>8.2f}" for name, rate, ratio in rows),
+        *costs,
         f"peak RSS of `embedlake run` (process tree, sampled every "
         f"{small['rss_sample_interval_seconds']:g} s): {n_small} images {small['peak_rss_mb']:,.0f}"
         f" MiB, {n_large} images {large['peak_rss_mb']:,.0f} MiB "
