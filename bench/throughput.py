@@ -326,7 +326,9 @@ def table(r: dict) -> str:
     costs = [
         f"{label}: decode and crops {p['decode_cpu_cost']['decode_and_crops_ms']:.1f} CPU ms per "
         f"image (JPEG decode alone {p['decode_cpu_cost']['jpeg_decode_ms']:.1f}), so (c)/(a) "
-        f"can reach {p['ceiling_c_over_a']:.2f} on these cores"
+        f"can reach {p['ceiling_c_over_a']:.2f} on these cores; in (c)'s window the forward "
+        f"passes took {p['c_engine']['window_stage_seconds']['forward']:.1f} of "
+        f"{p['c_engine']['seconds']:.1f} s"
         for label, p in (("640x480", p640), ("12 MP", p12))
     ]
     lines = [
