@@ -307,6 +307,15 @@ def peak_rss(paths: list[Path], small: int, work: Path, env: dict) -> dict:
     return {"runs": runs, "ratio_large_over_small": large / runs[str(small)]["peak_rss_mb"]}
 
 
+STEADY = 0.10  # (a) before and after a window further apart than this: the machine was busy
+
+
+def spread(limit: dict) -> float:
+    """How far (a) moved across a (c) window, relative to their mean."""
+    before, after = limit["before"]["images_per_second"], limit["after"]["images_per_second"]
+    return abs(before - after) / limit["images_per_second"]
+
+
 def table(r: dict) -> str:
     """The table the README quotes, from a result of `main`."""
     p640, p12 = r["c_640x480"], r["c_12mp"]
@@ -338,6 +347,13 @@ def table(r: dict) -> str:
         f"{'measure':<58}{'images/s':>10}{'x (a)':>8}",
         *(f"{name:<58}{rate:>10.2f}{ratio:>8.2f}" for name, rate, ratio in rows),
         *costs,
+        *(
+            f"{label}: (a) moved {spread(p['a_forward_limit']):.0%} between before and after the "
+            f"(c) window (over {STEADY:.0%}): the machine was busy, so its rates and ratios are "
+            "not figures to quote"
+            for label, p in (("640x480", p640), ("12 MP", p12))
+            if spread(p["a_forward_limit"]) > STEADY
+        ),
         f"peak RSS of `embedlake run` (process tree, sampled every "
         f"{small['rss_sample_interval_seconds']:g} s): {n_small} images {small['peak_rss_mb']:,.0f}"
         f" MiB, {n_large} images {large['peak_rss_mb']:,.0f} MiB "
@@ -372,6 +388,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "loadavg_at_start": os.getloadavg(),  # other work on the machine, 1/5/15 min
     }
     with tempfile.TemporaryDirectory(prefix="embedlake-bench-") as tmp:
         work = Path(tmp)
@@ -394,6 +411,7 @@ def main() -> int:
         print("peak RSS ...", flush=True)
         results["peak_rss"] = peak_rss(p640, args.rss_small, work, env)
 
+    results["loadavg_at_end"] = os.getloadavg()
     out_file = Path(args.out) / f"throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(results, indent=2))
