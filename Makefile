@@ -31,6 +31,7 @@ test: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# prints the README's CPU table; the JSON lands in bench/results/ (bench/measured/ holds the quoted one)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import make_photos, run_embedlake, save_result  # noqa: E402
+from throughput import make_photos, save_result  # noqa: E402
+from tree_rss import run_embedlake  # noqa: E402
 
 
 def _counts(lake: Path) -> dict:

@@ -1,16 +1,28 @@
-"""Throughput benchmark: measured in one run, reported as a table and JSON (not a test).
+"""Throughput benchmark on the CPU: steady-state rates measured in one process (not a test).
 
-(a) forward-only limit: both backbones on uint8 crops already in memory, at the precision and
-    layout embedlake picks for this machine (`--precision auto`, channels_last, BN folded);
-(b) the naive baseline a user would write from timm's docs: Pillow decode + `create_transform`,
-    fp32, one model after the other, batch 16;
-(c) embedlake end to end with default settings (`embedlake run`, a subprocess, as users run it),
-    JPEG files on disk -> Parquet, at two collection sizes: the marginal rate between them is the
-    throughput, and what the small run costs beyond it is start-up. Done for 640x480 photos and
-    for 12-megapixel photos. Per-stage seconds come from the run's own `runs.stage_seconds`; peak
-    RSS is summed over the whole process tree (Prefect's server, decode workers) every 50 ms.
+Everything except peak RSS is measured inside this one process, as images/s over a window that
+starts after a warm-up, so one-off costs (imports, building models, `--precision auto`'s
+measurement, starting the decode worker) stay out of every rate:
 
-    python bench/throughput.py [--small 80 --large 800 --big-small 16 --big-large 64]
+(a) the forward-only limit: both backbones on uint8 crops already in memory, at the precision
+    `--precision auto` picks here, channels_last, BN folded (the engine's own `Embedder`), batch
+    16. The crops are the ones the engine makes from the same photos as (c). Measured just before
+    and just after each (c) window; the mean of the two is the limit that (c) is set against.
+(b) the naive recipe a user would write from timm's docs: Pillow + `create_transform`, fp32, one
+    model after the other, batch 16. Models are built and warmed up (one batch) outside the
+    timed region.
+(c) embedlake's engine end to end, as `embedlake run` drives it on this machine: JPEG files on
+    disk -> decode workers (draft decoding for big JPEGs) -> crops -> forward -> Parquet parts
+    (`iter_embedded_batches` + `PartWriter`, with the run's defaults for batch size, decode
+    workers and part size). The first `--warmup-batches` batches are skipped; the window then
+    lasts `--seconds`, and ends while the decode queue is still full (the job list cycles over
+    the photos, so the stream never drains inside the window). Done for 640x480 photos and for
+    12-megapixel photos.
+Peak RSS: a full `embedlake run` (subprocess) of N and 10N 640x480 photos, summed over its process
+tree (see bench/tree_rss.py for the sampling interval and the two bounds).
+
+    python bench/throughput.py [--seconds 30 --photos 800 --rss-small 80]
+    python bench/throughput.py --show bench/measured/cpu-throughput.json   # a result's table
 """
 
 from __future__ import annotations
@@ -19,10 +31,11 @@ import argparse
 import io
 import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -43,6 +56,7 @@ PHOTOS = (
     "immunohistochemistry.png",
 )
 BACKBONES = ("mobilenet_v1", "xception")
+BATCH = 16  # the engine's CPU batch size (tasks.steps), and the naive recipe's
 
 
 def _sources() -> list[Image.Image]:
@@ -81,225 +95,331 @@ def save_result(result: dict, out: str | Path) -> None:
     print(json.dumps(result, indent=2))
 
 
-def forward_limit(cache: Path, seconds: float = 20.0, batch: int = 16) -> dict:
-    """(a): embed() on random uint8 crops, both backbones, as the pipeline configures them.
+class Engine:
+    """The backbones, crop plans and `Embedder` a CPU run builds, and the run's defaults."""
 
-    The precision is `--precision auto`'s measured choice, cached in `cache`: the runs of (c)
-    find it there, so neither pays the measurement inside the marginal rate.
+    def __init__(self, cache: Path):
+        from embedlake.tasks.backbones import resolve_backbone
+        from embedlake.tasks.decode import crop_plans
+        from embedlake.tasks.embed import Embedder
+        from embedlake.tasks.params import RunParams
+        from embedlake.tasks.precision import choose_precision
+        from embedlake.tasks.steps import _auto_workers
+        from embedlake.tasks.weights import load_backbone, parse_weights_spec
+
+        sources = parse_weights_spec("random", list(BACKBONES))
+        self.loaded = [load_backbone(resolve_backbone(n), sources[n]) for n in BACKBONES]
+        self.choice = choose_precision(self.loaded, "cpu", cache / "precision.json")
+        self.embedder = Embedder(self.loaded, "cpu", self.choice.precision)
+        self.plans = crop_plans({b.spec.name: b.spec.data_config() for b in self.loaded})
+        self.params = RunParams(source=".")
+        self.workers = _auto_workers(self.params.workers)
+
+    def crops(self, paths: list[Path]) -> dict:
+        """One batch of the engine's own uint8 crops of `paths` (decoded here)."""
+        import torch
+
+        from embedlake.tasks.decode import decode_for_backbones
+
+        decoded = [decode_for_backbones(p, self.plans, self.params.max_pixels) for p in paths]
+        return {k: torch.from_numpy(np.stack([d[k] for d in decoded])) for k in decoded[0]}
+
+
+def forward_limit(engine: Engine, crops: dict, seconds: float) -> dict:
+    """(a): the engine's forward passes alone, on `crops`, after two warm-up batches."""
+    for _ in range(2):
+        engine.embedder.embed(crops)
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        engine.embedder.embed(crops)
+        n += len(next(iter(crops.values())))
+    elapsed = time.perf_counter() - started
+    return {"images_per_second": n / elapsed, "images": n, "seconds": elapsed}
+
+
+def engine_rate(
+    engine: Engine, paths: list[Path], work: Path, seconds: float, warmup_batches: int
+) -> dict:
+    """(c): decode workers -> crops -> forward -> Parquet, images/s over a steady window."""
+    from embedlake.tasks import lake
+    from embedlake.tasks.decode_pool import DecodeJob
+    from embedlake.tasks.embed import iter_embedded_batches
+
+    # enough jobs that the decoder is still busy when the window closes (at 3x the limit)
+    n_jobs = (warmup_batches + 32) * BATCH + int(seconds * 100)
+    jobs = [DecodeJob(f"{i:064x}", paths[i % len(paths)], "JPEG") for i in range(n_jobs)]
+    root = lake.ensure_lake(work / "lake")
+    writer = lake.PartWriter(root / "embeddings", work.name, engine.params.part_rows)
+    timings: Counter[str] = Counter()
+    engine.embedder.seconds.clear()
+    stream = iter_embedded_batches(
+        jobs,
+        engine.embedder,
+        engine.plans,
+        batch_size=BATCH,
+        workers=engine.workers,
+        max_pixels=engine.params.max_pixels,
+        decode_timeout=engine.params.decode_timeout,
+        timings=timings,
+    )
+    started = marked = None
+    n = 0
+    for index, batch in enumerate(stream):
+        if batch.errors:
+            raise RuntimeError(f"decode errors in the benchmark's photos: {batch.errors[:3]}")
+        for name in BACKBONES:
+            writer.add(
+                lake.embeddings_table(
+                    image_ids=batch.ok_ids,
+                    backbone=name,
+                    weights_id="random",
+                    precision=engine.choice.precision,
+                    vectors=batch.embeddings[name],
+                    norms=batch.norms[name],
+                    run_id=work.name,
+                )
+            )
+        if index + 1 == warmup_batches:
+            started = time.perf_counter()
+            marked = Counter(timings) + Counter(engine.embedder.seconds)
+        elif started is not None:
+            n += len(batch.ok_ids)
+            if time.perf_counter() - started >= seconds:
+                break
+    writer.close()  # the window pays for writing what it embedded (and the warm-up's rows)
+    elapsed = time.perf_counter() - started
+    stage = Counter(timings) + Counter(engine.embedder.seconds)
+    stage.subtract(marked)
+    stream.close()  # stops the decode workers
+    if n_jobs - (warmup_batches * BATCH + n) < 256:
+        raise RuntimeError("the job list ran short: the decode queue drained inside the window")
+    return {
+        "images_per_second": n / elapsed,
+        "images": n,
+        "seconds": elapsed,
+        "warmup_batches": warmup_batches,
+        "decode_workers": engine.workers,
+        "distinct_files": len(paths),
+        "window_stage_seconds": {k: round(v, 3) for k, v in sorted(stage.items())},
+    }
+
+
+def decode_cost(engine: Engine, paths: list[Path]) -> dict:
+    """CPU ms per image (this process, best of two passes): the JPEG decode alone (at the scale
+    the engine's draft decoding picks), and all of `decode_for_backbones` (decode, both crops)."""
+    from embedlake.tasks.decode import _draft, decode_for_backbones
+
+    short_side = max(p.resize_short_side for p in engine.plans)
+
+    def jpeg_only(path: Path) -> None:
+        with Image.open(path) as img:
+            _draft(img, short_side)
+            img.load()
+
+    def crops(path: Path) -> None:
+        decode_for_backbones(path, engine.plans, engine.params.max_pixels)
+
+    cost = {}
+    for name, fn in (("jpeg_decode_ms", jpeg_only), ("decode_and_crops_ms", crops)):
+        best = float("inf")
+        for _ in range(2):
+            started = time.process_time()
+            for path in paths:
+                fn(path)
+            best = min(best, (time.process_time() - started) / len(paths) * 1e3)
+        cost[name] = best
+    return cost
+
+
+def measure_resolution(engine: Engine, paths: list[Path], work: Path, args) -> dict:
+    """(a) before, (c), (a) after: the limit (c) is set against is the mean of the two (a)s.
+
+    `ceiling_c_over_a`: what (c)/(a) can reach when decoding takes its CPU time from the cores
+    the forward passes use (`torch_threads` of them, assumed fully busy in (a)):
+    1 / (1 + a * decode seconds per image / torch_threads).
     """
     import torch
 
-    from embedlake.tasks.backbones import resolve_backbone
-    from embedlake.tasks.embed import Embedder
-    from embedlake.tasks.precision import choose_precision
-    from embedlake.tasks.weights import load_backbone, parse_weights_spec
-
-    sources = parse_weights_spec("random", list(BACKBONES))
-    loaded = [load_backbone(resolve_backbone(n), sources[n]) for n in BACKBONES]
-    choice = choose_precision(loaded, "cpu", cache / "precision.json")
-    print(f"    {choice.describe()}", flush=True)
-    precision = choice.precision
-    embedder = Embedder(loaded, "cpu", precision)
-    crops = {
-        b.spec.name: torch.randint(
-            0, 256, (batch, b.spec.input_size, b.spec.input_size, 3), dtype=torch.uint8
-        )
-        for b in loaded
-    }
-    embedder.embed(crops)  # warm-up
-    started, n = time.perf_counter(), 0
-    while time.perf_counter() - started < seconds:
-        embedder.embed(crops)
-        n += batch
-    elapsed = time.perf_counter() - started
+    crops = engine.crops(paths[:BATCH])
+    cost = decode_cost(engine, paths[:BATCH])
+    before = forward_limit(engine, crops, args.forward_seconds)
+    print(f"    (a) before: {before['images_per_second']:.2f} images/s", flush=True)
+    c = engine_rate(engine, paths, work, args.seconds, args.warmup_batches)
+    print(f"    (c): {c['images_per_second']:.2f} images/s", flush=True)
+    after = forward_limit(engine, crops, args.forward_seconds)
+    print(f"    (a) after: {after['images_per_second']:.2f} images/s", flush=True)
+    a = (before["images_per_second"] + after["images_per_second"]) / 2
     return {
-        "images_per_second": n / elapsed,
-        "precision": precision,
-        "batch": batch,
-        "images": n,
-        "seconds": elapsed,
+        "a_forward_limit": {"images_per_second": a, "before": before, "after": after},
+        "c_engine": c,
+        "c_over_a": c["images_per_second"] / a,
+        "decode_cpu_cost": cost,
+        "ceiling_c_over_a": 1
+        / (1 + a * cost["decode_and_crops_ms"] / 1e3 / torch.get_num_threads()),
     }
 
 
-def naive_baseline(paths: list[Path], batch: int = 16) -> dict:
-    """(b): timm's documented recipe, fp32, one model after the other."""
+def naive_baseline(paths: list[Path], batch: int = BATCH) -> dict:
+    """(b): timm's documented recipe, fp32, one model after the other; models built untimed."""
     import torch
     from timm.data import create_transform, resolve_data_config
 
     from embedlake.tasks.backbones import build_model, resolve_backbone
 
-    started = time.perf_counter()
+    seconds = {}
     for name in BACKBONES:
         torch.manual_seed(0)
-        model = build_model(resolve_backbone(name))
+        model = build_model(resolve_backbone(name)).eval()
         transform = create_transform(**resolve_data_config(model=model))
-        for i in range(0, len(paths), batch):
-            x = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[i : i + batch]])
+
+        def run(chunk: list[Path], model=model, transform=transform) -> None:
+            x = torch.stack([transform(Image.open(p).convert("RGB")) for p in chunk])
             with torch.no_grad():
                 model(x)
-    elapsed = time.perf_counter() - started
-    return {"images_per_second": len(paths) / elapsed, "images": len(paths), "seconds": elapsed}
+
+        run(paths[:batch])  # warm-up, untimed
+        started = time.perf_counter()
+        for i in range(0, len(paths), batch):
+            run(paths[i : i + batch])
+        seconds[name] = time.perf_counter() - started
+    total = sum(seconds.values())
+    return {
+        "images_per_second": len(paths) / total,
+        "images": len(paths),
+        "seconds": total,
+        "seconds_per_model": seconds,
+    }
 
 
-def _role(cmdline: list[str]) -> str:
-    text = " ".join(cmdline)
-    for marker, role in (
-        ("uvicorn", "prefect_server"),
-        ("forkserver", "forkserver"),
-        ("embedlake.flows.cli", "embedlake"),
-    ):
-        if marker in text:
-            return role
-    return "decode_worker"
+def peak_rss(paths: list[Path], small: int, work: Path, env: dict) -> dict:
+    """A full `embedlake run` of the first `small` photos, then of all of them (10x)."""
+    from tree_rss import run_embedlake
+
+    runs = {}
+    for n in (small, len(paths)):
+        source = work / f"rss-{n}"
+        source.mkdir()
+        for p in paths[:n]:
+            shutil.copyfile(p, source / p.name)
+        print(f"    embedlake run, {n} images ...", flush=True)
+        runs[str(n)] = run_embedlake(source, work / f"lake-rss-{n}", env)
+    large = runs[str(len(paths))]["peak_rss_mb"]
+    return {"runs": runs, "ratio_large_over_small": large / runs[str(small)]["peak_rss_mb"]}
 
 
-def run_embedlake(source: Path, lake: Path, env: dict, extra: tuple[str, ...] = ()) -> dict:
-    """(c): `embedlake run` in a subprocess; wall time, peak tree RSS, the run's own stages."""
-    import duckdb
-    import psutil
+STEADY = 0.10  # (a) before and after a window further apart than this: the machine was busy
 
-    command = [
-        sys.executable,
-        "-m",
-        "embedlake.flows.cli",
-        "run",
-        str(source),
-        "--lake",
-        str(lake),
-        "--weights",
-        "random",
-        *extra,
+
+def spread(limit: dict) -> float:
+    """How far (a) moved across a (c) window, relative to their mean."""
+    before, after = limit["before"]["images_per_second"], limit["after"]["images_per_second"]
+    return abs(before - after) / limit["images_per_second"]
+
+
+def table(r: dict) -> str:
+    """The table the README quotes, from a result of `main`."""
+    p640, p12 = r["c_640x480"], r["c_12mp"]
+    a = p640["a_forward_limit"]["images_per_second"]
+    a12 = p12["a_forward_limit"]["images_per_second"]
+    rss = r["peak_rss"]["runs"]
+    (n_small, small), (n_large, large) = sorted(rss.items(), key=lambda kv: int(kv[0]))
+    b = r["b_naive"]["images_per_second"]
+    c, c12 = p640["c_engine"]["images_per_second"], p12["c_engine"]["images_per_second"]
+    rows = [
+        (f"(a) forward-only limit ({r['precision']}, 640x480 photos' crops)", a, 1.0),
+        ("(b) naive timm recipe (Pillow, create_transform, fp32)", b, b / a),
+        ("(c) embedlake engine, 640x480 JPEG files -> Parquet", c, p640["c_over_a"]),
+        ("(a) forward-only limit (12 MP photos' crops)", a12, 1.0),
+        ("(c) embedlake engine, 12 MP JPEG files -> Parquet", c12, p12["c_over_a"]),
     ]
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    root = psutil.Process(proc.pid)
-    peak, peak_by_role = 0, {}
-    while proc.poll() is None:
-        total, by_role = 0, {}
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                rss = p.memory_info().rss
-                total += rss
-                role = _role(p.cmdline())
-                by_role[role] = by_role.get(role, 0) + rss
-        except psutil.Error:
-            pass  # a process ended between listing and reading it: the next poll counts again
-        if total > peak:
-            peak, peak_by_role = total, by_role
-        time.sleep(0.25)  # polling a process tree costs CPU: keep it off the measured cores
-    wall = time.perf_counter() - started
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"embedlake run failed: {err.decode()[-2000:]}")
-    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
-        row = con.execute(
-            "SELECT n_embedded, images_per_second, stage_seconds, device, precision "
-            "FROM runs ORDER BY started_at DESC LIMIT 1"
-        ).fetchone()
-    return {
-        "wall_seconds": wall,
-        "peak_rss_mb": peak / 2**20,
-        "peak_rss_mb_by_process": {k: round(v / 2**20) for k, v in peak_by_role.items()},
-        "n_embedded": row[0],
-        "embed_rate_in_run": row[1],
-        "stage_seconds": json.loads(row[2]),
-        "device": row[3],
-        "precision": row[4],
-    }
-
-
-def end_to_end(
-    folder: Path, small: int, large: int, size: tuple[int, int], env: dict, work: Path, label: str
-) -> dict:
-    all_paths = make_photos(folder / "all", large, size)
-    small_dir = folder / "small"
-    small_dir.mkdir(parents=True, exist_ok=True)
-    for p in all_paths[:small]:
-        (small_dir / p.name).write_bytes(p.read_bytes())
-    s = run_embedlake(small_dir, work / f"lake-{label}-small", env)
-    big = run_embedlake(folder / "all", work / f"lake-{label}-large", env)
-    marginal = (large - small) / (big["wall_seconds"] - s["wall_seconds"])
-    return {
-        "small": s,
-        "large": big,
-        "marginal_images_per_second": marginal,
-        "startup_seconds": s["wall_seconds"] - small / marginal,
-        "rss_ratio_large_over_small": big["peak_rss_mb"] / s["peak_rss_mb"],
-    }
+    costs = [
+        f"{label}: decode and crops {p['decode_cpu_cost']['decode_and_crops_ms']:.1f} CPU ms per "
+        f"image (JPEG decode alone {p['decode_cpu_cost']['jpeg_decode_ms']:.1f}), so (c)/(a) "
+        f"can reach {p['ceiling_c_over_a']:.2f} on these cores; in (c)'s window the forward "
+        f"passes took {p['c_engine']['window_stage_seconds']['forward']:.1f} of "
+        f"{p['c_engine']['seconds']:.1f} s"
+        for label, p in (("640x480", p640), ("12 MP", p12))
+    ]
+    lines = [
+        f"{r['cpu_count']} CPU cores, {r['torch_threads']} torch threads, "
+        f"{r['c_640x480']['c_engine']['decode_workers']} decode worker(s), batch {BATCH}, "
+        f"windows of {r['args']['seconds']:g} s (c) and {r['args']['forward_seconds']:g} s (a)",
+        f"{'measure':<58}{'images/s':>10}{'x (a)':>8}",
+        *(f"{name:<58}{rate:>10.2f}{ratio:>8.2f}" for name, rate, ratio in rows),
+        *costs,
+        *(
+            f"{label}: (a) moved {spread(p['a_forward_limit']):.0%} between before and after the "
+            f"(c) window (over {STEADY:.0%}): the machine was busy, so its rates and ratios are "
+            "not figures to quote"
+            for label, p in (("640x480", p640), ("12 MP", p12))
+            if spread(p["a_forward_limit"]) > STEADY
+        ),
+        f"peak RSS of `embedlake run` (process tree, sampled every "
+        f"{small['rss_sample_interval_seconds']:g} s): {n_small} images {small['peak_rss_mb']:,.0f}"
+        f" MiB, {n_large} images {large['peak_rss_mb']:,.0f} MiB "
+        f"(ratio {r['peak_rss']['ratio_large_over_small']:.2f}; per-process peaks summed: "
+        f"{small['peak_rss_mb_hwm_sum']:,.0f} and {large['peak_rss_mb_hwm_sum']:,.0f} MiB)",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", type=int, default=80)
-    parser.add_argument("--large", type=int, default=800)
-    parser.add_argument("--big-small", type=int, default=16)
-    parser.add_argument("--big-large", type=int, default=64)
-    parser.add_argument("--naive-images", type=int, default=48)
-    parser.add_argument("--forward-seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="(c) window")
+    parser.add_argument("--forward-seconds", type=float, default=15.0, help="each (a) window")
+    parser.add_argument("--warmup-batches", type=int, default=8)
+    parser.add_argument("--photos", type=int, default=800, help="distinct 640x480 photos")
+    parser.add_argument("--photos-12mp", type=int, default=64, help="distinct 12 MP photos")
+    parser.add_argument("--naive-images", type=int, default=64)
+    parser.add_argument("--rss-small", type=int, default=80, help="N; 10N is --photos")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--show", metavar="JSON", help="print the table of a saved result")
     args = parser.parse_args()
+    if args.show:
+        print(table(json.loads(Path(args.show).read_text())))
+        return 0
 
     import torch
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     results: dict = {
         "started_at": datetime.now(UTC).isoformat(),
+        "args": vars(args),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "loadavg_at_start": os.getloadavg(),  # other work on the machine, 1/5/15 min
     }
     with tempfile.TemporaryDirectory(prefix="embedlake-bench-") as tmp:
         work = Path(tmp)
         env["PREFECT_HOME"] = str(work / "prefect")
-        env["EMBEDLAKE_CACHE"] = str(work / "cache")
-        print("(a) forward-only limit ...", flush=True)
-        results["a_forward_limit"] = forward_limit(work / "cache", args.forward_seconds)
-        print("(b) naive baseline ...", flush=True)
-        naive_paths = make_photos(work / "naive", args.naive_images, (640, 480))
-        results["b_naive"] = naive_baseline(naive_paths)
-        print("(c) embedlake end to end, 640x480 ...", flush=True)
-        results["c_640x480"] = end_to_end(
-            work / "p640", args.small, args.large, (640, 480), env, work, "640"
-        )
-        print("(c) embedlake end to end, 12 MP ...", flush=True)
-        results["c_12mp"] = end_to_end(
-            work / "p12", args.big_small, args.big_large, (4000, 3000), env, work, "12mp"
-        )
+        env["EMBEDLAKE_CACHE"] = os.environ["EMBEDLAKE_CACHE"] = str(work / "cache")
+        print("photos ...", flush=True)
+        p640 = make_photos(work / "p640", args.photos, (640, 480))
+        p12 = make_photos(work / "p12mp", args.photos_12mp, (4000, 3000))
+        engine = Engine(work / "cache")
+        print(f"    {engine.choice.describe()}", flush=True)
+        results["precision"] = engine.choice.precision
+        results["precision_choice"] = engine.choice.describe()
+        print("(a), (c) 640x480 ...", flush=True)
+        results["c_640x480"] = measure_resolution(engine, p640, work / "c640", args)
+        print("(a), (c) 12 MP ...", flush=True)
+        results["c_12mp"] = measure_resolution(engine, p12, work / "c12mp", args)
+        del engine
+        print("(b) naive recipe ...", flush=True)
+        results["b_naive"] = naive_baseline(p640[: args.naive_images])
+        print("peak RSS ...", flush=True)
+        results["peak_rss"] = peak_rss(p640, args.rss_small, work, env)
 
-    a = results["a_forward_limit"]["images_per_second"]
-    b = results["b_naive"]["images_per_second"]
-    c = results["c_640x480"]["marginal_images_per_second"]
-    c12 = results["c_12mp"]["marginal_images_per_second"]
-    results["ratios"] = {
-        "c_over_a": c / a,
-        "c_over_b": c / b,
-        "c12mp_over_a": c12 / a,
-        "rss_800_over_80": results["c_640x480"]["rss_ratio_large_over_small"],
-    }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_file = out_dir / f"throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    results["loadavg_at_end"] = os.getloadavg()
+    out_file = Path(args.out) / f"throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(results, indent=2))
-
-    r = results
-    lines = [
-        f"{'measure':<46}{'images/s':>10}",
-        f"{'(a) forward-only limit (' + r['a_forward_limit']['precision'] + ')':<46}{a:>10.2f}",
-        f"{'(b) naive timm recipe (fp32, batch 16)':<46}{b:>10.2f}",
-        f"{'(c) embedlake, 640x480 JPEG, marginal':<46}{c:>10.2f}",
-        f"{'(c) embedlake, 12 MP JPEG, marginal':<46}{c12:>10.2f}",
-        "",
-        f"c/a = {c / a:.2f}   c/b = {c / b:.2f}   c(12MP)/a = {c12 / a:.2f}",
-        f"start-up (640x480 small run): {r['c_640x480']['startup_seconds']:.1f} s",
-        f"peak RSS: {r['c_640x480']['small']['peak_rss_mb']:.0f} MB for {args.small} images, "
-        f"{r['c_640x480']['large']['peak_rss_mb']:.0f} MB for {args.large} "
-        f"(ratio {r['ratios']['rss_800_over_80']:.2f})",
-        f"stages, {args.large} x 640x480 (s): {r['c_640x480']['large']['stage_seconds']}",
-        f"stages, {args.big_large} x 12 MP (s): {r['c_12mp']['large']['stage_seconds']}",
-        f"JSON: {out_file}",
-    ]
-    print("\n".join(lines))
+    print(table(results))
+    print(f"JSON: {out_file}")
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
     sys.exit(main())
