@@ -67,7 +67,7 @@ def group_name(backbone: str, weights_id: str, precision: str) -> str:
 
 
 def _embedding_parts(root: lake.Lake) -> list[ds.Dataset]:
-    # one dataset per part: old parts store list<float>, new ones fixed_size_list
+    # one dataset per part: a part's schema is read from its own footer
     return [
         ds.dataset(
             root._part_path("embeddings", name),
@@ -140,6 +140,27 @@ def iter_group_blocks(
             seen.update(ids[keep])
             vectors = lake.vectors_of(pa.Table.from_batches([batch]))
             yield ids[keep], np.ascontiguousarray(vectors[keep], dtype=np.float32)
+
+
+def group_vectors(root: lake.Lake, key: GroupKey, only: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids sorted, their float32 vectors) of the group's rows among `only` ids."""
+    blocks = list(iter_group_blocks(root, key, only=only))
+    if not blocks:
+        return np.empty(0, object), np.empty((0, 0), np.float32)
+    ids = np.concatenate([block_ids for block_ids, _ in blocks])
+    order = np.argsort(ids)
+    return ids[order], np.concatenate([vectors for _, vectors in blocks])[order]
+
+
+def graph_edges(root: lake.Lake, key: GroupKey, k: int) -> list[tuple[str, str, int]]:
+    """(image_id, neighbor_id, rank) of the group's current lists (rank 1 = the nearest)."""
+    lists = read_lists(root, key, k)
+    return [
+        (image_id, neighbor, rank)
+        for image_id, row in zip(lists.ids, lists.neighbors, strict=True)
+        for rank, neighbor in enumerate(row, start=1)
+        if neighbor is not None
+    ]
 
 
 # ------------------------------------------------------------------------ the graph's parts

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
-from . import lake
+from . import graph, lake
 
 __all__ = [
     "FILES_LABEL_COLUMNS",
@@ -229,37 +228,6 @@ def _backbone_cost(name: str, device: str) -> tuple[int, float]:
     return int(cost[0]), float(cost[1])
 
 
-def _group_vectors(
-    root: lake.Lake, backbone: str, weights_id: str, precision: str, image_ids: set[str]
-) -> tuple[list[str], np.ndarray]:
-    """The stored unit vectors of `image_ids` under one (backbone, weights, precision)."""
-    key = (
-        (ds.field("backbone") == backbone)
-        & (ds.field("weights_id") == weights_id)
-        & (ds.field("precision") == precision)
-        & ds.field("image_id").isin(pa.array(sorted(image_ids), pa.string()))  # typed: may be empty
-    )
-    table = root.read_table("embeddings", ["image_id", "embedding"], filter=key)
-    ids, first = np.unique(np.asarray(table.column("image_id").to_pylist()), return_index=True)
-    if not len(ids):
-        return [], np.empty((0, 0), np.float32)
-    return list(ids), lake.vectors_of(table.take(pa.array(first)))
-
-
-def _graph(root: lake.Lake, backbone: str, weights_id: str, precision: str) -> list[tuple]:
-    key = (
-        (ds.field("backbone") == backbone)
-        & (ds.field("weights_id") == weights_id)
-        & (ds.field("precision") == precision)
-    )
-    table = root.read_table("neighbors", ["image_id", "neighbor_id", "rank"], filter=key)
-    return list(
-        zip(
-            *(table.column(c).to_pylist() for c in ("image_id", "neighbor_id", "rank")), strict=True
-        )
-    )
-
-
 def run_probes(
     root: lake.Lake,
     run_id: str,
@@ -267,18 +235,20 @@ def run_probes(
     paths: dict[str, str],
     groups: Sequence[tuple[str, str, str]],
     device: str = "cpu",
+    k: int = 10,
 ) -> list[dict[str, Any]]:
     """Probe every (backbone, weights_id, precision) group on every column; write this run's
     `predictions`, `label_issues` and `probes` parts (probes last: its rows say the run probed).
 
-    `paths`: image_id -> path, for the label_issues rows. Returns the probes rows."""
+    `paths`: image_id -> path, for the label_issues rows; `k`: the graph's list length (for
+    knn_accuracy, from the group's current lists). Returns the probes rows."""
     probes, predictions, issues = [], [], []
     measured: dict[str, tuple[int, float]] = {}
     for backbone, weights_id, precision in groups:
         if backbone not in measured:
             measured[backbone] = _backbone_cost(backbone, device)
         macs, ms = measured[backbone]
-        graph = _graph(root, backbone, weights_id, precision)
+        edges = graph.graph_edges(root, (backbone, weights_id, precision), k)
         for column, labels in labels_by_column.items():
             key = {
                 "backbone": backbone,
@@ -287,7 +257,10 @@ def run_probes(
                 "column": column,
                 "run_id": run_id,
             }
-            ids, vectors = _group_vectors(root, backbone, weights_id, precision, set(labels))
+            ids, vectors = graph.group_vectors(
+                root, (backbone, weights_id, precision), pa.array(sorted(labels), pa.string())
+            )
+            ids = list(ids)
             given = [labels[i] for i in ids]
             plan = plan_folds(given)
             kept = set(plan.kept)
@@ -299,7 +272,7 @@ def run_probes(
                 "n_set_aside": len(ids) - len(rows),
                 "set_aside_labels": plan.set_aside,
                 "n_folds": plan.n_folds,
-                "knn_accuracy": knn_accuracy({ids[j]: given[j] for j in rows}, graph),
+                "knn_accuracy": knn_accuracy({ids[j]: given[j] for j in rows}, edges),
                 "macs": macs,
                 "ms_per_image": ms,
             }

@@ -195,12 +195,10 @@ def start_run_fn(params: RunParams) -> RunContext:
     ctx = RunContext(lake.new_run_id(started), root, source, started, params)
     runs = root.read_table("runs").to_pylist()
     ended = {r["run_id"] for r in runs if r["stage"] not in _OPEN_STAGES}
-    latest: dict[str, dict[str, Any]] = {}
-    for row in sorted(
-        runs, key=lambda r: _OPEN_STAGES.index(r["stage"]) if r["stage"] in _OPEN_STAGES else 9
-    ):
-        if row["run_id"] not in ended:
-            latest[row["run_id"]] = row  # its counts, when it got as far as 'embedded'
+    latest: dict[str, dict[str, Any]] = {}  # a dead run's furthest row: its counts, if any
+    open_rows = (r for r in runs if r["run_id"] not in ended)
+    for row in sorted(open_rows, key=lambda r: _OPEN_STAGES.index(r["stage"])):
+        latest[row["run_id"]] = row
     for dead in latest.values():
         # we hold the lock, so a run that never ended is not running: it was killed
         aborted = {
@@ -709,9 +707,8 @@ def run_probes_fn(
             paths.setdefault(row["image_id"], row["path"])
     weights = json.loads(summary["weights"])
     groups = [(name, weights_id, summary["precision"]) for name, weights_id in weights.items()]
-    rows = run_probes(
-        ctx.lake, ctx.run_id, labels, paths, groups, device=resolve_device(ctx.params.device)
-    )
+    device = resolve_device(ctx.params.device)
+    rows = run_probes(ctx.lake, ctx.run_id, labels, paths, groups, device, ctx.params.neighbors_k)
     for row in rows:
         _log().info(
             "probe %s on %s: accuracy %s (chance %s), %s label issues",
