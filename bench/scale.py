@@ -1,13 +1,19 @@
 """The lake at scale: synthetic unit vectors through the product's writer, graph and catalog.
 
-One group (backbone mobilenet_v1, N x DIM float32 clustered unit vectors), written as a run
-writes them (`lake.embeddings_table` + `Lake.write_part`, 65,536 rows a part). Then, each stage in
-a fresh child process so that its peak RSS is its own: the full reindex (graph and index from the
-Parquet), graph updates after adding +0.1 % and +1 % new images, `nearest` latency (the catalog
-macro, and the faiss index: load + one search), `count(*)` on `embeddings`, lake bytes, and the
-graph's recall@10 against exact top-10 on a sample of images.
+One group (backbone mobilenet_v1, N x DIM clustered unit vectors, ids sha256 hex like a run's),
+written as a run writes them (`lake.embeddings_table`, float16 by default, parts of 65,536 rows
+sorted by image_id, `Lake.write_part`). Then, each stage in a fresh child process so that its
+peak RSS is its own:
+- the base graph: `--base reindex` runs the product's full reindex (index and every image's
+  list). `--base index` builds the ANN index alone (the reindex's first half, the same code), for
+  sizes where N searches do not fit the session: the base images then have no lists;
+- graph updates after adding new images (`--adds`, default +0.1 % and +1 %), through the
+  product's incremental update (`build_neighbor_graph`);
+- `embedlake nearest` latency for one image (fresh process, index segments mapped from disk),
+  the catalog's exact `nearest` macro (small N only), `count(*)` on `embeddings`;
+- lake bytes, and recall@10 of the updated images' lists against an exact scan.
 
-    python bench/scale.py --n 1000000 [--dim 1024 --ann-threshold 200000 --lake DIR]
+    python bench/scale.py --n 1000000 [--dim 1024 --base reindex|index --adds 1000,10000]
 
 Results: bench/measured/scale-<n>.json and a table on stdout.
 """
@@ -15,7 +21,9 @@ Results: bench/measured/scale-<n>.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -40,10 +48,10 @@ def _vectors(first: int, n: int, dim: int) -> np.ndarray:
 
 
 def _ids(first: int, n: int) -> list[str]:
-    return [f"{i:064x}" for i in range(first, first + n)]
+    return [hashlib.sha256(str(i).encode()).hexdigest() for i in range(first, first + n)]
 
 
-def stage_write(lake_dir: str, first: int, n: int, dim: int, run: str) -> dict:
+def stage_write(lake_dir: str, first: int, n: int, dim: int, run: str, storage: str) -> dict:
     from embedlake.tasks import lake
 
     root = lake.Lake.at(lake_dir).ensure()
@@ -57,9 +65,31 @@ def stage_write(lake_dir: str, first: int, n: int, dim: int, run: str) -> dict:
             vectors=_vectors(p0, rows, dim),
             norms=np.ones(rows, np.float32),
             run_id=run,
+            storage=storage,
         )
-        root.write_part(table, "embeddings", f"{run}-{p0:012d}.parquet")
+        # as lake.PartWriter writes a run's parts: sorted by image_id
+        root.write_part(table.sort_by("image_id"), "embeddings", f"{run}-{p0:012d}.parquet")
     return {}
+
+
+def stage_index(lake_dir: str) -> dict:
+    """The ANN index of the whole group, no lists: `update_group`'s first half, its own code."""
+    from embedlake.tasks import graph, lake
+
+    root = lake.Lake.at(lake_dir)
+    key = (BACKBONE, WEIGHTS, PRECISION)
+    started = time.perf_counter()
+    index = graph._new_index(root, key, graph.group_size(root, key))
+    trained = time.perf_counter()
+    parts = [name for name, _ in graph._embedding_parts(root)]
+    index.add(graph.iter_group_blocks(root, key, parts=parts, block_rows=65_536), parts)
+    index.commit()
+    return {
+        "train_s": round(trained - started, 1),
+        "add_s": round(time.perf_counter() - trained, 1),
+        "nlist": index.manifest.nlist,
+        "segments": len(index.manifest.segments),
+    }
 
 
 def stage_graph(lake_dir: str, rebuild: bool, ann_threshold: int) -> dict:
@@ -76,43 +106,69 @@ def stage_catalog(lake_dir: str) -> dict:
     return {}
 
 
-def stage_queries(lake_dir: str, n: int, repeats: int = 5) -> dict:
-    from embedlake.tasks import graph, lake
+def stage_queries(lake_dir: str, n: int, macro: bool, repeats: int = 3) -> dict:
     from embedlake.tasks.catalog import connect_read_only
 
     out: dict = {}
-    query_id = _ids(n // 2, 1)[0]
-    with connect_read_only(lake_dir, memory_limit="8GB") as con:
-        for label, sql, params in (
-            ("count_s", "SELECT count(*) FROM embeddings", []),
-            ("nearest_macro_s", "SELECT * FROM nearest(?, ?, 10)", [query_id, BACKBONE]),
-            (
-                "neighbors_view_one_image_s",
-                "SELECT * FROM neighbors WHERE image_id = ?",
-                [query_id],
-            ),
-        ):
+    query_id = _ids(n - 1, 1)[0]  # one of the images added last: it has a list
+    statements = [
+        ("count_s", "SELECT count(*) FROM embeddings", []),
+        ("neighbors_view_one_image_s", "SELECT * FROM neighbors WHERE image_id = ?", [query_id]),
+    ]
+    if macro:
+        statements.append(
+            ("nearest_macro_s", "SELECT * FROM nearest(?, ?, 10)", [query_id, BACKBONE])
+        )
+    with connect_read_only(lake_dir, memory_limit="4GB") as con:
+        for label, sql, params in statements:
             times = []
-            for _ in range(repeats if label == "count_s" else 2):
+            for _ in range(repeats):
                 started = time.perf_counter()
                 con.execute(sql, params).fetchall()
                 times.append(time.perf_counter() - started)
             out[label] = round(min(times), 3)
-    root = lake.Lake.at(lake_dir)
-    key = (BACKBONE, WEIGHTS, PRECISION)
-    started = time.perf_counter()
-    index, _ = graph.load_index(root, key)
-    out["index_load_s"] = round(time.perf_counter() - started, 3)
-    if index is not None:
-        vector = _vectors(n // 2, 1, index.d)
-        started = time.perf_counter()
-        index.search(vector, 11)
-        out["index_search_s"] = round(time.perf_counter() - started, 4)
+            out[label.replace("_s", "_first_s")] = round(times[0], 3)
     return out
 
 
-def stage_recall(lake_dir: str, n: int, sample: int) -> dict:
-    """Graph lists of `sample` images against their exact top-10 (a blocked scan of all vectors)."""
+def stage_nearest_cli(lake_dir: str, n: int) -> dict:
+    """`embedlake nearest` for one image, as a user runs it: a fresh process, timed whole."""
+    query_id = _ids(n // 3, 1)[0]
+    command = [
+        sys.executable,
+        "-m",
+        "embedlake.flows.cli",
+        "nearest",
+        query_id,
+        "--backbone",
+        BACKBONE,
+        "--lake",
+        lake_dir,
+        "--format",
+        "csv",
+    ]
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        out = subprocess.run(command, check=True, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+    from embedlake.tasks.nearest import nearest
+
+    started = time.perf_counter()
+    table = nearest(lake_dir, query_id, BACKBONE, 10)
+    call = time.perf_counter() - started
+    return {
+        "process_s": round(min(times), 3),
+        "process_first_s": round(times[0], 3),
+        "call_s": round(call, 3),
+        "method": table.column("method")[0].as_py(),
+        "rows": len(out.stdout.splitlines()) - 1,
+    }
+
+
+def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
+    """Lists of `sample` images among rows lo..hi against their exact top-10 (a blocked scan of
+    every vector)."""
     import duckdb
     import pyarrow as pa
 
@@ -120,7 +176,7 @@ def stage_recall(lake_dir: str, n: int, sample: int) -> dict:
 
     root = lake.Lake.at(lake_dir)
     key = (BACKBONE, WEIGHTS, PRECISION)
-    picks = np.random.default_rng(2).choice(n, sample, replace=False)
+    picks = np.random.default_rng(2).choice(np.arange(lo, hi), min(sample, hi - lo), replace=False)
     query_ids = [_ids(int(p), 1)[0] for p in picks]
     wanted = pa.array(query_ids, pa.string())
     found = {
@@ -129,26 +185,21 @@ def stage_recall(lake_dir: str, n: int, sample: int) -> dict:
         for i, v in zip(ids, vecs, strict=True)
     }
     queries = np.stack([found[i] for i in query_ids])
-    best_s = np.full((sample, 10), -np.inf, np.float32)
-    best_i = np.full((sample, 10), None, object)
+    best_s = np.full((len(picks), 10), -np.inf, np.float32)
+    best_i = np.full((len(picks), 10), None, object)
     for ids, vectors in graph.iter_group_blocks(root, key, block_rows=65_536):
         scores = queries @ vectors.T
         scores[np.asarray(query_ids, object)[:, None] == ids[None, :]] = -np.inf
-        s = np.concatenate([best_s, scores], axis=1)
-        i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argpartition(-scores, 9, axis=1)[:, :10]
+        s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
+        i = np.concatenate([best_i, ids[top]], axis=1)
         order = np.argsort(-s, axis=1)[:, :10]
         best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
-    con = duckdb.connect()
-    lists = dict(
-        con.execute(
-            "SELECT image_id, list(neighbor_id) FROM ("
-            " FROM read_parquet(?, filename = true) WHERE image_id IN (SELECT unnest(?))"
-            " QUALIFY filename = max(filename) OVER (PARTITION BY image_id)) GROUP BY ALL",
-            [f"{root.path}/neighbors/*-*.parquet", query_ids],
-        ).fetchall()
-    )
-    hits = [len(set(lists.get(q, [])) & set(best_i[r])) / 10 for r, q in enumerate(query_ids)]
-    return {"recall_at_10": round(float(np.mean(hits)), 4), "sample": sample}
+    lists = graph.read_lists(root, key, 10, only=wanted)
+    got = dict(zip(lists.ids, lists.neighbors, strict=True))
+    hits = [len(set(got.get(q, [])) & set(best_i[r])) / 10 for r, q in enumerate(query_ids)]
+    del duckdb
+    return {"recall_at_10": round(float(np.mean(hits)), 4), "sample": len(picks)}
 
 
 STAGES = {
@@ -156,6 +207,8 @@ STAGES = {
     "graph": stage_graph,
     "catalog": stage_catalog,
     "queries": stage_queries,
+    "index": stage_index,
+    "nearest_cli": stage_nearest_cli,
     "recall": stage_recall,
 }
 
@@ -187,6 +240,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--storage", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--base", default="reindex", choices=["reindex", "index"])
+    parser.add_argument(
+        "--adds",
+        default="",
+        help="images per update, comma-separated (default: 0.1 %% and 1 %% of --n)",
+    )
     parser.add_argument("--ann-threshold", type=int, default=200_000)
     parser.add_argument("--recall-sample", type=int, default=200)
     parser.add_argument("--lake", help="default: a temporary folder under /work/tmp")
@@ -201,34 +261,44 @@ def main() -> int:
 
     lake_dir = args.lake or tempfile.mkdtemp(prefix="scale-", dir="/work/tmp")
     n, dim = args.n, args.dim
+    adds = [int(a) for a in args.adds.split(",")] if args.adds else [n // 1000, n // 100]
     result: dict = {
         "n": n,
         "dim": dim,
+        "storage": args.storage,
+        "base": args.base,
         "ann_threshold": args.ann_threshold,
         "lake": lake_dir,
         "started_at": datetime.now(UTC).isoformat(),
+        "cpus": os.cpu_count(),
         "stages": {},
     }
     stages = result["stages"]
-    stages["write"] = _child("write", lake_dir, 0, n, dim, "base")
-    stages["reindex"] = _child("graph", lake_dir, True, args.ann_threshold)
-    added = n
-    for label, fraction in (("update_0.1pct", 0.001), ("update_1pct", 0.01)):
-        m = int(n * fraction)
-        stages[f"write_{label}"] = _child("write", lake_dir, added, m, dim, f"add{m}")
-        stages[label] = _child("graph", lake_dir, False, args.ann_threshold)
-        stages[label]["images_added"] = m
-        added += m
+    stages["write"] = _child("write", lake_dir, 0, n, dim, "base", args.storage)
+    if args.base == "reindex":
+        stages["reindex"] = _child("graph", lake_dir, True, args.ann_threshold)
+    else:
+        stages["index"] = _child("index", lake_dir)
+    total = n
+    for m in adds:
+        stages[f"write_add_{m}"] = _child("write", lake_dir, total, m, dim, f"add{m}", args.storage)
+        stages[f"update_add_{m}"] = _child("graph", lake_dir, False, args.ann_threshold)
+        stages[f"update_add_{m}"]["images_added"] = m
+        total += m
     stages["catalog"] = _child("catalog", lake_dir)
-    stages["queries"] = _child("queries", lake_dir, added)
-    stages["recall"] = _child("recall", lake_dir, added, args.recall_sample)
+    stages["queries"] = _child("queries", lake_dir, total, total <= 1_000_000)
+    stages["nearest_cli"] = _child("nearest_cli", lake_dir, total)
+    lo = 0 if args.base == "reindex" else n  # images that have lists
+    stages["recall"] = _child("recall", lake_dir, lo, total, args.recall_sample)
     result["lake_bytes"] = _lake_bytes(lake_dir)
+    result["finished_at"] = datetime.now(UTC).isoformat()
     out = Path(f"bench/measured/scale-{n}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'stage':<16}{'seconds':>10}{'peak RSS MiB':>14}")
+    print(f"\n{'stage':<20}{'seconds':>10}{'peak RSS MiB':>14}")
     for name, stage in stages.items():
-        print(f"{name:<16}{stage['seconds']:>10}{stage['peak_rss_mib']:>14}")
+        print(f"{name:<20}{stage['seconds']:>10}{stage['peak_rss_mib']:>14}")
     print("queries:", stages["queries"])
+    print("nearest (CLI):", stages["nearest_cli"])
     print("recall@10:", stages["recall"]["recall_at_10"])
     print("lake bytes:", result["lake_bytes"])
     print(f"written to {out}")

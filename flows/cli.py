@@ -199,6 +199,18 @@ def _parser() -> argparse.ArgumentParser:
     similar.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     similar.add_argument("--output", help="write the result to this file (required for parquet)")
 
+    near = sub.add_parser(
+        "nearest",
+        help="a stored image's nearest images (the group's ANN index when it has one; "
+        "writes nothing)",
+    )
+    near.add_argument("image_id", help="an image_id of the lake (`images.image_id`)")
+    near.add_argument("--backbone", required=True, help="whose embeddings to compare")
+    near.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    near.add_argument("--k", type=int, default=10, help="how many images")
+    near.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    near.add_argument("--output", help="write the result to this file (required for parquet)")
+
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     report.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
@@ -247,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _cmd_demo,
         "report": _cmd_report,
         "similar": _cmd_similar,
+        "nearest": _cmd_nearest,
         "serve": _cmd_serve,
         "reindex": _cmd_reindex,
     }
@@ -502,6 +515,22 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"embedlake: note: {note}", file=sys.stderr)
     write_result(result.table, args.format, args.output)
+    return 0
+
+
+def _cmd_nearest(args: argparse.Namespace) -> int:
+    from embedlake.tasks.lake import Lake
+    from embedlake.tasks.nearest import nearest
+    from embedlake.tasks.render import write_result
+
+    if args.format == "parquet" and not args.output:
+        raise CliError("--format parquet needs --output FILE")
+    if args.k < 1:
+        raise CliError("--k must be at least 1")
+    root = Lake.at(args.lake)
+    if not root.exists():
+        raise CliError(f"no lake at {root}")
+    write_result(nearest(root, args.image_id, args.backbone, args.k), args.format, args.output)
     return 0
 
 

@@ -5,12 +5,12 @@ The graph is updated, not rebuilt. Adding M images to a group of N costs:
   scan over the group's stored vectors; the same M x N product, read column-wise, gives each
   existing image its best new candidates, which replace the tail of its list when they beat its
   current k-th similarity. The result equals a full rebuild (ties aside).
-- ANN mode (larger groups): an insert into a faiss index kept in the lake
-  (`LAKE/index/<group>.faiss` plus `<group>.ids-<ntotal>.parquet`, the image_id of each label),
-  then the new images' searches; an existing image whose list a new one enters gets it merged in.
+- ANN mode (larger groups): an insert into the group's faiss index in the lake (`ann_index`: IVF-SQ8
+  segments, searched one mapped file at a time), then the new images' searches; an existing image
+  whose list a new one enters gets it merged in.
 
-Each update writes one part, `neighbors/<group>-<version>.parquet`, holding the complete lists of
-the images whose lists changed; the `neighbors` view keeps, per image, the latest version's list.
+Each update writes parts `neighbors/<group>-<version>.parquet`, holding the complete lists of the
+images whose lists changed; the `neighbors` view keeps, per image, the latest version's list.
 `update_group(..., rebuild=True)` (the `reindex` command) recomputes a group from its Parquet
 and drops its older parts.
 Vectors are read in blocks (one Parquet batch at a time), never a table whole.
@@ -20,40 +20,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from . import lake
+from .ann_index import GroupIndex, remove_index
 
 __all__ = [
-    "ANN_FACTORY",
     "GroupKey",
     "group_ids",
     "group_keys",
     "group_name",
+    "group_size",
     "iter_group_blocks",
-    "load_index",
+    "open_index",
     "update_group",
 ]
 
 GroupKey = tuple[str, str, str]  # backbone, weights_id, precision
 
-# chosen by bench/index_choice.py (README, "The neighbour graph"): IVF lists of 8-bit scalar
-# quantised codes, 1 byte per dimension (a quarter of float32), recall@10 near HNSW-flat's
-ANN_FACTORY = "IVF{nlist},SQ8"
-ANN_NPROBE = 32
-INDEX_FOLDER = "index"
-_TRAIN_ROWS = 65_536
+ANN_METHOD = "faiss_ivf_sq8"
 _PART = re.compile(r"^(?P<group>.+)-(?P<version>\d{8})\.parquet$")
 _log = logging.getLogger("embedlake")
 
@@ -66,16 +58,23 @@ def group_name(backbone: str, weights_id: str, precision: str) -> str:
 # ---------------------------------------------------------------- reading the embeddings in blocks
 
 
-def _embedding_parts(root: lake.Lake) -> list[ds.Dataset]:
+def _embedding_parts(
+    root: lake.Lake, names: list[str] | None = None
+) -> list[tuple[str, ds.Dataset]]:
+    """(name, dataset) of each embedding part (of `names` alone when given), in name order."""
     # one dataset per part: a part's schema is read from its own footer
+    if names is None:
+        names = [name for name in root.part_names("embeddings") if name != "_schema.parquet"]
     return [
-        ds.dataset(
-            root._part_path("embeddings", name),
-            format="parquet",
-            filesystem=root._arrow_filesystem(),
+        (
+            name,
+            ds.dataset(
+                root._part_path("embeddings", name),
+                format="parquet",
+                filesystem=root._arrow_filesystem(),
+            ),
         )
-        for name in root.part_names("embeddings")
-        if name != "_schema.parquet"
+        for name in sorted(names)
     ]
 
 
@@ -91,7 +90,7 @@ def _group_filter(key: GroupKey) -> ds.Expression:
 def group_keys(root: lake.Lake) -> list[GroupKey]:
     """The (backbone, weights_id, precision) groups the embeddings hold, sorted."""
     keys: set[GroupKey] = set()
-    for part in _embedding_parts(root):
+    for _, part in _embedding_parts(root):
         table = part.to_table(columns=["backbone", "weights_id", "precision"])
         for row in table.group_by(table.column_names).aggregate([]).to_pylist():
             keys.add((row["backbone"], row["weights_id"], row["precision"]))
@@ -102,7 +101,7 @@ def group_ids(root: lake.Lake, key: GroupKey) -> pa.Array:
     """The group's distinct image_ids in storage order (first occurrence), ids column alone."""
     chunks = [
         part.to_table(columns=["image_id"], filter=_group_filter(key)).column("image_id")
-        for part in _embedding_parts(root)
+        for _, part in _embedding_parts(root)
     ]
     if not chunks:
         return pa.array([], pa.string())
@@ -110,19 +109,28 @@ def group_ids(root: lake.Lake, key: GroupKey) -> pa.Array:
     return ids.unique() if len(ids) else pa.array([], pa.string())
 
 
+def group_size(root: lake.Lake, key: GroupKey) -> int:
+    """How many rows the group has (its key columns alone are read)."""
+    return sum(part.count_rows(filter=_group_filter(key)) for _, part in _embedding_parts(root))
+
+
 def iter_group_blocks(
-    root: lake.Lake, key: GroupKey, only: pa.Array | None = None, block_rows: int = 8192
+    root: lake.Lake,
+    key: GroupKey,
+    only: pa.Array | None = None,
+    block_rows: int = 8192,
+    parts: list[str] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(image_ids, float32 vectors) of the group's rows, in blocks of at most `block_rows`.
 
-    Each id comes once (the first stored row wins, as in the `embeddings` view); `only` restricts
-    the rows to those ids.
+    Each id comes once (the first stored row wins); `only` restricts the rows to those ids,
+    `parts` to those embedding parts.
     """
     where = _group_filter(key)
     if only is not None:
         where = where & ds.field("image_id").isin(only)
     seen: set[str] = set()
-    for part in _embedding_parts(root):
+    for _, part in _embedding_parts(root, parts):
         scanner = part.scanner(
             columns=["image_id", "embedding"], filter=where, batch_size=block_rows
         )
@@ -240,6 +248,10 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
     """Write the changed lists as the group's next part; its name (None when nothing changed)."""
     if not len(lists.ids):
         return None
+    # sorted by image_id: a part's row groups then carry narrow min/max, which point lookups
+    # (`neighbors WHERE image_id = ...`) skip by
+    order = np.argsort(lists.ids)
+    lists = Lists(lists.ids[order], lists.neighbors[order], lists.sims[order])
     n, k = lists.neighbors.shape
     valid = lists.neighbors.reshape(-1) != None  # noqa: E711 (element-wise)
     rows = pa.table(
@@ -266,7 +278,14 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
 def _merge(
     current_nb: np.ndarray, current_s: np.ndarray, cand_nb: np.ndarray, cand_s: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of two ranked lists (similarity descending; None / -inf pads)."""
+    """Row-wise top-k of two ranked lists (similarity descending; None / -inf pads).
+
+    A candidate already in the row's list is not taken twice (an update redone after a kill
+    offers the same images again).
+    """
+    if current_nb.size and cand_nb.size:
+        again = (cand_nb[:, :, None] == current_nb[:, None, :]).any(axis=2)
+        cand_s = np.where(again & (cand_nb != None), -np.inf, cand_s)  # noqa: E711
     nb = np.concatenate([current_nb, cand_nb], axis=1)
     s = np.concatenate([current_s, cand_s], axis=1)
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
@@ -382,156 +401,94 @@ def _offer_to_existing(
 # --------------------------------------------------------------------------------- ANN mode
 
 
-def _index_dir(root: lake.Lake) -> Path:
-    """A local folder holding the lake's index files (a URL lake: a cache of them)."""
-    folder = (root.path if root.path is not None else root.local_dir) / INDEX_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def _covered_by(root: lake.Lake, key: GroupKey) -> Callable[[set[str]], list[str]]:
+    """For converting an old index: the parts whose rows of `key` are all among given ids."""
+
+    def covered(ids: set[str]) -> list[str]:
+        names = []
+        for name, part in _embedding_parts(root):
+            table = part.to_table(columns=["image_id"], filter=_group_filter(key))
+            if set(table.column("image_id").to_pylist()) <= ids:
+                names.append(name)
+        return names
+
+    return covered
 
 
-def load_index(root: lake.Lake, key: GroupKey):
-    """(faiss index, image_id per label) of a group, or (None, None) when it has none."""
-    import faiss
-
-    folder = _index_dir(root)
-    name = group_name(*key)
-    if isinstance(root, lake.UrlLake):
-        _download(root, folder, name)
-    path = folder / f"{name}.faiss"
-    if not path.exists():
-        return None, None
-    index = faiss.read_index(str(path))
-    ids_path = folder / f"{name}.ids-{index.ntotal:012d}.parquet"
-    ids = pq.read_table(ids_path).column("image_id").combine_chunks()
-    faiss.extract_index_ivf(index).nprobe = ANN_NPROBE
-    return index, ids
+def _new_index(root: lake.Lake, key: GroupKey, n: int) -> GroupIndex:
+    """A trained, empty index for the group's n rows (a uniform sample of them trains it)."""
+    want = GroupIndex.train_rows(n)
+    rng = np.random.default_rng(0)
+    sample = [
+        vectors[rng.random(len(vectors)) < want / n]
+        for _, vectors in iter_group_blocks(root, key, block_rows=65_536)
+    ]
+    return GroupIndex.create(root, group_name(*key), n, np.concatenate(sample))
 
 
-def _download(root: lake.UrlLake, folder: Path, name: str) -> None:
-    remote = f"{root.root}/{INDEX_FOLDER}"
-    root.fs.invalidate_cache(remote)
-    for path in root.fs.glob(f"{remote}/{name}.*"):
-        root.fs.get_file(path, str(folder / path.rsplit("/", 1)[-1]))
+def _ann_update(root: lake.Lake, key: GroupKey, index: GroupIndex, k: int, block_rows: int) -> int:
+    """Index the rows of the parts the index does not cover, then find their lists and merge
+    them into the lists they enter; lists written.
+
+    Two passes over the new rows (insert all, then search), each a block at a time; each block's
+    lists are written as they come. When the index held nothing before (a new or rebuilt index)
+    every row is new and no existing list is read.
+    """
+    covered = set(index.manifest.parts)
+    new_parts = [name for name, _ in _embedding_parts(root) if name not in covered]
+    all_new = index.ntotal == 0
+    if not index.add(iter_group_blocks(root, key, parts=new_parts), new_parts):
+        index.commit()  # the parts are covered: they hold no row of this group
+        return 0
+    written = 0
+    added: set[str] = set()
+    hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (existing, sim, new) per block
+    for ids, vectors in iter_group_blocks(root, key, parts=new_parts, block_rows=block_rows):
+        sims, names = index.search(vectors, k + 1)
+        sims[names == ids[:, None]] = -np.inf  # not its own neighbour
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        sims, names = np.take_along_axis(sims, order, 1), np.take_along_axis(names, order, 1)
+        names[~np.isfinite(sims)] = None
+        _write_lists(root, key, Lists(ids, names, sims), ANN_METHOD)
+        written += len(ids)
+        if not all_new:
+            added.update(ids)
+            found = names != None  # noqa: E711 (element-wise)
+            rows = np.nonzero(found)[0]
+            hits.append((names[found], sims[found], ids[rows]))
+    if hits:
+        written += _enter_existing(root, key, hits, added, k)
+    index.compact()
+    index.commit()
+    return written
 
 
-def _save_index(root: lake.Lake, key: GroupKey, index, ids: pa.Array) -> None:
-    """Write the id map, then the index (each atomically); older id maps go after."""
-    import faiss
-
-    folder = _index_dir(root)
-    name = group_name(*key)
-    ids_name = f"{name}.ids-{index.ntotal:012d}.parquet"
-    lake.write_part_atomically(pa.table({"image_id": ids}), folder / ids_name)
-    tmp = folder / f"{name}.faiss{lake._TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
-    try:
-        faiss.write_index(index, str(tmp))
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / f"{name}.faiss")
-    finally:
-        tmp.unlink(missing_ok=True)
-    if isinstance(root, lake.UrlLake):
-        for file in (ids_name, f"{name}.faiss"):
-            _upload(root, folder / file, file)
-    for old in folder.glob(f"{name}.ids-*.parquet"):
-        if old.name != ids_name:
-            old.unlink()
-            if isinstance(root, lake.UrlLake):
-                root.fs.rm_file(f"{root.root}/{INDEX_FOLDER}/{old.name}")
-
-
-def _upload(root: lake.UrlLake, local: Path, name: str) -> None:
-    target = f"{root.root}/{INDEX_FOLDER}/{name}"
-    if root.object_store:
-        root.fs.put_file(str(local), target)
-        return
-    tmp = f"{target}{lake._TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
-    root.fs.put_file(str(local), tmp)
-    root.fs.mv(tmp, target)
-
-
-def _new_index(root: lake.Lake, key: GroupKey, n: int):
-    """An untrained-then-trained IVF index for a group of about n vectors."""
-    import faiss
-
-    sample = []
-    have = 0
-    for _, vectors in iter_group_blocks(root, key):
-        sample.append(vectors)
-        have += len(vectors)
-        if have >= _TRAIN_ROWS:
-            break
-    train = np.concatenate(sample)[:_TRAIN_ROWS]
-    nlist = int(max(16, min(4 * np.sqrt(n), len(train) // 39)))
-    index = faiss.index_factory(
-        train.shape[1], ANN_FACTORY.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT
-    )
-    index.train(train)
-    faiss.extract_index_ivf(index).nprobe = ANN_NPROBE
-    return index
-
-
-def _ann_update(
+def _enter_existing(
     root: lake.Lake,
     key: GroupKey,
-    index,
-    ids: pa.Array,
-    new_ids: pa.Array,
+    hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    added: set[str],
     k: int,
-    block_rows: int,
-) -> tuple[Lists, pa.Array]:
-    """Insert the new vectors, search their lists, merge them into the lists they enter.
-
-    Two passes over the new rows (insert all, then search), so memory follows a block, not M.
-    """
-    added_blocks = []
-    for block_ids, vectors in iter_group_blocks(root, key, only=new_ids, block_rows=block_rows):
-        index.add(vectors)
-        added_blocks.append(block_ids)
-    if not added_blocks:
-        return Lists.empty(k), ids
-    added = np.concatenate(added_blocks)
-    start = len(ids)
-    ids = pa.concat_arrays([ids, pa.array(added, pa.string())])
-    label_of = {image_id: start + i for i, image_id in enumerate(added)}
-    new_nb = np.full((len(added), k), None, object)
-    new_s = np.full((len(added), k), -np.inf, np.float32)
-    for block_ids, vectors in iter_group_blocks(root, key, only=new_ids, block_rows=block_rows):
-        sims, labels = index.search(vectors, k + 1)
-        own = np.array([label_of[i] for i in block_ids])
-        sims[(labels == own[:, None]) | (labels < 0)] = -np.inf  # not its own neighbour
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        sims, labels = np.take_along_axis(sims, order, 1), np.take_along_axis(labels, order, 1)
-        names = ids.take(pa.array(labels.clip(0).reshape(-1))).to_numpy(zero_copy_only=False)
-        rows = own - start
-        new_nb[rows] = np.where(np.isfinite(sims), names.reshape(labels.shape), None)
-        new_s[rows] = sims
-    # reverse: an existing image found near a new one may take it into its list
+) -> int:
+    """Merge each new image into the lists of the existing images it was found near."""
     existing_hits: dict[str, list[tuple[float, str]]] = {}
-    new_set = set(added)
-    for r, image_id in enumerate(added):
-        for nb, s in zip(new_nb[r], new_s[r], strict=True):
-            if nb is not None and nb not in new_set:
-                existing_hits.setdefault(nb, []).append((float(s), image_id))
+    for nbs, sims, new_ids in hits:
+        for nb, s, new_id in zip(nbs, sims, new_ids, strict=True):
+            if nb not in added:
+                existing_hits.setdefault(nb, []).append((float(s), new_id))
     current = read_lists(root, key, k, only=pa.array(list(existing_hits), pa.string()))
     cand_nb = np.full((len(current.ids), k), None, object)
     cand_s = np.full((len(current.ids), k), -np.inf, np.float32)
     for r, image_id in enumerate(current.ids):
-        hits = sorted(existing_hits[image_id], reverse=True)[:k]
-        cand_s[r, : len(hits)] = [h[0] for h in hits]
-        cand_nb[r, : len(hits)] = [h[1] for h in hits]
+        best = sorted(existing_hits[image_id], reverse=True)[:k]
+        cand_s[r, : len(best)] = [h[0] for h in best]
+        cand_nb[r, : len(best)] = [h[1] for h in best]
     changed = cand_s[:, 0] > current.sims[:, -1]
     nb, s = _merge(
         current.neighbors[changed], current.sims[changed], cand_nb[changed], cand_s[changed], k
     )
-    return (
-        Lists(
-            np.concatenate([current.ids[changed], added]),
-            np.concatenate([nb, new_nb]),
-            np.concatenate([s, new_s]),
-        ),
-        ids,
-    )
+    _write_lists(root, key, Lists(current.ids[changed], nb, s), ANN_METHOD)
+    return int(changed.sum())
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -552,6 +509,11 @@ def _have_faiss(n: int, threshold: int) -> bool:
     return True
 
 
+def open_index(root: lake.Lake, key: GroupKey) -> GroupIndex | None:
+    """The group's ANN index (an index of embedlake 0.2 is converted), or None."""
+    return GroupIndex.open(root, group_name(*key), covered=_covered_by(root, key))
+
+
 def update_group(
     root: lake.Lake,
     key: GroupKey,
@@ -565,42 +527,32 @@ def update_group(
     """Bring one group's graph up to date with its stored embeddings; lists written.
 
     `rebuild`: start from nothing (a new index, every list recomputed), then drop older parts.
+    A group that has an index stays in ANN mode; one without gets an index when it outgrows
+    `ann_threshold`.
     """
-    ids = group_ids(root, key)
-    k = min(k, max(len(ids) - 1, 0))
-    old_parts = [part for _, part in _group_parts(root, group_name(*key))] if rebuild else []
+    name = group_name(*key)
+    old_parts = [part for _, part in _group_parts(root, name)] if rebuild else []
     if rebuild:
-        _remove_index(root, key)
-    index, indexed = (None, None)
-    if len(ids) > ann_threshold and _have_faiss(len(ids), ann_threshold):
-        index, indexed = load_index(root, key)
-        if index is None:
-            index, indexed = _new_index(root, key, len(ids)), pa.array([], pa.string())
-    lists, part = Lists.empty(k), None
+        remove_index(root, name)
+    n = group_size(root, key)
+    k = min(k, max(n - 1, 0))
+    index = None if rebuild or not k else open_index(root, key)
+    if index is None and k and n > ann_threshold and _have_faiss(n, ann_threshold):
+        index = _new_index(root, key, n)
     if index is not None:
-        new_ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=indexed)))
-        if len(new_ids):
-            lists, indexed = _ann_update(root, key, index, indexed, new_ids, k, key_block)
-            part = _write_lists(root, key, lists, "faiss_ivf_sq8")
-            _save_index(root, key, index, indexed)
+        written = _ann_update(root, key, index, k, block_rows=65_536)
     else:
+        written = 0
         current = Lists.empty(k) if rebuild else read_lists(root, key, k)
+        ids = group_ids(root, key)
         have = pa.array(current.ids, pa.string())
         new_ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=have)))
         if len(new_ids) and k:
             new = np.asarray(new_ids.to_pylist(), object)
             lists = _exact_update(root, key, current, new, k, device, query_block, key_block)
-            part = _write_lists(root, key, lists, "exact")
+            _write_lists(root, key, lists, "exact")
+            written = len(lists.ids)
     for old in old_parts:
         root.delete_part("neighbors", old)
-    _log.info("neighbour graph %s: %d lists written to %s", key[0], len(lists.ids), part)
-    return len(lists.ids)
-
-
-def _remove_index(root: lake.Lake, key: GroupKey) -> None:
-    name = group_name(*key)
-    for path in _index_dir(root).glob(f"{name}.*"):
-        path.unlink()
-    if isinstance(root, lake.UrlLake):
-        for path in root.fs.glob(f"{root.root}/{INDEX_FOLDER}/{name}.*"):
-            root.fs.rm_file(path)
+    _log.info("neighbour graph %s: %d lists written", key[0], written)
+    return written

@@ -621,12 +621,17 @@ def ensure_lake(lake: Path | Lake) -> Path | Lake:
     return lake
 
 
+# rows per Parquet row group: a point lookup (`WHERE image_id = ...` on a part sorted by
+# image_id) reads one group's pages, not the part's
+ROW_GROUP_ROWS = 16_384
+
+
 def write_part_atomically(table: pa.Table, target: Path) -> Path:
     """Write `table` to `target`: temp file in the same folder, fsync, rename, fsync folder."""
     tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
     try:
         with tmp.open("wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -652,7 +657,7 @@ def put_part_atomically(
             dir=staging, prefix=f"part{_TMP_MARK}{os.getpid()}-", suffix=".parquet", delete=False
         ) as handle:
             local = Path(handle.name)
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         if object_store:
             fs.put_file(str(local), target)
         else:
@@ -739,8 +744,9 @@ def embeddings_table(
 class PartWriter:
     """Writes embedding parts on a background thread, so compression and fsync overlap compute.
 
-    `add` queues rows; every `part_rows` rows become one part, written atomically under
-    `folder/<prefix>-<seq>.parquet` (`folder`: a local folder, or a lake's `LakeFolder`).
+    `add` queues rows; every `part_rows` rows become one part, sorted by image_id, written
+    atomically under `folder/<prefix>-<seq>.parquet` (`folder`: a local folder, or a lake's
+    `LakeFolder`).
     `close` flushes the rest and re-raises a writer error. At most two parts wait in the queue,
     which bounds memory.
     """
@@ -771,7 +777,8 @@ class PartWriter:
     def _submit(self) -> None:
         if self._pending:
             name = f"{self.prefix}-{self._seq:06d}.parquet"
-            self._queue.put((pa.concat_tables(self._pending), name))
+            # sorted by key: each row group's min/max then narrows a lookup by image_id
+            self._queue.put((pa.concat_tables(self._pending).sort_by("image_id"), name))
             self._pending, self._rows, self._seq = [], 0, self._seq + 1
 
     def _run(self) -> None:

@@ -146,28 +146,32 @@ def build_neighbor_graph(
 
 def _write_agreement(root: lake.Lake, keys: list[graph.GroupKey], cka_sample: int) -> None:
     rows = []
-    ids = {key: graph.group_ids(root, key) for key in keys}
-    for i, key_a in enumerate(keys):
-        for key_b in keys[i + 1 :]:
-            if key_a[0] == key_b[0] or key_a[2] != key_b[2]:
-                continue
-            shared = pc.filter(ids[key_a], pc.is_in(ids[key_a], value_set=ids[key_b]))
-            if len(shared) < 3:
-                continue
-            if len(shared) > cka_sample:
-                pick = np.random.default_rng(0).choice(len(shared), cka_sample, replace=False)
-                shared = shared.take(pa.array(np.sort(pick)))
-            rows.append(
-                {
-                    "backbone_a": key_a[0],
-                    "weights_id_a": key_a[1],
-                    "backbone_b": key_b[0],
-                    "weights_id_b": key_b[1],
-                    "precision": key_a[2],
-                    "n_images": len(shared),
-                    "linear_cka": _blocked_cka(root, key_a, key_b, shared),
-                }
-            )
+    pairs = [
+        (key_a, key_b)
+        for i, key_a in enumerate(keys)
+        for key_b in keys[i + 1 :]
+        if key_a[0] != key_b[0] and key_a[2] == key_b[2]
+    ]
+    # the ids of the groups that have a partner alone (one backbone: none are read)
+    ids = {key: graph.group_ids(root, key) for key in {k for pair in pairs for k in pair}}
+    for key_a, key_b in pairs:
+        shared = pc.filter(ids[key_a], pc.is_in(ids[key_a], value_set=ids[key_b]))
+        if len(shared) < 3:
+            continue
+        if len(shared) > cka_sample:
+            pick = np.random.default_rng(0).choice(len(shared), cka_sample, replace=False)
+            shared = shared.take(pa.array(np.sort(pick)))
+        rows.append(
+            {
+                "backbone_a": key_a[0],
+                "weights_id_a": key_a[1],
+                "backbone_b": key_b[0],
+                "weights_id_b": key_b[1],
+                "precision": key_a[2],
+                "n_images": len(shared),
+                "linear_cka": _blocked_cka(root, key_a, key_b, shared),
+            }
+        )
     root.write_part(lake.rows_to_table(rows, AGREEMENT_SCHEMA), "agreement", "agreement.parquet")
 
 

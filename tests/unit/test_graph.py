@@ -101,25 +101,89 @@ def test_a_legacy_whole_graph_part_is_version_zero(tmp_path):
     _assert_same(_graph(root), _brute_force(ids, x, 3))
 
 
+def _indexed_ids(root) -> list[str]:
+    index = graph.open_index(lake.Lake.at(root), KEY)
+    return [i for seg in index.segments() for i in index._labels(seg)]
+
+
 def test_ann_mode_inserts_into_the_index_in_the_lake(tmp_path):
-    faiss = pytest.importorskip("faiss")
+    pytest.importorskip("faiss")
     root = lake.ensure_lake(tmp_path / "lake")
     x = _clustered(3000, 32, seed=3)
     ids = [f"a{i:05d}" for i in range(len(x))]
     _add(root, ids[:2500], x[:2500], "r0")
     build_neighbor_graph(root, k=10, ann_threshold=1000)
-    index, indexed = graph.load_index(lake.Lake.at(root), KEY)
-    assert index.ntotal == 2500 and len(indexed) == 2500
+    assert sorted(_indexed_ids(root)) == ids[:2500]
     _add(root, ids[2500:], x[2500:], "r1")
     written = build_neighbor_graph(root, k=10, ann_threshold=1000)
-    index, indexed = graph.load_index(lake.Lake.at(root), KEY)
-    assert index.ntotal == 3000 and indexed.to_pylist() == ids  # inserted once, in order
+    index = graph.open_index(lake.Lake.at(root), KEY)
+    assert index.ntotal == 3000 and index.manifest.parts == ["r0.parquet", "r1.parquet"]
+    assert sorted(_indexed_ids(root)) == ids  # each inserted once
+    assert len(index.manifest.segments) == 2  # the first one was not rewritten
     assert 500 <= written[graph.group_name(*KEY)] < 3000  # the new lists and those they enter
-    assert len(list((root / "index").glob("*.ids-*.parquet"))) == 1
+    # nothing but the manifest's files is left in the index folder
+    files = {p.name for p in (root / "index" / graph.group_name(*KEY)).iterdir()}
+    assert len(files) == 1 + 1 + 2 * 2  # manifest, trained, two segments of two files
     got, expected = _graph(root), _brute_force(ids, x, 10)
     recall = np.mean([len(set(got[i][0]) & set(expected[i][0])) / 10 for i in ids])
     assert recall >= 0.9
-    del faiss
+    # a rerun with nothing new changes nothing
+    assert build_neighbor_graph(root, k=10, ann_threshold=1000) == {graph.group_name(*KEY): 0}
+
+
+def test_ann_search_maps_one_segment_at_a_time_and_merges(tmp_path, monkeypatch):
+    """Many small updates: segments are merged once there are too many; search results equal
+    those of one index holding everything (same lists probed)."""
+    faiss = pytest.importorskip("faiss")
+    from embedlake.tasks import ann_index
+
+    monkeypatch.setattr(ann_index, "MAX_SMALL_SEGMENTS", 3)
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(2400, 32, seed=5)
+    ids = [f"b{i:05d}" for i in range(len(x))]
+    _add(root, ids[:2000], x[:2000], "r00")
+    build_neighbor_graph(root, k=5, ann_threshold=1000)
+    for step in range(8):
+        lo = 2000 + 50 * step
+        _add(root, ids[lo : lo + 50], x[lo : lo + 50], f"r{step + 1:02d}")
+        build_neighbor_graph(root, k=5, ann_threshold=1000)
+    index = graph.open_index(lake.Lake.at(root), KEY)
+    assert index.ntotal == 2400 and sorted(_indexed_ids(root)) == ids
+    assert len(index.manifest.segments) <= 1 + 3 + 1  # merged: not one segment per update
+    whole = index._empty()
+    whole.add(x)
+    faiss.extract_index_ivf(whole).nprobe = index.nprobe
+    want_s, want_i = whole.search(x[:100], 5)
+    got_s, got_ids = index.search(x[:100], 5)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
+    assert (got_ids == np.asarray(ids, object)[want_i]).mean() > 0.98  # ties may swap
+
+
+def test_an_index_of_embedlake_0_2_is_converted_not_rebuilt(tmp_path):
+    faiss = pytest.importorskip("faiss")
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(1500, 32, seed=7)
+    ids = [f"c{i:05d}" for i in range(len(x))]
+    _add(root, ids[:1200], x[:1200], "r0")
+    build_neighbor_graph(root, k=5, ann_threshold=1000)
+    # the 0.2 layout: index/<group>.faiss (one file, loaded whole) + <group>.ids-<n>.parquet
+    name = graph.group_name(*KEY)
+    old = faiss.index_factory(32, "IVF16,SQ8", faiss.METRIC_INNER_PRODUCT)
+    old.train(x[:1200])
+    old.add(x[:1200])
+    for path in (root / "index" / name).iterdir():
+        path.unlink()
+    (root / "index" / name).rmdir()
+    faiss.write_index(old, str(root / "index" / f"{name}.faiss"))
+    lake.write_part_atomically(
+        pa.table({"image_id": ids[:1200]}), root / "index" / f"{name}.ids-{1200:012d}.parquet"
+    )
+    _add(root, ids[1200:], x[1200:], "r1")
+    written = build_neighbor_graph(root, k=5, ann_threshold=1000)[name]
+    assert written < 1200  # the new lists and those they enter, not a rebuild
+    index = graph.open_index(lake.Lake.at(root), KEY)
+    assert index.manifest.parts == ["r0.parquet", "r1.parquet"] and index.ntotal == 1500
+    assert not list((root / "index").glob(f"{name}.*"))
 
 
 def test_cka_from_blocks_equals_the_in_memory_formula(tmp_path):

@@ -1,0 +1,391 @@
+"""A neighbour-graph group's ANN index: faiss IVF-SQ8 segments in the lake, searched one at a time.
+
+Layout, per group (`graph.group_name`), under `LAKE/index/<group>/`:
+- `trained-<token>.faiss`: the trained, empty index (coarse centroids, the 8-bit quantiser's
+  ranges). Every segment is a copy of it with codes added, so all segments share their lists.
+- `seg-<seq>-<token>.faiss` + `.parquet`: a segment's codes, and the image_id of each of its
+  labels (row i = label i). A segment holds at most `SEGMENT_BYTES` of codes.
+- `manifest.json`: the live segments and the embedding parts they cover, renamed into place
+  last: the commit point of an update. Files it does not name are leftovers of a killed update,
+  deleted by the next commit.
+
+Nothing is loaded whole. A search maps one segment's file (`IO_FLAG_MMAP`), searches it, and
+unmaps it before the next, so memory follows a segment, not the collection; the results are
+merged per query. An update adds segments and merges small ones (so a query visits few); what is
+written is never rewritten in place. Which rows are new is known from the embedding parts the
+manifest covers (parts are immutable and each key is stored once), not from a set of every
+image_id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import lake
+
+__all__ = ["FACTORY", "NPROBE", "GroupIndex", "remove_index"]
+
+# chosen by bench/index_choice.py (README, "The neighbour graph"): IVF lists of 8-bit scalar
+# quantised codes (a quarter of float32), recall@10 near HNSW-flat's. The coarse quantiser is an
+# HNSW graph over the centroids, so assigning 10 M vectors to 4,096 lists is not 10 M x 4,096
+# dot products (bench/scale.py measures recall with it).
+FACTORY = "IVF{nlist}_HNSW32,SQ8"
+NPROBE = 32
+INDEX_FOLDER = "index"
+SEGMENT_BYTES = 512 * 2**20
+MAX_SMALL_SEGMENTS = 8  # more segments below half SEGMENT_BYTES than this: merge them
+MAX_NLIST = 4096
+TRAIN_PER_LIST = 39  # faiss's own minimum of training points per centroid
+_MANIFEST = "manifest.json"
+_log = logging.getLogger("embedlake")
+
+
+@dataclass
+class Segment:
+    name: str  # file stem: <name>.faiss and <name>.parquet
+    rows: int
+
+
+@dataclass
+class Manifest:
+    factory: str
+    dim: int
+    nlist: int
+    trained: str
+    segments: list[Segment] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # embedding parts whose rows are indexed
+    next_seq: int = 1
+
+    @staticmethod
+    def parse(text: str) -> Manifest:
+        raw = json.loads(text)
+        raw["segments"] = [Segment(**s) for s in raw["segments"]]
+        return Manifest(**raw)
+
+
+def _token() -> str:
+    return secrets.token_hex(3)
+
+
+class GroupIndex:
+    """One group's segmented index. `open` or `create`, `add`, `search`, then `commit`."""
+
+    def __init__(self, root: lake.Lake, name: str, manifest: Manifest):
+        self.root, self.name, self.manifest = root, name, manifest
+        self.folder = _folder(root, name)
+        self.pending: list[Segment] = []  # written, not yet in the committed manifest
+        self.nprobe = NPROBE
+
+    # ------------------------------------------------------------------ opening and creating
+
+    @classmethod
+    def open(
+        cls, root: lake.Lake, name: str, covered: Callable[[set[str]], list[str]] | None = None
+    ) -> GroupIndex | None:
+        """The group's committed index, or None. `covered(ids)`: the embedding parts whose rows
+        of the group are all among `ids` (to convert an index of embedlake 0.2)."""
+        folder = _folder(root, name)
+        if isinstance(root, lake.UrlLake):
+            _pull(root, folder, name)
+        path = folder / _MANIFEST
+        if not path.exists():
+            return _convert_legacy(root, name, covered) if covered else None
+        return cls(root, name, Manifest.parse(path.read_text()))
+
+    @classmethod
+    def create(cls, root: lake.Lake, name: str, n: int, sample: np.ndarray) -> GroupIndex:
+        """A new, empty index for about `n` vectors, trained on `sample` (rows of the group)."""
+        import faiss
+
+        nlist = int(np.clip(4 * np.sqrt(n), 16, MAX_NLIST))
+        nlist = max(1, min(nlist, len(sample) // TRAIN_PER_LIST))
+        factory = FACTORY.format(nlist=nlist)
+        index = faiss.index_factory(sample.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        manifest = Manifest(factory, sample.shape[1], nlist, f"trained-{_token()}")
+        self = cls(root, name, manifest)
+        _write_index(index, self.folder / f"{manifest.trained}.faiss")
+        return self
+
+    @staticmethod
+    def train_rows(n: int) -> int:
+        """How many sample rows `create` wants for about `n` vectors."""
+        return int(TRAIN_PER_LIST * np.clip(4 * np.sqrt(n), 16, MAX_NLIST))
+
+    @property
+    def ntotal(self) -> int:
+        return sum(s.rows for s in self.manifest.segments + self.pending)
+
+    def _empty(self):
+        import faiss
+
+        return faiss.read_index(str(self.folder / f"{self.manifest.trained}.faiss"))
+
+    # ------------------------------------------------------------------------------ adding
+
+    def add(self, blocks: Iterable[tuple[np.ndarray, np.ndarray]], parts: list[str]) -> int:
+        """Index the (image_ids, vectors) blocks as new segments covering `parts`; rows added.
+
+        Nothing is visible to other readers until `commit`.
+        """
+        index, ids, added = None, [], 0
+        code_size = None
+        for block_ids, vectors in blocks:
+            if index is None:
+                index = self._empty()
+                code_size = index.sa_code_size()
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            ids.append(np.asarray(block_ids, object))
+            added += len(block_ids)
+            if index.ntotal * code_size >= SEGMENT_BYTES:
+                self._write_segment(index, ids)
+                index, ids = None, []
+        if index is not None and index.ntotal:
+            self._write_segment(index, ids)
+        self.manifest.parts = sorted(set(self.manifest.parts) | set(parts))
+        return added
+
+    def _write_segment(self, index, ids: list[np.ndarray]) -> Segment:
+        seg = Segment(f"seg-{self.manifest.next_seq:06d}-{_token()}", int(index.ntotal))
+        self.manifest.next_seq += 1
+        labels = pa.array(np.concatenate(ids), pa.string())
+        lake.write_part_atomically(
+            pa.table({"image_id": labels}), self.folder / f"{seg.name}.parquet"
+        )
+        _write_index(index, self.folder / f"{seg.name}.faiss")
+        self.pending.append(seg)
+        return seg
+
+    def compact(self) -> None:
+        """Merge the small segments when there are many: a query then visits few files."""
+        small = [
+            s
+            for s in self.manifest.segments + self.pending
+            if s.rows * self._code_size() < SEGMENT_BYTES // 2
+        ]
+        if len(small) <= MAX_SMALL_SEGMENTS:
+            return
+        merged = set()
+        blocks = []
+        rows = 0
+        for seg in sorted(small, key=lambda s: s.rows):
+            if rows and (rows + seg.rows) * self._code_size() > SEGMENT_BYTES:
+                break
+            blocks.append(seg)
+            rows += seg.rows
+        if len(blocks) < 2:
+            return
+        import faiss
+
+        index, ids = self._empty(), []
+        for seg in blocks:
+            part = faiss.read_index(str(self.folder / f"{seg.name}.faiss"))
+            faiss.extract_index_ivf(index).merge_from(faiss.extract_index_ivf(part), index.ntotal)
+            index.ntotal = faiss.extract_index_ivf(index).ntotal
+            ids.append(self._labels(seg))
+            merged.add(seg.name)
+            del part
+        self.manifest.segments = [s for s in self.manifest.segments if s.name not in merged]
+        self.pending = [s for s in self.pending if s.name not in merged]
+        self._write_segment(index, ids)
+        _log.info("index %s: %d segments merged into one", self.name, len(merged))
+
+    def _code_size(self) -> int:
+        return self.manifest.dim  # SQ8: one byte per dimension
+
+    # ---------------------------------------------------------------------------- searching
+
+    def _labels(self, seg: Segment) -> np.ndarray:
+        """Every image_id of a segment, label order."""
+        table = pq.read_table(self.folder / f"{seg.name}.parquet", columns=["image_id"])
+        return table.column("image_id").to_numpy(zero_copy_only=False)
+
+    def _names(self, seg: Segment, labels: np.ndarray) -> np.ndarray:
+        """The image_ids of some of a segment's labels (-1: None), reading only the row groups
+        that hold them (a one-image query reads a few KiB, not the segment's id column)."""
+        out = np.full(labels.shape, None, object)
+        found = labels >= 0
+        file = pq.ParquetFile(self.folder / f"{seg.name}.parquet")
+        sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+        starts = np.cumsum([0, *sizes])
+        group = np.searchsorted(starts, labels, side="right") - 1
+        for g in np.unique(group[found]):
+            ids = file.read_row_group(int(g), columns=["image_id"]).column(0)
+            here = found & (group == g)
+            out[here] = ids.to_numpy(zero_copy_only=False)[labels[here] - starts[g]]
+        return out
+
+    def segments(self) -> list[Segment]:
+        """The committed segments, then those added since."""
+        return self.manifest.segments + self.pending
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, image_ids) of each query's k best, best first, over every segment
+        (those added since the last commit too). One segment mapped at a time; unfound slots
+        are -inf / None.
+        """
+        import faiss
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n = len(queries)
+        best_s = np.full((n, k), -np.inf, np.float32)
+        best_id = np.full((n, k), None, object)
+        for seg in self.segments():
+            path = self.folder / f"{seg.name}.faiss"
+            try:
+                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            except RuntimeError as exc:
+                raise RuntimeError(
+                    f"index {self.name}: segment {seg.name} unreadable ({exc}); "
+                    "it may have been merged by a concurrent update: retry"
+                ) from exc
+            faiss.extract_index_ivf(index).nprobe = self.nprobe
+            sims, labels = index.search(queries, min(k, seg.rows))
+            del index  # unmaps the segment
+            names = self._names(seg, labels)
+            sims[labels < 0] = -np.inf
+            s = np.concatenate([best_s, sims], axis=1)
+            order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            best_s = np.take_along_axis(s, order, 1)
+            best_id = np.take_along_axis(np.concatenate([best_id, names], axis=1), order, 1)
+        best_id[~np.isfinite(best_s)] = None
+        return best_s, best_id
+
+    # --------------------------------------------------------------------------- committing
+
+    def commit(self) -> None:
+        """Make the pending segments (and merges) visible: the manifest, then the leftovers go."""
+        self.manifest.segments = self.manifest.segments + self.pending
+        self.pending = []
+        text = json.dumps(asdict(self.manifest), indent=1)
+        target = self.folder / _MANIFEST
+        tmp = target.with_name(f"{_MANIFEST}{lake._TMP_MARK}{os.getpid()}-{_token()}")
+        tmp.write_text(text)
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        live = {f"{s.name}.{ext}" for s in self.manifest.segments for ext in ("faiss", "parquet")}
+        live |= {f"{self.manifest.trained}.faiss", _MANIFEST}
+        if isinstance(self.root, lake.UrlLake):
+            _push(self.root, self.folder, self.name, live)
+        for path in self.folder.iterdir():
+            if path.name not in live:
+                path.unlink()
+
+
+def remove_index(root: lake.Lake, name: str) -> None:
+    """Delete a group's index (the legacy single-file layout too)."""
+    folder = _folder(root, name)
+    for path in [*folder.glob("*"), *folder.parent.glob(f"{name}.*")]:
+        path.unlink()
+    folder.rmdir()
+    if isinstance(root, lake.UrlLake):
+        remote = f"{root.root}/{INDEX_FOLDER}"
+        for path in root.fs.glob(f"{remote}/{name}/*") + root.fs.glob(f"{remote}/{name}.*"):
+            root.fs.rm_file(path)
+
+
+# ----------------------------------------------------------------------------------- files
+
+
+def _folder(root: lake.Lake, name: str) -> Path:
+    """The local folder of a group's index files (for a URL lake: this machine's copy)."""
+    base = root.path if root.path is not None else root.local_dir
+    folder = base / INDEX_FOLDER / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_index(index, target: Path) -> None:
+    import faiss
+
+    tmp = target.with_name(f"{target.name}{lake._TMP_MARK}{os.getpid()}-{_token()}")
+    try:
+        faiss.write_index(index, str(tmp))
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pull(root: lake.UrlLake, folder: Path, name: str) -> None:
+    """Copy the remote manifest, and the files it names that this machine lacks."""
+    remote = f"{root.root}/{INDEX_FOLDER}/{name}"
+    root.fs.invalidate_cache(remote)
+    if not root.fs.exists(f"{remote}/{_MANIFEST}"):
+        (folder / _MANIFEST).unlink(missing_ok=True)
+        for path in root.fs.glob(f"{root.root}/{INDEX_FOLDER}/{name}.*"):  # legacy layout
+            root.fs.get_file(path, str(folder.parent / path.rsplit("/", 1)[-1]))
+        return
+    root.fs.get_file(f"{remote}/{_MANIFEST}", str(folder / _MANIFEST))
+    manifest = Manifest.parse((folder / _MANIFEST).read_text())
+    wanted = [f"{manifest.trained}.faiss"] + [
+        f"{s.name}.{ext}" for s in manifest.segments for ext in ("faiss", "parquet")
+    ]
+    for file in wanted:
+        if not (folder / file).exists():
+            root.fs.get_file(f"{remote}/{file}", str(folder / file))
+
+
+def _push(root: lake.UrlLake, folder: Path, name: str, live: set[str]) -> None:
+    """Upload the files the remote lacks, the manifest last; then delete the remote's others."""
+    remote = f"{root.root}/{INDEX_FOLDER}/{name}"
+    root.fs.invalidate_cache(remote)
+    there = {p.rsplit("/", 1)[-1] for p in root.fs.glob(f"{remote}/*")}
+    for file in sorted(live - there - {_MANIFEST}):
+        _upload(root, folder / file, f"{remote}/{file}")
+    _upload(root, folder / _MANIFEST, f"{remote}/{_MANIFEST}")
+    for file in there - live:
+        root.fs.rm_file(f"{remote}/{file}")
+    for path in root.fs.glob(f"{root.root}/{INDEX_FOLDER}/{name}.*"):  # legacy layout
+        root.fs.rm_file(path)
+
+
+def _upload(root: lake.UrlLake, local: Path, target: str) -> None:
+    if root.object_store:
+        root.fs.put_file(str(local), target)
+        return
+    tmp = f"{target}{lake._TMP_MARK}{os.getpid()}-{_token()}"
+    root.fs.put_file(str(local), tmp)
+    root.fs.mv(tmp, target)
+
+
+def _convert_legacy(
+    root: lake.Lake, name: str, covered: Callable[[set[str]], list[str]]
+) -> GroupIndex | None:
+    """An index written by embedlake 0.2 (`index/<group>.faiss` + `<group>.ids-<n>.parquet`, one
+    file loaded whole) becomes the first segment of this layout; None when there is none."""
+    import faiss
+
+    base = _folder(root, name).parent
+    path = base / f"{name}.faiss"
+    if not path.exists():
+        return None
+    index = faiss.read_index(str(path))
+    ids_path = base / f"{name}.ids-{index.ntotal:012d}.parquet"
+    labels = pq.read_table(ids_path).column("image_id").to_numpy(zero_copy_only=False)
+    empty = faiss.clone_index(index)
+    empty.reset()
+    ivf = faiss.extract_index_ivf(index)
+    manifest = Manifest("legacy", index.d, int(ivf.nlist), f"trained-{_token()}")
+    self = GroupIndex(root, name, manifest)
+    _write_index(empty, self.folder / f"{manifest.trained}.faiss")
+    self._write_segment(index, [labels])
+    # the parts it covers: those whose rows of this group it all holds
+    self.manifest.parts = covered(set(labels))
+    self.commit()
+    for old in base.glob(f"{name}.*"):
+        old.unlink()
+    _log.info("index %s: converted from the single-file layout of embedlake 0.2", name)
+    return GroupIndex.open(root, name)
