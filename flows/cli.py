@@ -448,8 +448,8 @@ def _cmd_sql(args: argparse.Namespace) -> int:
         statements = check_read_only(con, args.query)
         for statement in statements[:-1]:
             con.execute(statement)
-        table = con.sql(statements[-1]).to_arrow_table()
-    write_result(table, args.format, args.output)
+        # streamed: a result larger than memory is written a batch at a time
+        write_result(con.sql(statements[-1]).to_arrow_reader(8192), args.format, args.output)
     return 0
 
 

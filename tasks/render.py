@@ -26,29 +26,39 @@ _SHOWN_ROWS = 200  # of a terminal table; the other formats write every row
 _CELL_WIDTH = 80
 
 
-def write_result(table: pa.Table, fmt: str, output: str | None = None) -> None:
-    """Write `table` as `fmt` to `output` (a path) or to stdout."""
+def write_result(
+    data: pa.Table | pa.RecordBatchReader, fmt: str, output: str | None = None
+) -> None:
+    """Write `data` as `fmt` to `output` (a path) or to stdout.
+
+    A RecordBatchReader is streamed a batch at a time (csv, json, parquet: memory follows a
+    batch, not the result; table: the first rows are shown and the rest only counted).
+    """
+    if isinstance(data, pa.Table):
+        data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(table, Path(output))
+        with pq.ParquetWriter(Path(output), data.schema) as writer:
+            for batch in data:
+                writer.write_batch(batch)
         return
     if fmt not in ("csv", "json", "table"):
         raise ValueError(f"unknown format {fmt!r}")
     if fmt == "csv":
         if output:
             with open(output, "wb") as sink:
-                _write_csv(table, sink)
+                _write_csv(data, sink)
         else:
-            _write_csv(table, sys.stdout.buffer)
+            _write_csv(data, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         return
     write = _write_json if fmt == "json" else _write_table
     if output:
         with open(output, "w", encoding="utf-8") as sink:
-            write(table, sink)
+            write(data, sink)
     else:
-        write(table, sys.stdout)
+        write(data, sys.stdout)
 
 
 def _plain(value: Any) -> Any:
@@ -72,13 +82,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    for batch in table.to_batches():  # a batch at a time: memory stays bounded
+def _rows(data: pa.RecordBatchReader) -> Iterator[dict[str, Any]]:
+    for batch in data:  # a batch at a time: memory stays bounded
         yield from batch.to_pylist(maps_as_pydicts="lossy")
 
 
-def _write_json(table: pa.Table, sink: TextIO) -> None:
-    for row in _rows(table):
+def _write_json(data: pa.RecordBatchReader, sink: TextIO) -> None:
+    for row in _rows(data):
         sink.write(json.dumps(_plain(row), ensure_ascii=False, allow_nan=False) + "\n")
 
 
@@ -95,15 +105,15 @@ def _needs_json_text(kind: pa.DataType) -> bool:
     )
 
 
-def _write_csv(table: pa.Table, sink) -> None:
+def _write_csv(data: pa.RecordBatchReader, sink) -> None:
     import pyarrow.csv as pacsv
 
-    nested = {i for i, f in enumerate(table.schema) if _needs_json_text(f.type)}
+    nested = {i for i, f in enumerate(data.schema) if _needs_json_text(f.type)}
     schema = pa.schema(
-        [f.with_type(pa.string()) if i in nested else f for i, f in enumerate(table.schema)]
+        [f.with_type(pa.string()) if i in nested else f for i, f in enumerate(data.schema)]
     )
     with pacsv.CSVWriter(sink, schema) as writer:
-        for batch in table.to_batches():
+        for batch in data:
             columns = [
                 _as_json_text(column) if i in nested else column
                 for i, column in enumerate(batch.columns)
@@ -150,8 +160,13 @@ def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
 
 
-def _write_table(table: pa.Table, sink: TextIO) -> None:
-    n = table.num_rows
+def _write_table(data: pa.RecordBatchReader, sink: TextIO) -> None:
+    head, n = [], 0
+    for batch in data:  # the first rows are kept, the others counted
+        if n < _SHOWN_ROWS:
+            head.append(batch.slice(0, _SHOWN_ROWS - n))
+        n += batch.num_rows
+    table = pa.Table.from_batches(head, schema=data.schema)
     if not table.num_columns:
         sink.write(f"(no columns)\n({n} row{'s' if n != 1 else ''})\n")
         return
