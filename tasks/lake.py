@@ -14,7 +14,8 @@ Layout under LAKE/:
                                        (a lake written before 0.2 has one files/<run_id>.parquet
                                        per run, every file in it)
     files_gone/<run_id>.parquet        paths the source's previous run had and this one does not
-    embeddings/<run_id>-<seq>.parquet  embeddings, a part every few batches
+    embeddings/<run_id>-<seq>.parquet  embeddings, a part every few batches (values stored as
+                                       float16 by default, or float32; read as float32)
     metadata/<run_id>.parquet          the run's sidecar metadata, as given
     probes/, predictions/, label_issues/<run_id>.parquet
                                        linear probes of --label-column COLs (tasks.probes)
@@ -46,7 +47,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -65,6 +66,8 @@ __all__ = [
     "PROBES_SCHEMA",
     "RUNS_SCHEMA",
     "TABLES",
+    "VECTOR_STORAGE",
+    "VectorStorage",
     "Lake",
     "LakeFolder",
     "LocalLake",
@@ -72,6 +75,7 @@ __all__ = [
     "UrlLake",
     "cache_root",
     "embedded_image_ids",
+    "embeddings_schema",
     "embeddings_table",
     "ensure_lake",
     "new_run_id",
@@ -173,6 +177,11 @@ FILES_SCHEMA = pa.schema(
 # a path the source's previous run had and this run no longer found
 FILES_GONE_SCHEMA = pa.schema([("run_id", pa.string()), ("path", pa.string())])
 
+# The embeddings as readers see them: `embedding` as float32 lists. A part may store the vectors
+# as float16 (`embeddings_table(storage="float16")`, the default: half the bytes, recall@10 of the
+# graph 0.999 against float32, bench/index_choice.py); the catalog (DuckDB reads Parquet's FLOAT16
+# as FLOAT), `read_table` (which casts to this schema) and `vectors_of` all give float32, so a lake
+# may hold float32 parts (older runs, `--vector-storage float32`) and float16 parts side by side.
 EMBEDDINGS_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -707,6 +716,11 @@ def stored_precisions(lake: Path | Lake, weights_ids: dict[str, str]) -> set[str
     return {k["precision"] for k in keys if weights_ids.get(k["backbone"]) == k["weights_id"]}
 
 
+VectorStorage = Literal["float16", "float32"]
+VECTOR_STORAGE: VectorStorage = "float16"  # the writer's default (README: float16 storage)
+_STORAGE_TYPES = {"float16": pa.float16(), "float32": pa.float32()}
+
+
 def embeddings_table(
     *,
     image_ids: list[str],
@@ -716,11 +730,20 @@ def embeddings_table(
     vectors: np.ndarray,
     norms: np.ndarray,
     run_id: str,
+    storage: VectorStorage = VECTOR_STORAGE,
 ) -> pa.Table:
-    """Embedding rows built column-wise from an (n, dim) float32 array (no per-row Python)."""
+    """Embedding rows built column-wise from an (n, dim) array (no per-row Python).
+
+    `vectors` are L2-normalised (every component within [-1, 1], far inside float16's range);
+    `storage` is the type of the stored values: "float16" (the default, half the bytes) or
+    "float32". `norm` is float32 either way. The table has EMBEDDINGS_SCHEMA but for the
+    `embedding` column's value type.
+    """
+    if storage not in _STORAGE_TYPES:
+        raise ValueError(f"vector storage {storage!r}: float16 or float32")
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
-    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    values = pa.array(np.ascontiguousarray(vectors, dtype=storage).reshape(-1))
     now = datetime.now(UTC)
     columns = {
         "image_id": pa.array(image_ids, pa.string()),
@@ -733,7 +756,13 @@ def embeddings_table(
         "run_id": pa.array([run_id] * n, pa.string()),
         "created_at": pa.array([now] * n, _TS),
     }
-    return pa.table(columns, schema=EMBEDDINGS_SCHEMA)
+    return pa.table(columns, schema=embeddings_schema(storage))
+
+
+def embeddings_schema(storage: VectorStorage) -> pa.Schema:
+    """EMBEDDINGS_SCHEMA with `embedding` stored as float16 or float32 lists."""
+    where = EMBEDDINGS_SCHEMA.get_field_index("embedding")
+    return EMBEDDINGS_SCHEMA.set(where, pa.field("embedding", pa.list_(_STORAGE_TYPES[storage])))
 
 
 class PartWriter:
@@ -799,9 +828,11 @@ class PartWriter:
 
 
 def vectors_of(table: pa.Table) -> np.ndarray:
-    """The `embedding` list column of equal-length rows as an (n, dim) float32 array."""
+    """The `embedding` list column of equal-length rows as an (n, dim) float32 array, whether the
+    part stored float32 or float16 values."""
     column = table.column("embedding").combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(table.num_rows, -1)
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -52,6 +53,87 @@ def test_part_round_trips(tmp_path):
     target = lake.write_part_atomically(_embedding_rows(5), tmp_path / "p.parquet")
     assert pq.read_table(target).num_rows == 5
     assert [p.name for p in tmp_path.iterdir()] == ["p.parquet"]
+
+
+def _unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _stored(vectors: np.ndarray, storage: str, run_id: str = "r1") -> pa.Table:
+    return lake.embeddings_table(
+        image_ids=[f"{run_id}-{i:06d}" for i in range(len(vectors))],
+        backbone="mobilenet_v1",
+        weights_id="w",
+        precision="fp32",
+        vectors=vectors,
+        norms=np.full(len(vectors), 3.0, np.float32),
+        run_id=run_id,
+        storage=storage,
+    )
+
+
+def _embedding_bytes(path) -> int:
+    """Bytes of the `embedding` column chunks in a part, as written (compressed)."""
+    meta = pq.ParquetFile(path).metadata
+    chunks = [
+        meta.row_group(g).column(c)
+        for g in range(meta.num_row_groups)
+        for c in range(meta.num_columns)
+    ]
+    total = sum(
+        c.total_compressed_size for c in chunks if c.path_in_schema.startswith("embedding.")
+    )
+    assert total
+    return total
+
+
+def test_float16_parts_hold_half_the_bytes_and_read_back_as_float32(tmp_path):
+    vectors = _unit_vectors(2000, 512)
+    parts = {}
+    for storage in ("float16", "float32"):
+        table = _stored(vectors, storage)
+        value_type = pa.float16() if storage == "float16" else pa.float32()
+        assert table.schema.field("embedding").type == pa.list_(value_type)
+        assert table.schema.field("norm").type == pa.float32()
+        parts[storage] = lake.write_part_atomically(table, tmp_path / f"{storage}.parquet")
+    # zstd as the lake writes parts; random unit vectors leave it little to compress
+    half = _embedding_bytes(parts["float16"]) / _embedding_bytes(parts["float32"])
+    assert half <= 0.5, half
+    assert parts["float16"].stat().st_size <= 0.55 * parts["float32"].stat().st_size
+    for storage, path in parts.items():
+        back = lake.vectors_of(pq.read_table(path))
+        assert back.dtype == np.float32 and back.shape == vectors.shape
+        # float16 keeps 11 significant bits: |error| <= 2**-11 * |value| <= 4.9e-4 on unit vectors
+        np.testing.assert_allclose(back, vectors, rtol=0, atol=1e-3 if storage == "float16" else 0)
+    with pytest.raises(ValueError, match="float16 or float32"):
+        _stored(vectors[:1], "bfloat16")
+
+
+def test_float16_and_float32_parts_read_together_as_float32(tmp_path):
+    root = lake.ensure_lake(tmp_path / "lake")
+    old, new = _unit_vectors(30, 16, seed=1), _unit_vectors(20, 16, seed=2)
+    lake.write_part_atomically(_stored(old, "float32", "r1"), root / "embeddings" / "r1.parquet")
+    lake.write_part_atomically(_stored(new, "float16", "r2"), root / "embeddings" / "r2.parquet")
+    table = lake.read_table(root, "embeddings")
+    assert table.schema == lake.EMBEDDINGS_SCHEMA and table.num_rows == 50
+    by_run = {
+        r: lake.vectors_of(table.filter(pa.compute.equal(table["run_id"], r))) for r in ("r1", "r2")
+    }
+    np.testing.assert_array_equal(by_run["r1"], old)
+    np.testing.assert_allclose(by_run["r2"], new, rtol=0, atol=1e-3)
+    build_catalog(root)
+    with connect_read_only(root) as con:
+        kinds = con.execute("SELECT DISTINCT typeof(embedding) FROM embeddings").fetchall()
+        rows = con.execute(
+            "SELECT run_id, embedding FROM embeddings ORDER BY run_id, image_id"
+        ).fetchall()
+        fixed = con.execute("SELECT DISTINCT typeof(embedding) FROM embeddings_mobilenet_v1")
+        fixed = fixed.fetchall()
+    assert kinds == [("FLOAT[]",)] and fixed == [("FLOAT[16]",)]
+    stored = np.array([r[1] for r in rows], np.float32)
+    np.testing.assert_array_equal(stored[:30], old)
+    np.testing.assert_allclose(stored[30:], new, rtol=0, atol=1e-3)
 
 
 def test_stale_temporaries_are_removed_and_never_read(tmp_path):
