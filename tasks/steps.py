@@ -447,6 +447,7 @@ def _embed_items(
                                 vectors=batch.embeddings[name][keep],
                                 norms=batch.norms[name][keep],
                                 run_id=ctx.run_id,
+                                storage=params.vector_storage,
                             )
                         )
                 outcome.n_embedded += len(batch.ok_ids)
