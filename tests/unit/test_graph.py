@@ -273,3 +273,59 @@ def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
     parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != "_schema.parquet"]
     assert parts == [f"{graph.group_name(*KEY)}-00000100.parquet"]
     assert main(["reindex", "--lake", str(tmp_path / "nowhere")]) == 1
+
+
+def test_an_update_killed_before_its_commit_is_redone_once(tmp_path, monkeypatch):
+    """Killed after its segment and lists were written but before the manifest: the next update
+    indexes the same rows again (the orphan segment is deleted), and no list counts an image
+    twice."""
+    pytest.importorskip("faiss")
+    from embedlake.tasks import ann_index
+
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(2200, 32, seed=19)
+    ids = [f"k{i:05d}" for i in range(len(x))]
+    _add(root, ids[:2000], x[:2000], "r0")
+    build_neighbor_graph(root, k=10, ann_threshold=1000)
+    _add(root, ids[2000:], x[2000:], "r1")
+    commit = ann_index.GroupIndex.commit
+
+    def killed(self):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(ann_index.GroupIndex, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_neighbor_graph(root, k=10, ann_threshold=1000)
+    monkeypatch.setattr(ann_index.GroupIndex, "commit", commit)
+    build_neighbor_graph(root, k=10, ann_threshold=1000)
+    assert sorted(_indexed_ids(root)) == ids  # once each
+    folder = root / "index" / graph.group_name(*KEY)
+    assert len(list(folder.iterdir())) == 1 + 1 + 2 * 2  # the orphan segment is gone
+    got = _graph(root)
+    assert all(len(set(nb)) == len(nb) for nb, _ in got.values())
+    assert set(got) == set(ids)
+
+
+def test_ann_mode_on_a_lake_behind_fsspec(tmp_path):
+    """A URL lake: the index's files are uploaded, and another machine (an empty cache) reads
+    them back and updates them."""
+    pytest.importorskip("faiss")
+    import fsspec
+
+    url = f"memory://{tmp_path.name}/lake"
+    root = lake.Lake.at(url).ensure()
+    x = _clustered(1600, 32, seed=23)
+    ids = [f"m{i:05d}" for i in range(len(x))]
+    _add(root, ids[:1400], x[:1400], "r0")
+    build_neighbor_graph(root, k=5, ann_threshold=1000)
+    fs = fsspec.filesystem("memory")
+    remote = fs.ls(f"/{tmp_path.name}/lake/index/{graph.group_name(*KEY)}", detail=False)
+    assert any(p.endswith("manifest.json") for p in remote) and len(remote) == 4
+    # another machine: nothing cached
+    import shutil
+
+    shutil.rmtree(root.local_dir / "index")
+    _add(root, ids[1400:], x[1400:], "r1")
+    build_neighbor_graph(root, k=5, ann_threshold=1000)
+    index = graph.open_index(lake.Lake.at(url), KEY)
+    assert index.ntotal == 1600 and len(index.manifest.segments) == 2
