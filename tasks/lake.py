@@ -44,7 +44,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -74,17 +74,15 @@ __all__ = [
     "PartWriter",
     "UrlLake",
     "cache_root",
-    "embedded_image_ids",
+    "missing_image_ids",
     "embeddings_schema",
     "embeddings_table",
     "ensure_lake",
     "new_run_id",
     "put_part_atomically",
-    "read_table",
     "rows_to_table",
     "to_json",
     "vectors_of",
-    "remove_stale_temporaries",
     "valid_run_id",
     "write_part_atomically",
 ]
@@ -692,31 +690,35 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(lake: Path | Lake) -> list[Any]:
-    """Delete temporaries a killed writer left behind; call only while holding the lock."""
-    return Lake.at(lake).remove_stale_temporaries()
-
-
-def read_table(lake: Path | Lake, table: str, columns: list[str] | None = None) -> pa.Table:
-    """All committed parts of one table (temporaries are never matched)."""
-    return Lake.at(lake).read_table(table, columns)
-
-
-def embedded_image_ids(
-    lake: Path | Lake, weights_ids: dict[str, str], precision: str
+def missing_image_ids(
+    lake: Path | Lake, image_ids: Iterable[str], weights_ids: dict[str, str], precision: str
 ) -> dict[str, set[str]]:
-    """Per backbone, the image_ids already embedded with its weights_id at this precision."""
-    found: dict[str, set[str]] = {backbone: set() for backbone in weights_ids}
-    table = read_table(lake, "embeddings", ["image_id", "backbone", "weights_id", "precision"])
-    for row in table.to_pylist():
-        if row["precision"] == precision and weights_ids.get(row["backbone"]) == row["weights_id"]:
-            found[row["backbone"]].add(row["image_id"])
-    return found
+    """Per backbone, which of `image_ids` lack an embedding with its weights_id at `precision`.
+
+    Read in Arrow with the filter pushed into the scan, a part at a time: memory follows the
+    run's ids, not the number of stored embeddings.
+    """
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted(set(image_ids)), pa.string())
+    root = Lake.at(lake)
+    missing = {}
+    for backbone, weights_id in weights_ids.items():
+        where = (
+            (ds.field("backbone") == backbone)
+            & (ds.field("weights_id") == weights_id)
+            & (ds.field("precision") == precision)
+            & ds.field("image_id").isin(wanted)
+        )
+        done = root.read_table("embeddings", ["image_id"], filter=where).column("image_id")
+        lacking = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=done.combine_chunks())))
+        missing[backbone] = set(lacking.to_pylist())
+    return missing
 
 
 def stored_precisions(lake: Path | Lake, weights_ids: dict[str, str]) -> set[str]:
     """The precisions of the embeddings the lake holds for these (backbone, weights_id)."""
-    table = read_table(lake, "embeddings", ["backbone", "weights_id", "precision"])
+    table = Lake.at(lake).read_table("embeddings", ["backbone", "weights_id", "precision"])
     keys = table.group_by(["backbone", "weights_id", "precision"]).aggregate([]).to_pylist()
     return {k["precision"] for k in keys if weights_ids.get(k["backbone"]) == k["weights_id"]}
 

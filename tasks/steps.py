@@ -386,8 +386,7 @@ def _plan_embedding(
             formats[row["image_id"]] = row["format"]
     outcome.n_unique_images = len(first_path)
     weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}
-    done = lake.embedded_image_ids(ctx.lake, weights_ids, precision)
-    missing = {name: set(first_path) - done[name] for name in weights_ids}
+    missing = lake.missing_image_ids(ctx.lake, first_path, weights_ids, precision)
     todo = sorted(set().union(*missing.values())) if missing else []
     outcome.n_skipped = len(first_path) - len(todo)
     return EmbedPlan(

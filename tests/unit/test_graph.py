@@ -198,7 +198,7 @@ def test_cka_from_blocks_equals_the_in_memory_formula(tmp_path):
     _add(root, ids, x, "r0")
     _add(root, ids[100:][::-1], y[100:][::-1], "r1", backbone="xception")  # other order, subset
     build_neighbor_graph(root, k=3)
-    (row,) = lake.read_table(root, "agreement").to_pylist()
+    (row,) = lake.Lake.at(root).read_table("agreement").to_pylist()
     assert row["n_images"] == 400
     assert row["linear_cka"] == pytest.approx(linear_cka(x[100:], y[100:]), rel=1e-9)
 
@@ -259,8 +259,10 @@ def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
     _add(root, ids[80:], x[80:], "r1")
     build_neighbor_graph(root, k=4)
     # doubt: a wrong newest list for one image, and an orphan part of a group that is gone
-    bogus = lake.read_table(root, "neighbors").filter(
-        pa.compute.equal(lake.read_table(root, "neighbors")["image_id"], "r000")
+    bogus = (
+        lake.Lake.at(root)
+        .read_table("neighbors")
+        .filter(pa.compute.equal(lake.Lake.at(root).read_table("neighbors")["image_id"], "r000"))
     )
     bogus = bogus.slice(0, 4)  # its list from the first part: ranks 1..4
     bogus = bogus.set_column(4, "neighbor_id", pa.array(["r119"] * 4))

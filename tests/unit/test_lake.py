@@ -115,7 +115,7 @@ def test_float16_and_float32_parts_read_together_as_float32(tmp_path):
     old, new = _unit_vectors(30, 16, seed=1), _unit_vectors(20, 16, seed=2)
     lake.write_part_atomically(_stored(old, "float32", "r1"), root / "embeddings" / "r1.parquet")
     lake.write_part_atomically(_stored(new, "float16", "r2"), root / "embeddings" / "r2.parquet")
-    table = lake.read_table(root, "embeddings")
+    table = lake.Lake.at(root).read_table("embeddings")
     assert table.schema == lake.EMBEDDINGS_SCHEMA and table.num_rows == 50
     by_run = {
         r: lake.vectors_of(table.filter(pa.compute.equal(table["run_id"], r))) for r in ("r1", "r2")
@@ -140,8 +140,8 @@ def test_stale_temporaries_are_removed_and_never_read(tmp_path):
     root = lake.ensure_lake(tmp_path / "lake")
     stale = root / "embeddings" / "r0-000000.parquet.tmp-999-abc"
     stale.write_bytes(b"half written")
-    assert lake.read_table(root, "embeddings").num_rows == 0
-    assert lake.remove_stale_temporaries(root) == [stale]
+    assert lake.Lake.at(root).read_table("embeddings").num_rows == 0
+    assert lake.Lake.at(root).remove_stale_temporaries() == [stale]
     assert not stale.exists()
 
 
