@@ -261,6 +261,26 @@ def _lake_bytes(lake_dir: str) -> dict:
     return sizes
 
 
+def _again(out: Path, names: list[str]) -> int:
+    """Re-run read-only stages on the lake an earlier run left; the JSON keeps both."""
+    result = json.loads(out.read_text())
+    stages, lake_dir = result["stages"], result["lake"]
+    total = result["n"] + sum(s.get("images_added", 0) for s in stages.values())
+    lo = 0 if result["base"] == "reindex" else result["n"]
+    args = {
+        "queries": (lake_dir, total, total <= 1_000_000),
+        "nearest_cli": (lake_dir, total),
+        "recall": (lake_dir, lo, total, result["stages"]["recall"]["sample"]),
+    }
+    for name in names:
+        stages.setdefault("superseded", {})[name] = stages[name]
+        stages[name] = _child(name, *args[name])
+        stages[name]["measured_again_at"] = datetime.now(UTC).isoformat()
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -275,6 +295,12 @@ def main() -> int:
     parser.add_argument("--ann-threshold", type=int, default=200_000)
     parser.add_argument("--recall-sample", type=int, default=200)
     parser.add_argument("--lake", help="default: a temporary folder under /work/tmp")
+    parser.add_argument(
+        "--again",
+        default="",
+        help="re-measure these read-only stages (queries, nearest_cli, recall) on the --lake of "
+        "an earlier run of this size, and update its JSON (e.g. after a fix to the query path)",
+    )
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -284,8 +310,11 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    lake_dir = args.lake or tempfile.mkdtemp(prefix="scale-", dir="/work/tmp")
     n, dim = args.n, args.dim
+    out = Path(f"bench/measured/scale-{n}.json")
+    if args.again:
+        return _again(out, args.again.split(","))
+    lake_dir = args.lake or tempfile.mkdtemp(prefix="scale-", dir="/work/tmp")
     adds = [int(a) for a in args.adds.split(",")] if args.adds else [n // 1000, n // 100]
     result: dict = {
         "n": n,
@@ -318,7 +347,6 @@ def main() -> int:
     stages["recall"] = _child("recall", lake_dir, lo, total, args.recall_sample)
     result["lake_bytes"] = _lake_bytes(lake_dir)
     result["finished_at"] = datetime.now(UTC).isoformat()
-    out = Path(f"bench/measured/scale-{n}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{'stage':<20}{'seconds':>10}{'peak RSS MiB':>14}")
     for name, stage in stages.items():

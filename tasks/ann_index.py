@@ -46,6 +46,7 @@ SEGMENT_BYTES = 512 * 2**20
 MAX_SMALL_SEGMENTS = 8  # more segments below half SEGMENT_BYTES than this: merge them
 MAX_NLIST = 4096
 TRAIN_PER_LIST = 39  # faiss's own minimum of training points per centroid
+_ID_GROUP_ROWS = 2048  # a label's image_id is read with its row group: 2,048 ids, ~130 KB
 _MANIFEST = "manifest.json"
 _log = logging.getLogger("embedlake")
 
@@ -238,9 +239,11 @@ class GroupIndex:
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         n = len(queries)
+        segments = self.segments()
         best_s = np.full((n, k), -np.inf, np.float32)
-        best_id = np.full((n, k), None, object)
-        for seg in self.segments():
+        best_seg = np.full((n, k), -1, np.int64)  # which segment, and which label in it
+        best_label = np.full((n, k), -1, np.int64)
+        for number, seg in enumerate(segments):
             path = self.folder / f"{seg.name}.faiss"
             try:
                 index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
@@ -252,13 +255,19 @@ class GroupIndex:
             faiss.extract_index_ivf(index).nprobe = self.nprobe
             sims, labels = index.search(queries, min(k, seg.rows))
             del index  # unmaps the segment
-            names = self._names(seg, labels)
             sims[labels < 0] = -np.inf
             s = np.concatenate([best_s, sims], axis=1)
             order = np.argsort(-s, axis=1, kind="stable")[:, :k]
             best_s = np.take_along_axis(s, order, 1)
-            best_id = np.take_along_axis(np.concatenate([best_id, names], axis=1), order, 1)
-        best_id[~np.isfinite(best_s)] = None
+            segs = np.concatenate([best_seg, np.full(labels.shape, number)], axis=1)
+            best_seg = np.take_along_axis(segs, order, 1)
+            best_label = np.take_along_axis(np.concatenate([best_label, labels], axis=1), order, 1)
+        # names of the winners only: a query reads a few id row groups, not one per hit
+        best_id = np.full((n, k), None, object)
+        found = np.isfinite(best_s) & (best_label >= 0)
+        for number in np.unique(best_seg[found]):
+            mine = found & (best_seg == number)
+            best_id[mine] = self._names(segments[number], best_label[mine])
         return best_s, best_id
 
     # --------------------------------------------------------------------------- committing

@@ -633,12 +633,14 @@ def ensure_lake(lake: Path | Lake) -> Path | Lake:
 ROW_GROUP_ROWS = 16_384
 
 
-def write_part_atomically(table: pa.Table, target: Path) -> Path:
+def write_part_atomically(
+    table: pa.Table, target: Path, row_group_rows: int = ROW_GROUP_ROWS
+) -> Path:
     """Write `table` to `target`: temp file in the same folder, fsync, rename, fsync folder."""
     tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
     try:
         with tmp.open("wb") as handle:
-            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -4,17 +4,16 @@ A group with an ANN index (`ann_index`, made once the group outgrows `ann_thresh
 through it, one mapped segment at a time, plus an exact scan of the embedding parts the index does
 not cover yet (a run whose graph update did not happen: normally none). A smaller group is
 scanned exactly, a block at a time. The query's own vector comes from a point lookup: embedding
-parts are sorted by image_id in row groups of `lake.ROW_GROUP_ROWS` rows, so the lookup reads one
-row group per part, not the vectors. Memory follows one index segment or one block, whatever the
-collection's size. The catalog's `nearest` macro answers the same question in SQL by a scan of
-every vector (exact; fine for small lakes).
+parts are sorted by image_id in row groups of `lake.ROW_GROUP_ROWS` rows, so the lookup reads
+one row group's ids per part, and one vector. Memory follows one index segment or one block,
+whatever the collection's size. The catalog's `nearest` macro answers the same question in SQL
+by a scan of every vector (exact; fine for small lakes).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from . import graph, lake
 
@@ -39,22 +38,24 @@ class NearestError(ValueError):
 def _query_vector(
     root: lake.Lake, image_id: str, backbone: str
 ) -> tuple[graph.GroupKey, np.ndarray]:
-    """The image's stored vector under `backbone` (its latest, when several groups hold it)."""
-    where = (ds.field("image_id") == image_id) & (ds.field("backbone") == backbone)
-    found = []
-    for _, part in graph._embedding_parts(root):
-        table = part.to_table(
-            columns=["weights_id", "precision", "created_at", "embedding"], filter=where
-        )
-        if table.num_rows:
-            found.append(table)
-    if not found:
+    """The image's stored vector under `backbone` (its latest, when several groups hold it).
+
+    DuckDB reads the parts' footers, skips the row groups whose image_id min/max exclude the id
+    (a part sorted by image_id keeps one), and reads vectors only where the id is found.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    root.register(con)
+    row = con.execute(
+        "SELECT weights_id, precision, embedding "
+        "FROM read_parquet($parts, union_by_name = true) "
+        "WHERE image_id = $id AND backbone = $backbone ORDER BY created_at DESC LIMIT 1",
+        {"parts": root.location("embeddings", "*.parquet"), "id": image_id, "backbone": backbone},
+    ).fetchone()
+    if row is None:
         raise NearestError(f"the lake holds no {backbone} embedding of image {image_id}")
-    rows = pa.concat_tables(found, promote_options="permissive")
-    latest = int(np.argmax(rows.column("created_at").to_numpy()))
-    row = rows.slice(latest, 1)
-    key = (backbone, row.column("weights_id")[0].as_py(), row.column("precision")[0].as_py())
-    return key, lake.vectors_of(row)[0].astype(np.float32)
+    return (backbone, row[0], row[1]), np.asarray(row[2], np.float32)
 
 
 def nearest(lake_ref, image_id: str, backbone: str, k: int = 10) -> pa.Table:
