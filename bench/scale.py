@@ -193,7 +193,6 @@ def stage_nearest_cli(lake_dir: str, n: int) -> dict:
 def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
     """Lists of `sample` images among rows lo..hi against their exact top-10 (a blocked scan of
     every vector)."""
-    import duckdb
     import pyarrow as pa
 
     from embedlake.tasks import graph, lake
@@ -209,8 +208,52 @@ def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
         for i, v in zip(ids, vecs, strict=True)
     }
     queries = np.stack([found[i] for i in query_ids])
-    best_s = np.full((len(picks), 10), -np.inf, np.float32)
-    best_i = np.full((len(picks), 10), None, object)
+    _, best_i = _exact_top10(root, key, queries, query_ids)
+    lists = graph.read_lists(root, key, 10, only=wanted)
+    got = dict(zip(lists.ids, lists.neighbors, strict=True))
+    hits = [len(set(got.get(q, [])) & set(best_i[r])) / 10 for r, q in enumerate(query_ids)]
+    return {"recall_at_10": round(float(np.mean(hits)), 4), "sample": len(picks)}
+
+
+def stage_nprobe(lake_dir: str, total: int, sample: int) -> dict:
+    """Recall@10 and search time of `sample` stored images through the index at several nprobe
+    (what limits recall: the lists probed, or the 8-bit codes)."""
+    import pyarrow as pa
+
+    from embedlake.tasks import graph, lake
+
+    root = lake.Lake.at(lake_dir)
+    key = (BACKBONE, WEIGHTS, PRECISION)
+    picks = np.random.default_rng(5).choice(total, sample, replace=False)
+    query_ids = [_ids(int(p), 1)[0] for p in picks]
+    found = {
+        i: v
+        for ids, vecs in graph.iter_group_blocks(root, key, only=pa.array(query_ids))
+        for i, v in zip(ids, vecs, strict=True)
+    }
+    queries = np.stack([found[i] for i in query_ids])
+    _, truth = _exact_top10(root, key, queries, query_ids)
+    index = graph.open_index(root, key)
+    out = {"sample": sample}
+    for nprobe in (16, 32, 64, 128):
+        index.nprobe = nprobe
+        started = time.perf_counter()
+        _, ids = index.search(queries, 11)
+        seconds = time.perf_counter() - started
+        hits = [len((set(ids[r]) - {q}) & set(truth[r])) / 10 for r, q in enumerate(query_ids)]
+        out[f"nprobe_{nprobe}"] = {
+            "recall_at_10": round(float(np.mean(hits)), 4),
+            "ms_per_query": round(seconds / sample * 1000, 2),
+        }
+    return out
+
+
+def _exact_top10(root, key, queries: np.ndarray, query_ids: list[str]):
+    """(similarities, image_ids) of each query's exact top-10: a blocked scan of every vector."""
+    from embedlake.tasks import graph
+
+    best_s = np.full((len(queries), 10), -np.inf, np.float32)
+    best_i = np.full((len(queries), 10), None, object)
     for ids, vectors in graph.iter_group_blocks(root, key, block_rows=65_536):
         scores = queries @ vectors.T
         scores[np.asarray(query_ids, object)[:, None] == ids[None, :]] = -np.inf
@@ -219,11 +262,7 @@ def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
         i = np.concatenate([best_i, ids[top]], axis=1)
         order = np.argsort(-s, axis=1)[:, :10]
         best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
-    lists = graph.read_lists(root, key, 10, only=wanted)
-    got = dict(zip(lists.ids, lists.neighbors, strict=True))
-    hits = [len(set(got.get(q, [])) & set(best_i[r])) / 10 for r, q in enumerate(query_ids)]
-    del duckdb
-    return {"recall_at_10": round(float(np.mean(hits)), 4), "sample": len(picks)}
+    return best_s, best_i
 
 
 STAGES = {
@@ -234,6 +273,7 @@ STAGES = {
     "index": stage_index,
     "synthetic_lists": stage_synthetic_lists,
     "nearest_cli": stage_nearest_cli,
+    "nprobe": stage_nprobe,
     "recall": stage_recall,
 }
 
@@ -271,9 +311,11 @@ def _again(out: Path, names: list[str]) -> int:
         "queries": (lake_dir, total, total <= 1_000_000),
         "nearest_cli": (lake_dir, total),
         "recall": (lake_dir, lo, total, result["stages"]["recall"]["sample"]),
+        "nprobe": (lake_dir, total, 100),
     }
     for name in names:
-        stages.setdefault("superseded", {})[name] = stages[name]
+        if name in stages:
+            stages.setdefault("superseded", {})[name] = stages[name]
         stages[name] = _child(name, *args[name])
         stages[name]["measured_again_at"] = datetime.now(UTC).isoformat()
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -298,7 +340,7 @@ def main() -> int:
     parser.add_argument(
         "--again",
         default="",
-        help="re-measure these read-only stages (queries, nearest_cli, recall) on the --lake of "
+        help="re-measure read-only stages (queries, nearest_cli, recall, nprobe) on the lake of "
         "an earlier run of this size, and update its JSON (e.g. after a fix to the query path)",
     )
     parser.add_argument("--stage", help=argparse.SUPPRESS)
