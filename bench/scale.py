@@ -314,6 +314,16 @@ def _again(out: Path, names: list[str]) -> int:
         "nprobe": (lake_dir, total, 100),
     }
     for name in names:
+        if name.startswith("update:"):  # another update of m images, on the final code
+            m = int(name.split(":")[1])
+            run = f"again{m}-{len(stages)}"
+            stages[f"write_{run}"] = _child(
+                "write", lake_dir, total, m, result["dim"], run, result["storage"]
+            )
+            stages[f"update_{run}"] = _child("graph", lake_dir, False, result["ann_threshold"])
+            stages[f"update_{run}"]["images_added"] = m
+            total += m
+            continue
         if name in stages:
             stages.setdefault("superseded", {})[name] = stages[name]
         stages[name] = _child(name, *args[name])
@@ -340,8 +350,8 @@ def main() -> int:
     parser.add_argument(
         "--again",
         default="",
-        help="re-measure read-only stages (queries, nearest_cli, recall, nprobe) on the lake of "
-        "an earlier run of this size, and update its JSON (e.g. after a fix to the query path)",
+        help="re-measure stages (queries, nearest_cli, recall, nprobe; update:M adds M images "
+        "and updates the graph) on the lake of an earlier run of this size, and update its JSON",
     )
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
