@@ -161,7 +161,9 @@ class GroupIndex:
         self.manifest.next_seq += 1
         labels = pa.array(np.concatenate(ids), pa.string())
         lake.write_part_atomically(
-            pa.table({"image_id": labels}), self.folder / f"{seg.name}.parquet"
+            pa.table({"image_id": labels}),
+            self.folder / f"{seg.name}.parquet",
+            row_group_rows=_ID_GROUP_ROWS,
         )
         _write_index(index, self.folder / f"{seg.name}.faiss")
         self.pending.append(seg)

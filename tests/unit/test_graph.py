@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.parquet as pq
 import pytest
 
 from embedlake.tasks import graph, lake
@@ -117,6 +118,10 @@ def test_ann_mode_inserts_into_the_index_in_the_lake(tmp_path):
     _add(root, ids[:2500], x[:2500], "r0")
     build_neighbor_graph(root, k=10, ann_threshold=1000)
     assert sorted(_indexed_ids(root)) == ids[:2500]
+    # labels' ids in 2,048-row groups: resolving one label reads one small group
+    seg = graph.open_index(lake.Lake.at(root), KEY).segments()[0]
+    folder = root / "index" / graph.group_name(*KEY)
+    assert pq.ParquetFile(folder / f"{seg.name}.parquet").metadata.num_row_groups == 2
     _add(root, ids[2500:], x[2500:], "r1")
     written = build_neighbor_graph(root, k=10, ann_threshold=1000)
     index = graph.open_index(lake.Lake.at(root), KEY)
@@ -208,6 +213,7 @@ import resource, sys
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.parquet as pq
 from embedlake.tasks import lake
 from embedlake.tasks.neighbors import build_neighbor_graph
 n, root = int(sys.argv[1]), sys.argv[2]
