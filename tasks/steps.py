@@ -4,7 +4,8 @@ start -> read the sidecar -> discover (writing files parts as it goes) -> join t
 load backbones -> embed (writing parts as it goes) -> record the counts -> neighbours -> probes of
 the label columns -> catalog -> report -> finish. Each step takes and returns plain data, so it
 can be tested without the engine (`step.fn(...)`), and the flow in `flows.pipeline` only composes
-them.
+them. The inventory (discovery against the previous run) is `tasks.inventory`; what every step
+shares (context, stage clock, failpoints, `runs` rows) is `tasks.run_context`.
 
 A run's rows in `runs`: 'started', then 'embedded' (its counts, once they are known), then exactly
 one final row: 'finished' when every stage passed, 'failed' naming the stage that raised, or
@@ -13,33 +14,36 @@ one final row: 'finished' when every stage passed, 'failed' naming the stage tha
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import platform
-import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from . import catalog, discover, lake
 from .backbones import resolve_backbone
 from .decode import crop_plans
-from .decode_pool import DecodeJob, load_pillow_plugins
+from .decode_pool import DecodeJob
 from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
+from .inventory import Inventory, discover_source_fn
 from .metadata import SidecarResult, join_sidecar, read_sidecar, validate_sidecar
 from .params import COMPILE_AUTO_MIN_IMAGES, RunParams
 from .precision import candidates, choose_precision
 from .progress import Progress
+from .run_context import (
+    RunContext,
+    StageClock,
+    stage_row,
+)
+from .run_context import log as _log
 from .shards import (
     Shard,
     ShardPlan,
@@ -83,51 +87,6 @@ __all__ = [
 
 # the stages a run's final row can be preceded by; any other stage ends the run
 _OPEN_STAGES = ("started", "discovered", "embedded")
-FAILPOINT_ENV = "EMBEDLAKE_FAILPOINT"
-
-
-def failpoint(name: str) -> None:
-    """SIGKILL this process when $EMBEDLAKE_FAILPOINT names this point: how the tests kill a run
-    at an exact stage (a kill from outside could land anywhere). Unset, it does nothing."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class StageClock:
-    """The stage a run is in, and the seconds each stage took; `with clock("embed"): ...`."""
-
-    def __init__(self) -> None:
-        self.current = "start"
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        failpoint(name)
-        self.current = name
-        started = time.perf_counter()
-        yield
-        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
-
-
-@dataclass
-class RunContext:
-    run_id: str
-    lake: lake.Lake
-    source: Path | RemoteSource
-    started_at: datetime
-    params: RunParams
-
-
-class Inventory:
-    """The `files` rows of a run (as discovered), the seconds discovery took, and how the files
-    compare with the source's previous run (n_files_new, _changed, _unchanged, _gone).
-
-    A plain class, not a dataclass, on purpose: Prefect walks a task's dataclass arguments field
-    by field (to resolve futures), which cost ~2 s per task call at 20,000 rows; it leaves other
-    objects alone."""
-
-    def __init__(self, rows: list[dict[str, Any]], seconds: float, counts: dict[str, Any]):
-        self.rows, self.seconds, self.counts = rows, seconds, counts
 
 
 @dataclass
@@ -147,41 +106,6 @@ class EmbedOutcome:
     seconds: float = 0.0
     decode_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _log():
-    import logging
-
-    try:
-        return get_run_logger()
-    except Exception:  # outside a flow or task run (unit tests, `.fn` calls)
-        return logging.getLogger("embedlake")
-
-
-def _stage_row(ctx: RunContext, stage: str, status: str, **values: Any) -> pa.Table:
-    row = {
-        "run_id": ctx.run_id,
-        "stage": stage,
-        "status": status,
-        "started_at": ctx.started_at,
-        "source": _source_text(ctx),
-        "params": lake.to_json(ctx.params.model_dump()),
-        "versions": lake.to_json(_versions()),
-        **values,
-    }
-    return lake.rows_to_table([row], lake.RUNS_SCHEMA)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for package in ("embedlake", "torch", "timm", "prefect", "duckdb", "pillow", "pyarrow"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
 
 
 def start_run_fn(params: RunParams) -> RunContext:
@@ -210,82 +134,8 @@ def start_run_fn(params: RunParams) -> RunContext:
         }
         table = lake.rows_to_table([aborted], lake.RUNS_SCHEMA)
         root.write_part(table, "runs", f"{dead['run_id']}-2-aborted.parquet")
-    root.write_part(
-        _stage_row(ctx, "started", "running"), "runs", f"{ctx.run_id}-0-started.parquet"
-    )
+    root.write_part(stage_row(ctx, "started", "running"), "runs", f"{ctx.run_id}-0-started.parquet")
     return ctx
-
-
-def _source_text(ctx: RunContext) -> str:
-    # a local SOURCE whose name is not UTF-8 is stored readably (see sources.readable_path)
-    return discover.readable_path(os.fsencode(str(ctx.source)))
-
-
-def _previous_files(ctx: RunContext) -> dict[str, dict[str, Any]]:
-    """The source's rows from its previous run whose discovery completed, by path."""
-    with catalog.connect_read_only(ctx.lake) as con:
-        table = con.sql(
-            catalog.sql_text("inventory", "previous_files.sql"),
-            params={"source": _source_text(ctx), "run_id": ctx.run_id},
-        ).to_arrow_table()
-    return {row["path"]: row for row in table.to_pylist()}
-
-
-def discover_source_fn(ctx: RunContext) -> Inventory:
-    """Inventory SOURCE against its previous run: an unchanged file (same path, size and mtime)
-    is not opened, its row is reused; rows of new and changed files are written as parts chunk by
-    chunk as they are probed (so a run that fails later still leaves its inventory), then the
-    paths that are gone, then the run's 'discovered' row with the counts."""
-    started = time.perf_counter()
-    load_pillow_plugins(ctx.params.pillow_plugins)
-    known = {} if ctx.params.rehash else _previous_files(ctx)
-    # the lake is not inventoried when it lies under SOURCE (a folder, or a URL's prefix)
-    lake_at = ctx.lake.path or ctx.lake.url
-    rows: list[dict[str, Any]] = []
-    counts = Counter(n_files_new=0, n_files_changed=0, n_files_unchanged=0)
-    chunks = discover.iter_discovered(
-        ctx.source, [lake_at], ctx.params.max_pixels, ctx.params.part_rows, known
-    )
-    for seq, chunk in enumerate(chunks):
-        written = []
-        for row, reused in chunk:
-            row["run_id"] = ctx.run_id
-            rows.append(row)
-            if reused:
-                counts["n_files_unchanged"] += 1
-            else:
-                counts["n_files_changed" if row["path"] in known else "n_files_new"] += 1
-                written.append({**row, "recorded_at": datetime.now(UTC)})
-        if written:
-            table = lake.rows_to_table(written, lake.FILES_SCHEMA)
-            ctx.lake.write_part(table, "files", f"{ctx.run_id}-{seq:06d}.parquet")
-            failpoint("discover-part")
-    seen = {row["path"] for row in rows}
-    gone = [{"run_id": ctx.run_id, "path": p} for p in sorted(set(known) - seen)]
-    if gone:
-        table = lake.rows_to_table(gone, lake.FILES_GONE_SCHEMA)
-        ctx.lake.write_part(table, "files_gone", f"{ctx.run_id}.parquet")
-    summary = {
-        **counts,
-        "n_files": len(rows),
-        "n_files_gone": len(gone),
-        "files_snapshot": not known,  # every row written: the run is a snapshot
-    }
-    ctx.lake.write_part(
-        _stage_row(ctx, "discovered", "running", **summary),
-        "runs",
-        f"{ctx.run_id}-0-discovered.parquet",
-    )
-    _log().info(
-        "discovered %d files under %s: %d new, %d changed, %d unchanged (not read), %d gone",
-        len(rows),
-        ctx.source,
-        counts["n_files_new"],
-        counts["n_files_changed"],
-        counts["n_files_unchanged"],
-        len(gone),
-    )
-    return Inventory(rows, time.perf_counter() - started, summary)
 
 
 def load_backbones_fn(params: RunParams) -> BackboneSet:
@@ -600,7 +450,7 @@ def record_embedded_fn(
         "message": backbones.message,
     }
     ctx.lake.write_part(
-        _stage_row(ctx, "embedded", **summary), "runs", f"{ctx.run_id}-0-embedded.parquet"
+        stage_row(ctx, "embedded", **summary), "runs", f"{ctx.run_id}-0-embedded.parquet"
     )
     return {**summary, "error_counts": dict(sorted(codes.items())), "lake": str(ctx.lake)}
 
@@ -628,7 +478,7 @@ def _ended(
         **values,
     )
     ctx.lake.write_part(
-        _stage_row(ctx, stage, stage, **row), "runs", f"{ctx.run_id}-1-{stage}.parquet"
+        stage_row(ctx, stage, stage, **row), "runs", f"{ctx.run_id}-1-{stage}.parquet"
     )
     return row
 
