@@ -83,7 +83,7 @@ def stage_index(lake_dir: str) -> dict:
     started = time.perf_counter()
     index = graph._new_index(root, key, graph.group_size(root, key))
     trained = time.perf_counter()
-    parts = [name for name, _ in graph._embedding_parts(root)]
+    parts = graph.embedding_part_names(root)
     index.add(graph.iter_group_blocks(root, key, parts=parts, block_rows=65_536), parts)
     index.commit()
     return {

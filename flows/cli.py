@@ -509,14 +509,18 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_similar(args: argparse.Namespace) -> int:
-    from embedlake.tasks.render import write_result
-    from embedlake.tasks.similar import find_similar
-
+def _check_k_and_output(args: argparse.Namespace) -> None:
     if args.format == "parquet" and not args.output:
         raise CliError("--format parquet needs --output FILE")
     if args.k < 1:
         raise CliError("--k must be at least 1")
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from embedlake.tasks.render import write_result
+    from embedlake.tasks.similar import find_similar
+
+    _check_k_and_output(args)
     result = find_similar(
         args.lake, args.queries, backbones=args.backbones, k=args.k, weights=args.weights
     )
@@ -531,10 +535,7 @@ def _cmd_nearest(args: argparse.Namespace) -> int:
     from embedlake.tasks.nearest import nearest
     from embedlake.tasks.render import write_result
 
-    if args.format == "parquet" and not args.output:
-        raise CliError("--format parquet needs --output FILE")
-    if args.k < 1:
-        raise CliError("--k must be at least 1")
+    _check_k_and_output(args)
     root = Lake.at(args.lake)
     if not root.exists():
         raise CliError(f"no lake at {root}")

@@ -74,6 +74,11 @@ class Manifest:
         return Manifest(**raw)
 
 
+def _nlist(n: int) -> int:
+    """Inverted lists for about n vectors: 4 sqrt(n), within 16 .. MAX_NLIST."""
+    return int(np.clip(4 * np.sqrt(n), 16, MAX_NLIST))
+
+
 def _token() -> str:
     return secrets.token_hex(3)
 
@@ -108,8 +113,7 @@ class GroupIndex:
         """A new, empty index for about `n` vectors, trained on `sample` (rows of the group)."""
         import faiss
 
-        nlist = int(np.clip(4 * np.sqrt(n), 16, MAX_NLIST))
-        nlist = max(1, min(nlist, len(sample) // TRAIN_PER_LIST))
+        nlist = max(1, min(_nlist(n), len(sample) // TRAIN_PER_LIST))
         factory = FACTORY.format(nlist=nlist)
         index = faiss.index_factory(sample.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
@@ -121,7 +125,7 @@ class GroupIndex:
     @staticmethod
     def train_rows(n: int) -> int:
         """How many sample rows `create` wants for about `n` vectors."""
-        return int(TRAIN_PER_LIST * np.clip(4 * np.sqrt(n), 16, MAX_NLIST))
+        return TRAIN_PER_LIST * _nlist(n)
 
     @property
     def ntotal(self) -> int:

@@ -33,7 +33,9 @@ from . import lake
 from .ann_index import GroupIndex, remove_index
 
 __all__ = [
+    "ANN_METHOD",
     "GroupKey",
+    "embedding_part_names",
     "group_ids",
     "group_keys",
     "group_name",
@@ -58,13 +60,18 @@ def group_name(backbone: str, weights_id: str, precision: str) -> str:
 # ---------------------------------------------------------------- reading the embeddings in blocks
 
 
+def embedding_part_names(root: lake.Lake) -> list[str]:
+    """The embedding parts' names, sorted: a listing, no footer read."""
+    return [name for name in root.part_names("embeddings") if name != "_schema.parquet"]
+
+
 def _embedding_parts(
     root: lake.Lake, names: list[str] | None = None
 ) -> list[tuple[str, ds.Dataset]]:
     """(name, dataset) of each embedding part (of `names` alone when given), in name order."""
     # one dataset per part: a part's schema is read from its own footer
     if names is None:
-        names = [name for name in root.part_names("embeddings") if name != "_schema.parquet"]
+        names = embedding_part_names(root)
     return [
         (
             name,
@@ -435,7 +442,7 @@ def _ann_update(root: lake.Lake, key: GroupKey, index: GroupIndex, k: int, block
     every row is new and no existing list is read.
     """
     covered = set(index.manifest.parts)
-    new_parts = [name for name, _ in _embedding_parts(root) if name not in covered]
+    new_parts = [name for name in embedding_part_names(root) if name not in covered]
     all_new = index.ntotal == 0
     if not index.add(iter_group_blocks(root, key, parts=new_parts), new_parts):
         index.commit()  # the parts are covered: they hold no row of this group

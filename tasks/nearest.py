@@ -70,9 +70,9 @@ def nearest(lake_ref, image_id: str, backbone: str, k: int = 10) -> pa.Table:
     if index is not None:
         best_s, best_id = (a[0] for a in index.search(query[None], k + 1))
         covered = set(index.manifest.parts)
-        uncovered = [name for name, _ in graph._embedding_parts(root) if name not in covered]
+        uncovered = [name for name in graph.embedding_part_names(root) if name not in covered]
         blocks = graph.iter_group_blocks(root, key, parts=uncovered) if uncovered else ()
-        method = "faiss_ivf_sq8" + (" + exact (parts not indexed yet)" if uncovered else "")
+        method = graph.ANN_METHOD + (" + exact (parts not indexed yet)" if uncovered else "")
     else:
         blocks = graph.iter_group_blocks(root, key)
         method = "exact"
