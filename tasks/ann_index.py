@@ -381,12 +381,12 @@ def _convert_legacy(
 ) -> GroupIndex | None:
     """An index written by embedlake 0.2 (`index/<group>.faiss` + `<group>.ids-<n>.parquet`, one
     file loaded whole) becomes the first segment of this layout; None when there is none."""
-    import faiss
-
     base = _folder(root, name).parent
     path = base / f"{name}.faiss"
     if not path.exists():
         return None
+    import faiss  # only here: a lake without a legacy index needs no faiss (the base install)
+
     index = faiss.read_index(str(path))
     ids_path = base / f"{name}.ids-{index.ntotal:012d}.parquet"
     labels = pq.read_table(ids_path).column("image_id").to_numpy(zero_copy_only=False)
