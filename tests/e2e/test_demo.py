@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,39 @@ def test_model_caches_are_the_sessions_own():
         assert Path(folder).is_relative_to(home), (variable, folder)
 
 
-def test_demo_falls_back_to_random_weights_and_says_so(cli_env, tmp_path):
+# what each optional extra's packages are imported as; an extra not named here fails the test
+EXTRA_MODULES = {
+    "faiss-cpu": ["faiss"],
+    "ray": ["ray"],
+    "prefect-ray": ["prefect_ray"],
+    "s3fs": ["s3fs"],
+    "psutil": [],  # a base dependency too (serve)
+}
+
+
+def without_extras(folder: Path) -> str:
+    """A PYTHONPATH entry under which every optional extra's modules are missing, as in the base
+    install: each is a package that raises ModuleNotFoundError on import (subprocesses too)."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    names = {
+        re.split(r"[\[<>=!~; ]", spec)[0] for k, v in extras.items() if k != "test" for spec in v
+    }
+    for module in sorted({m for name in names for m in EXTRA_MODULES[name]}):
+        (folder / module).mkdir(parents=True)
+        (folder / module / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n"
+        )
+    return str(folder)
+
+
+def test_demo_in_the_base_install_falls_back_to_random_weights_and_says_so(cli_env, tmp_path):
+    # the README's first command, as a newcomer runs it: no optional extra installed (the test
+    # extras install faiss, ray and s3fs; here they cannot be imported)
     env = dict(cli_env, XDG_CACHE_HOME=str(tmp_path / "cache"))  # the sample collection's home
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [without_extras(tmp_path / "no-extras"), env.get("PYTHONPATH")])
+    )
     lake = tmp_path / "lake"
     done = run_cli(
         "demo",
