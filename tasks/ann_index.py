@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import lake
 
-__all__ = ["FACTORY", "NPROBE", "GroupIndex", "remove_index"]
+__all__ = ["FACTORY", "NPROBE", "BadIndex", "GroupIndex", "check_group_name", "remove_index"]
 
 # chosen by bench/index_choice.py (README, "The neighbour graph"): IVF lists of 8-bit scalar
 # quantised codes (a quarter of float32), recall@10 near HNSW-flat's. The coarse quantiser is an
@@ -41,7 +42,7 @@ __all__ = ["FACTORY", "NPROBE", "GroupIndex", "remove_index"]
 # dot products (bench/scale.py measures recall with it).
 FACTORY = "IVF{nlist}_HNSW32,SQ8"
 NPROBE = 32
-INDEX_FOLDER = "index"
+INDEX_FOLDER = lake.INDEX_FOLDER
 SEGMENT_BYTES = 512 * 2**20
 MAX_SMALL_SEGMENTS = 8  # more segments below half SEGMENT_BYTES than this: merge them
 MAX_NLIST = 4096
@@ -49,6 +50,24 @@ TRAIN_PER_LIST = 39  # faiss's own minimum of training points per centroid
 _ID_GROUP_ROWS = 2048  # a label's image_id is read with its row group: 2,048 ids, ~130 KB
 _MANIFEST = "manifest.json"
 _log = logging.getLogger("embedlake")
+
+# The only names the writer makes (`_token()`: 6 hex digits). A manifest comes from the lake,
+# which may be crafted: its names are joined to folders only once they match these.
+_SEGMENT_NAME = re.compile(r"^seg-\d{6,}-[0-9a-f]{6}$")
+_TRAINED_NAME = re.compile(r"^trained-[0-9a-f]{6}$")
+# graph.group_name: <backbone>-<precision>-<12 hex digits of the key's hash>
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_]+-[0-9a-f]{12}$")
+
+
+class BadIndex(ValueError):
+    """An index in the lake that is not one embedlake wrote; the message (one line) says why."""
+
+
+def check_group_name(name: str) -> str:
+    """`name` if it is a group name `graph.group_name` makes (one safe folder name)."""
+    if not _GROUP_NAME.match(name):
+        raise BadIndex(f"not an index group name: {name!r}")
+    return name
 
 
 @dataclass
@@ -68,10 +87,30 @@ class Manifest:
     next_seq: int = 1
 
     @staticmethod
-    def parse(text: str) -> Manifest:
-        raw = json.loads(text)
-        raw["segments"] = [Segment(**s) for s in raw["segments"]]
-        return Manifest(**raw)
+    def parse(text: str | bytes, group: str) -> Manifest:
+        """The manifest of `group`'s index; BadIndex unless it has the writer's form."""
+        try:
+            raw = json.loads(text)
+            raw["segments"] = [Segment(**s) for s in raw["segments"]]
+            manifest = Manifest(**raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BadIndex(f"index {group}: unreadable manifest ({exc})") from exc
+        names = [(manifest.trained, _TRAINED_NAME)]
+        names += [(s.name, _SEGMENT_NAME) for s in manifest.segments]
+        for name, form in names:
+            if not isinstance(name, str) or not form.match(name):
+                raise BadIndex(
+                    f"index {group}: its manifest names {name!r}, not a file embedlake writes; "
+                    "refusing it (`embedlake reindex` rebuilds the index)"
+                )
+        counts = [manifest.dim, manifest.nlist, manifest.next_seq]
+        counts += [s.rows for s in manifest.segments]
+        parts = manifest.parts
+        if not all(type(n) is int and n >= 0 for n in counts) or not (
+            isinstance(parts, list) and all(isinstance(p, str) for p in parts)
+        ):
+            raise BadIndex(f"index {group}: its manifest's counts or parts are malformed")
+        return manifest
 
 
 def _nlist(n: int) -> int:
@@ -106,7 +145,7 @@ class GroupIndex:
         path = folder / _MANIFEST
         if not path.exists():
             return _convert_legacy(root, name, covered) if covered else None
-        return cls(root, name, Manifest.parse(path.read_text()))
+        return cls(root, name, Manifest.parse(path.read_text(), name))
 
     @classmethod
     def create(cls, root: lake.Lake, name: str, n: int, sample: np.ndarray) -> GroupIndex:
@@ -119,6 +158,7 @@ class GroupIndex:
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         manifest = Manifest(factory, sample.shape[1], nlist, f"trained-{_token()}")
         self = cls(root, name, manifest)
+        self.folder.mkdir(parents=True, exist_ok=True)
         _write_index(index, self.folder / f"{manifest.trained}.faiss")
         return self
 
@@ -282,13 +322,7 @@ class GroupIndex:
         """Make the pending segments (and merges) visible: the manifest, then the leftovers go."""
         self.manifest.segments = self.manifest.segments + self.pending
         self.pending = []
-        text = json.dumps(asdict(self.manifest), indent=1)
-        target = self.folder / _MANIFEST
-        tmp = target.with_name(f"{_MANIFEST}{lake._TMP_MARK}{os.getpid()}-{_token()}")
-        tmp.write_text(text)
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        _write_atomically(self.folder / _MANIFEST, json.dumps(asdict(self.manifest), indent=1))
         live = {f"{s.name}.{ext}" for s in self.manifest.segments for ext in ("faiss", "parquet")}
         live |= {f"{self.manifest.trained}.faiss", _MANIFEST}
         if isinstance(self.root, lake.UrlLake):
@@ -303,7 +337,8 @@ def remove_index(root: lake.Lake, name: str) -> None:
     folder = _folder(root, name)
     for path in [*folder.glob("*"), *folder.parent.glob(f"{name}.*")]:
         path.unlink()
-    folder.rmdir()
+    if folder.is_dir():
+        folder.rmdir()
     if isinstance(root, lake.UrlLake):
         remote = f"{root.root}/{INDEX_FOLDER}"
         for path in root.fs.glob(f"{remote}/{name}/*") + root.fs.glob(f"{remote}/{name}.*"):
@@ -314,11 +349,22 @@ def remove_index(root: lake.Lake, name: str) -> None:
 
 
 def _folder(root: lake.Lake, name: str) -> Path:
-    """The local folder of a group's index files (for a URL lake: this machine's copy)."""
+    """The local folder of a group's index files (for a URL lake: this machine's copy); not
+    created here, so that a reader (`nearest`) writes nothing."""
     base = root.path if root.path is not None else root.local_dir
-    folder = base / INDEX_FOLDER / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return base / INDEX_FOLDER / check_group_name(name)
+
+
+def _write_atomically(target: Path, text: str | bytes) -> None:
+    tmp = target.with_name(f"{target.name}{lake._TMP_MARK}{os.getpid()}-{_token()}")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_index(index, target: Path) -> None:
@@ -335,22 +381,46 @@ def _write_index(index, target: Path) -> None:
 
 
 def _pull(root: lake.UrlLake, folder: Path, name: str) -> None:
-    """Copy the remote manifest, and the files it names that this machine lacks."""
+    """Copy the remote manifest, and the files it names that this machine lacks or holds with
+    another size than the remote's (a download cut short by a kill)."""
     remote = f"{root.root}/{INDEX_FOLDER}/{name}"
     root.fs.invalidate_cache(remote)
-    if not root.fs.exists(f"{remote}/{_MANIFEST}"):
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        text = root.fs.cat_file(f"{remote}/{_MANIFEST}")
+    except FileNotFoundError:
         (folder / _MANIFEST).unlink(missing_ok=True)
         for path in root.fs.glob(f"{root.root}/{INDEX_FOLDER}/{name}.*"):  # legacy layout
             root.fs.get_file(path, str(folder.parent / path.rsplit("/", 1)[-1]))
         return
-    root.fs.get_file(f"{remote}/{_MANIFEST}", str(folder / _MANIFEST))
-    manifest = Manifest.parse((folder / _MANIFEST).read_text())
+    manifest = Manifest.parse(text, name)  # before anything it names is fetched
+    # listed after the manifest was read: a segment it names is immutable, so its size is known
+    sizes = {p["name"].rsplit("/", 1)[-1]: p["size"] for p in root.fs.ls(remote, detail=True)}
     wanted = [f"{manifest.trained}.faiss"] + [
         f"{s.name}.{ext}" for s in manifest.segments for ext in ("faiss", "parquet")
     ]
     for file in wanted:
-        if not (folder / file).exists():
-            root.fs.get_file(f"{remote}/{file}", str(folder / file))
+        if file not in sizes:
+            raise BadIndex(
+                f"index {name}: {file} is not in the lake; it may have been merged by a "
+                "concurrent update: retry"
+            )
+        local = folder / file
+        if not local.is_file() or local.stat().st_size != sizes[file]:
+            _download(root, f"{remote}/{file}", local, sizes[file])
+    _write_atomically(folder / _MANIFEST, text)
+
+
+def _download(root: lake.UrlLake, source: str, target: Path, size: int) -> None:
+    """Fetch `source` to a temporary name, check its size, rename it to `target`."""
+    tmp = target.with_name(f"{target.name}{lake._TMP_MARK}{os.getpid()}-{_token()}")
+    try:
+        root.fs.get_file(source, str(tmp))
+        if (got := tmp.stat().st_size) != size:
+            raise BadIndex(f"{source}: {got} bytes arrived of {size}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _push(root: lake.UrlLake, folder: Path, name: str, live: set[str]) -> None:
@@ -395,6 +465,7 @@ def _convert_legacy(
     ivf = faiss.extract_index_ivf(index)
     manifest = Manifest("legacy", index.d, int(ivf.nlist), f"trained-{_token()}")
     self = GroupIndex(root, name, manifest)
+    self.folder.mkdir(exist_ok=True)
     _write_index(empty, self.folder / f"{manifest.trained}.faiss")
     self._write_segment(index, [labels])
     # the parts it covers: those whose rows of this group it all holds

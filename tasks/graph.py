@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from . import lake
-from .ann_index import GroupIndex, remove_index
+from .ann_index import GroupIndex, check_group_name, remove_index
 
 __all__ = [
     "ANN_METHOD",
@@ -53,8 +53,10 @@ _log = logging.getLogger("embedlake")
 
 
 def group_name(backbone: str, weights_id: str, precision: str) -> str:
+    """The group's name in part and folder names; a key read from a crafted lake that would not
+    make one safe file name (a precision of `../x`) is refused."""
     digest = hashlib.sha256(f"{backbone}|{weights_id}|{precision}".encode()).hexdigest()[:12]
-    return f"{backbone}-{precision}-{digest}"
+    return check_group_name(f"{backbone}-{precision}-{digest}")
 
 
 # ---------------------------------------------------------------- reading the embeddings in blocks
@@ -516,9 +518,11 @@ def _have_faiss(n: int, threshold: int) -> bool:
     return True
 
 
-def open_index(root: lake.Lake, key: GroupKey) -> GroupIndex | None:
-    """The group's ANN index (an index of embedlake 0.2 is converted), or None."""
-    return GroupIndex.open(root, group_name(*key), covered=_covered_by(root, key))
+def open_index(root: lake.Lake, key: GroupKey, convert: bool = True) -> GroupIndex | None:
+    """The group's ANN index, or None. An index of embedlake 0.2 is converted, unless not
+    `convert` (a reader, which writes nothing: it then gets None)."""
+    covered = _covered_by(root, key) if convert else None
+    return GroupIndex.open(root, group_name(*key), covered=covered)
 
 
 def update_group(

@@ -88,6 +88,8 @@ __all__ = [
     "LocalLake",
     "PartWriter",
     "UrlLake",
+    "INDEX_FOLDER",
+    "NotALake",
     "cache_root",
     "missing_image_ids",
     "embeddings_schema",
@@ -103,6 +105,14 @@ __all__ = [
 ]
 
 _TMP_MARK = ".tmp-"
+INDEX_FOLDER = "index"  # the ANN indexes (tasks.ann_index), a folder per group
+# The temporary names embedlake's writers make, and only those: a part or an index file
+# (`write_part_atomically`, `put_part_atomically` beside its target, ann_index), an index
+# manifest, the catalog being built (catalog.build_catalog, its `.wal` too) and a staged upload.
+# A user's file that merely contains `.tmp-` is not ours to delete.
+_TEMPORARY = re.compile(r"^(?:.+\.(?:parquet|faiss)|manifest\.json)\.tmp-\d+-[0-9a-f]{6}$")
+_CATALOG_TEMPORARY = re.compile(r"^catalog\.duckdb\.tmp-\d+(?:\.wal)?$")
+_STAGED_TEMPORARY = re.compile(r"^part\.tmp-\d+-\w+\.parquet$")
 _TS = pa.timestamp("us", tz="UTC")
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -110,6 +120,10 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # part goes up in one upload of a complete local file (no temporary object, no rename)
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
 _SCHEMA_PART = "_schema.parquet"
+
+
+class NotALake(ValueError):
+    """A folder that holds other things and no lake: embedlake will not write into it."""
 
 
 def cache_root() -> Path:
@@ -194,6 +208,7 @@ class Lake(abc.ABC):
         written by an older embedlake is rewritten when this one's table has columns it lacks:
         the lake's first write migrates it (the data parts stay as they are).
         """
+        self.refuse_if_not_a_lake()
         self._make_folders()
         for table, schema in _SCHEMAS.items():
             if not self._exists(table, _SCHEMA_PART) or not self._schema_has(table, schema):
@@ -214,6 +229,22 @@ class Lake(abc.ABC):
         """Whether a lake was ever created here (its runs table has its schema part)."""
         return self._exists("runs", _SCHEMA_PART)
 
+    def refuse_if_not_a_lake(self) -> None:
+        """NotALake when this folder holds other things and no lake: a writer must not create
+        a lake, or clean up temporaries, in a folder named by mistake.
+
+        A lake is recognised by its runs table holding a part (every lake since the first
+        embedlake has one once a run started). A missing or empty folder is a new lake; one
+        holding only table folders (and the lock) is a lake whose creation was cut short.
+        """
+        entries = self._top_entries()
+        if entries is None or entries <= {*TABLES, ".lock"} or self.part_names("runs"):
+            return
+        raise NotALake(
+            f"{self} is not empty and is not an embedlake lake (it has no runs table): "
+            "give --lake a new or empty folder, or an existing lake"
+        )
+
     @contextlib.contextmanager
     def lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the lake's writer lock (an OS file lock: released by the kernel if the run dies).
@@ -221,6 +252,7 @@ class Lake(abc.ABC):
         A second writer waits for the first; `on_wait` is told once that it is waiting.
         Readers never take this lock.
         """
+        self.refuse_if_not_a_lake()  # before the lock file lands in a user's folder
         self.local_dir.mkdir(parents=True, exist_ok=True)
         path = self.local_dir / ".lock"
         with path.open("a+") as handle:
@@ -277,6 +309,10 @@ class Lake(abc.ABC):
     def _exists(self, folder: str, name: str) -> bool: ...
 
     @abc.abstractmethod
+    def _top_entries(self) -> set[str] | None:
+        """The names in the lake's top folder; None when there is no such folder."""
+
+    @abc.abstractmethod
     def _make_folders(self) -> None: ...
 
 
@@ -303,11 +339,18 @@ class LocalLake(Lake):
         (self.path / folder / name).unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> list[Path]:
-        removed = []
-        for path in self.path.rglob(f"*{_TMP_MARK}*"):
-            if path.is_file():
-                path.unlink()
-                removed.append(path)
+        index = self.path / INDEX_FOLDER
+        groups = [p for p in index.iterdir() if p.is_dir()] if index.is_dir() else []
+        found = [
+            path
+            for folder in [*(self.path / table for table in TABLES), index, *groups]
+            for path in (folder.glob(f"*{_TMP_MARK}*") if folder.is_dir() else [])
+            if _TEMPORARY.match(path.name)
+        ]
+        found += [p for p in self.path.glob("catalog.duckdb*") if _CATALOG_TEMPORARY.match(p.name)]
+        removed = [path for path in found if path.is_file()]
+        for path in removed:
+            path.unlink()
         return removed
 
     def publish_folder(self, local: Path, *names: str) -> str:
@@ -318,6 +361,9 @@ class LocalLake(Lake):
 
     def _exists(self, folder: str, name: str) -> bool:
         return (self.path / folder / name).exists()
+
+    def _top_entries(self) -> set[str] | None:
+        return {p.name for p in self.path.iterdir()} if self.path.exists() else None
 
     def _make_folders(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -376,14 +422,19 @@ class UrlLake(Lake):
         removed = []
         staging = self.local_dir / "staging"
         for path in staging.glob(f"*{_TMP_MARK}*") if staging.is_dir() else []:
-            path.unlink()
-            removed.append(str(path))
+            if _STAGED_TEMPORARY.match(path.name):
+                path.unlink()
+                removed.append(str(path))
         if not self.object_store:  # elsewhere, temporaries live beside their targets
             self.fs.invalidate_cache()
-            for path in self.fs.find(self.root):
-                if _TMP_MARK in path.rsplit("/", 1)[-1]:
-                    self.fs.rm_file(path)
-                    removed.append(self.fs.unstrip_protocol(path))
+            for folder in (*TABLES, INDEX_FOLDER):
+                for path in self.fs.find(f"{self.root}/{folder}"):
+                    depth = path[len(self.root) + 1 :].count("/")  # index/<group>/<file>: 2
+                    if (depth == 1 or (folder == INDEX_FOLDER and depth == 2)) and (
+                        _TEMPORARY.match(path.rsplit("/", 1)[-1])
+                    ):
+                        self.fs.rm_file(path)
+                        removed.append(self.fs.unstrip_protocol(path))
         return removed
 
     def publish_folder(self, local: Path, *names: str) -> str:
@@ -400,6 +451,13 @@ class UrlLake(Lake):
 
     def _exists(self, folder: str, name: str) -> bool:
         return self.fs.exists(self._part_path(folder, name))
+
+    def _top_entries(self) -> set[str] | None:
+        self.fs.invalidate_cache(self.root)
+        try:
+            return {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)}
+        except FileNotFoundError:
+            return None
 
     def _make_folders(self) -> None:
         if self.object_store:

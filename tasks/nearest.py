@@ -64,7 +64,7 @@ def nearest(lake_ref, image_id: str, backbone: str, k: int = 10) -> pa.Table:
         raise NearestError("k must be at least 1")
     root = lake.Lake.at(lake_ref)
     key, query = _query_vector(root, image_id, backbone)
-    index = graph.open_index(root, key)
+    index = graph.open_index(root, key, convert=False)  # a reader converts nothing
     best_s = np.full(k + 1, -np.inf, np.float32)
     best_id = np.full(k + 1, None, object)
     if index is not None:

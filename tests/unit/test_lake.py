@@ -138,11 +138,90 @@ def test_float16_and_float32_parts_read_together_as_float32(tmp_path):
 
 def test_stale_temporaries_are_removed_and_never_read(tmp_path):
     root = lake.ensure_lake(tmp_path / "lake")
-    stale = root / "embeddings" / "r0-000000.parquet.tmp-999-abc"
+    stale = root / "embeddings" / "r0-000000.parquet.tmp-999-abc123"
     stale.write_bytes(b"half written")
     assert lake.Lake.at(root).read_table("embeddings").num_rows == 0
     assert lake.Lake.at(root).remove_stale_temporaries() == [stale]
     assert not stale.exists()
+
+
+def _a_lake_with_a_run(path):
+    root = lake.Lake.at(path).ensure()
+    row = lake.rows_to_table([{"run_id": "r0", "stage": "started"}], lake.RUNS_SCHEMA)
+    root.write_part(row, "runs", "r0-0-started.parquet")
+    return root
+
+
+def test_only_temporaries_embedlake_wrote_are_removed(tmp_path):
+    """`run` deleted every file under --lake with `.tmp-` in its name: a user's notes too."""
+    root = _a_lake_with_a_run(tmp_path / "lake")
+    group = root.path / "index" / "mobilenet_v1-fp32-0123456789ab"
+    group.mkdir(parents=True)
+    ours = [
+        root.path / "embeddings" / "r1-000000.parquet.tmp-4242-0a1b2c",
+        root.path / "runs" / "r1-0-started.parquet.tmp-17-ffffff",
+        group / "seg-000003-abcdef.faiss.tmp-99-123abc",
+        group / "seg-000003-abcdef.parquet.tmp-99-123abc",
+        group / "manifest.json.tmp-99-c0ffee",
+        root.path / "catalog.duckdb.tmp-31337",
+        root.path / "catalog.duckdb.tmp-31337.wal",
+    ]
+    theirs = [
+        root.path / "notes.tmp-1.txt",
+        root.path / "embeddings" / "notes.tmp-1.txt",
+        root.path / "embeddings" / "draft.parquet.tmp-mine",
+        root.path / "reports" / "r0" / "x.parquet.tmp-1-abcdef",  # not a table folder
+        root.path / "mine" / "a.parquet.tmp-1-abcdef",
+    ]
+    for path in ours + theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert sorted(root.remove_stale_temporaries()) == sorted(ours)
+    assert [p for p in ours if p.exists()] == []
+    assert [p for p in theirs if not p.exists()] == []
+
+
+def test_a_url_lakes_cleanup_spares_what_it_did_not_write(tmp_path, monkeypatch):
+    import fsspec
+
+    monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    base = f"/{tmp_path.name}/lake"
+    root = _a_lake_with_a_run(f"memory://{base}")
+    ours = [
+        f"{base}/files/r1-000001.parquet.tmp-8-abcdef",
+        f"{base}/index/g/seg-000001-abcdef.faiss.tmp-1-aaaaaa",
+    ]
+    theirs = [f"{base}/notes.tmp-1.txt", f"{base}/files/notes.tmp-1.txt", f"{base}/x/a.tmp-1"]
+    for path in ours + theirs:
+        fs.pipe_file(path, b"x")
+    assert len(root.remove_stale_temporaries()) == len(ours)
+    assert [p for p in ours if fs.exists(p)] == []
+    assert [p for p in theirs if not fs.exists(p)] == []
+
+
+def test_a_folder_that_is_not_a_lake_is_refused_by_writers(tmp_path):
+    """A non-empty folder without a runs table is not made a lake (nor cleaned); a new, an empty
+    or a half-created folder is, and so is a lake with a user's files beside its tables."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "notes.tmp-1.txt").write_text("mine")
+    before = sorted(folder.rglob("*"))
+    with pytest.raises(lake.NotALake, match="not an embedlake lake"):
+        lake.Lake.at(folder).ensure()
+    with pytest.raises(lake.NotALake), lake.Lake.at(folder).lock():
+        pass
+    assert sorted(folder.rglob("*")) == before
+    lake.Lake.at(tmp_path / "new").ensure()
+    (tmp_path / "empty").mkdir()
+    lake.Lake.at(tmp_path / "empty").ensure()
+    (tmp_path / "cut-short" / "runs").mkdir(parents=True)
+    (tmp_path / "cut-short" / "files").mkdir()
+    lake.Lake.at(tmp_path / "cut-short").ensure()
+    root = _a_lake_with_a_run(tmp_path / "lake")
+    (root.path / "notes.txt").write_text("mine")
+    with root.lock():
+        root.ensure()
 
 
 def test_catalog_is_rebuilt_from_parquet_alone(tmp_path):
@@ -237,8 +316,8 @@ def test_url_lake_read_connections_refuse_writes_and_outside_reads(s3_env, tmp_p
     fs = s3_filesystem(s3_env)
     fs.mkdir("ro-test")
     fs.pipe("ro-test/lake-other/x.parquet", b"")  # a sibling prefix that starts like the lake
-    fs.pipe("ro-test/lake/x.csv", b"a\n1\n")  # inside the lake
     root = lake.Lake.at("s3://ro-test/lake").ensure()
+    fs.pipe("ro-test/lake/x.csv", b"a\n1\n")  # inside the lake
     lake.write_part_atomically(_embedding_rows(2), tmp_path / "local.parquet")
     fs.put_file(str(tmp_path / "local.parquet"), "ro-test/lake-other/x.parquet")
     build_catalog(root)
