@@ -7,6 +7,12 @@ in embedlake's cache (never inside the lake, where `embedlake sql` could read it
 free port, health-checked before serving. Scheduled runs of one deployment never overlap (a
 deployment concurrency limit of 1; the lake lock guards the rest).
 
+The local server answers only with Prefect's own API authentication (basic auth,
+`PREFECT_SERVER_API_AUTH_STRING`): a fresh secret per start, written to `HOME/api-auth` (mode
+0600) and handed to the runner and its flow runs as `PREFECT_API_AUTH_STRING`, so another local
+user cannot start runs with parameters of their own; the UI asks for that string. A configured
+`PREFECT_API_URL` is the user's own server, secured (or not) as they set it up.
+
 This process only supervises: Prefect's runner (`flow.serve`) runs in a child process, and the
 server in another, each in its own session so that a terminal's Ctrl-C reaches only this one.
 On SIGINT or SIGTERM, whatever is happening (the server starting, a flow run starting or running),
@@ -25,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -110,6 +117,7 @@ class LocalPrefectServer:
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
         self.url = ""
+        self.auth_string = ""
 
     def __enter__(self) -> LocalPrefectServer:
         try:
@@ -128,7 +136,14 @@ class LocalPrefectServer:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.home.mkdir(parents=True, exist_ok=True)
+        self.auth_string = f"embedlake:{secrets.token_urlsafe(24)}"
+        auth_file = self.home / "api-auth"
+        auth_file.unlink(missing_ok=True)  # created anew: never a file someone else opened
+        fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.auth_string + "\n")
         env = dict(os.environ, PREFECT_HOME=str(self.home))
+        env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
         env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         env.pop("PREFECT_API_URL", None)
         log = self.home / "server.log"
@@ -189,11 +204,15 @@ class _StopSignals:
         return self.received is not None
 
 
-def _start_runner(api_url: str, spec: dict) -> subprocess.Popen:
-    """Prefect's runner for the deployment, in a child process leading its own session."""
+def _start_runner(api_url: str, spec: dict, auth_string: str | None) -> subprocess.Popen:
+    """Prefect's runner for the deployment, in a child process leading its own session (its
+    flow runs inherit the API's address and credentials)."""
+    env = dict(os.environ, PREFECT_API_URL=api_url)
+    if auth_string:
+        env["PREFECT_API_AUTH_STRING"] = auth_string
     return subprocess.Popen(
         [sys.executable, "-m", "embedlake.flows.serve", json.dumps(spec)],
-        env=dict(os.environ, PREFECT_API_URL=api_url),
+        env=env,
         start_new_session=True,
     )
 
@@ -239,7 +258,11 @@ def serve(params: RunParams, *, cron: str | None, interval: float | None, name: 
                 if not server.start(cancelled=stop):
                     return
                 api_url = server.url
-                print(f"embedlake: Prefect UI at {api_url.removesuffix('/api')}", flush=True)
+                print(
+                    f"embedlake: Prefect UI at {api_url.removesuffix('/api')} "
+                    f"(its login: the line in {home / 'api-auth'})",
+                    flush=True,
+                )
             if stop():
                 return
             print(
@@ -248,7 +271,7 @@ def serve(params: RunParams, *, cron: str | None, interval: float | None, name: 
                 flush=True,
             )
             spec = {"params": params.model_dump(), "cron": cron, "interval": interval, "name": name}
-            runner = _start_runner(api_url, spec)
+            runner = _start_runner(api_url, spec, server.auth_string if server else None)
             while not stop():
                 if runner.poll() is not None:
                     raise RuntimeError(f"Prefect's runner exited with {runner.returncode}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -12,6 +13,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -237,6 +240,19 @@ def _runs(lake: Path, stage: str) -> list[Path]:
     return sorted((lake / "runs").glob(f"*-{stage}.parquet"))
 
 
+def _api_status(url: str, auth: str | None) -> int:
+    """The status of a read of the API's flow runs, with basic auth `auth` or none."""
+    request = urllib.request.Request(f"{url}/api/flow_runs/filter", data=b"{}", method="POST")
+    request.add_header("Content-Type", "application/json")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_serve_runs_on_its_own_schedule_then_stops_cleanly(collection, start_serve):
     source, _ = collection
     served = start_serve(source, "--interval", "10")
@@ -245,6 +261,13 @@ def test_serve_runs_on_its_own_schedule_then_stops_cleanly(collection, start_ser
         300,
         "a scheduled run finished",
     )
+    # the API it started answers only with the secret in its home (mode 0600), not to anyone local
+    url = re.search(r"Prefect UI at (http://127.0.0.1:\d+)", served.output).group(1)
+    (auth_file,) = (served.cache / "prefect").glob("*/api-auth")
+    assert auth_file.stat().st_mode & 0o777 == 0o600
+    assert _api_status(url, None) == 401
+    assert _api_status(url, "embedlake:guess") == 401
+    assert _api_status(url, auth_file.read_text().strip()) == 200
     served.stop_and_check(signal.SIGINT)
     output = served.output
     assert "starting a local Prefect server" in output
