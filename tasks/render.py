@@ -4,6 +4,12 @@ Values go straight from Arrow to text, never through pandas: a nullable integer 
 and a null prints as NULL (as DuckDB's own renderer shows them), DuckDB's HUGEINT and DECIMAL
 results are JSON numbers, list, struct and map columns are JSON text in a CSV cell, and binary
 columns (`files.path_bytes`) are hex everywhere but Parquet.
+
+Text comes from the lake (paths, EXIF strings, sidecar values) and is shown as text: the terminal
+table escapes control characters (ESC as `\\x1b`, a newline as `\\n`) and bidirectional overrides in
+cells and column names, so data cannot move the cursor, recolour or retitle the terminal. JSON
+escapes C0 controls itself. CSV (and Parquet) keep every value exact, control characters
+included: they are data files for programs; `cat` one to a terminal at your own risk.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,6 +31,9 @@ __all__ = ["write_result"]
 _SHOWN_ITEMS = 4  # of a list in a table cell
 _SHOWN_ROWS = 200  # of a terminal table; the other formats write every row
 _CELL_WIDTH = 80
+# C0 and C1 controls, DEL, and the bidirectional marks and overrides that reorder what follows
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def write_result(
@@ -149,7 +159,18 @@ def _cell(value: Any) -> str:
         return "{" + ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bytes):
         value = value.hex()
-    return str(value).replace("\n", "\\n")  # one row, one line
+    return str(value)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: one row, one line, nothing the terminal obeys."""
+    return _UNPRINTABLE.sub(
+        lambda m: (
+            _NAMED_ESCAPES.get(m[0])
+            or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}")
+        ),
+        text,
+    )
 
 
 def _clip(text: str) -> str:
@@ -172,16 +193,17 @@ def _write_table(data: pa.RecordBatchReader, sink: TextIO) -> None:
         return
     shown = table.slice(0, _SHOWN_ROWS)
     columns = [
-        [_clip(_cell(v)) for v in column.to_pylist(maps_as_pydicts="lossy")]
+        [_clip(_printable(_cell(v))) for v in column.to_pylist(maps_as_pydicts="lossy")]
         for column in shown.columns
     ]
+    names = [_printable(name) for name in table.column_names]
     lines = []
     widths = [
         max([len(name), *(len(c) for c in cells)])
-        for name, cells in zip(table.column_names, columns, strict=True)
+        for name, cells in zip(names, columns, strict=True)
     ]
     right = [_is_number(f.type) for f in table.schema]
-    for row in [table.column_names, *zip(*columns, strict=True)]:
+    for row in [names, *zip(*columns, strict=True)]:
         cells = (
             c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
         )
