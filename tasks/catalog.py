@@ -4,22 +4,35 @@
 file that is then renamed over the old one, so a reader never sees a half-built catalog and never
 waits on the writer. It can be rebuilt from the Parquet alone at any time (`build_catalog`).
 
-Read connections are locked down: read-only, no file access outside the lake, no extension
-loading, configuration frozen, and only statements that read (SELECT, EXPLAIN) are admitted,
-because DuckDB's read-only mode still lets COPY ... TO write files inside allowed directories.
+The catalog names no location: its views read `lake_path('table/*.parquet')`, which follows the
+variable `embedlake_lake` that every connection opened here sets (sql/catalog/00_lake.sql). A lake
+moved, copied or mounted read-only answers as it is; a catalog built by another embedlake
+version is replaced, for that connection, by the same views built in memory.
+
+Read connections are locked down twice. Only statements that read are admitted, by what DuckDB
+parses them to be (`check_read_only`: SELECT, and EXPLAIN [ANALYZE] of a SELECT, since EXPLAIN
+ANALYZE runs what it wraps). And the connection has nothing to write through if a statement got
+by: it reaches the lake only through a filesystem that opens files for reading
+(tasks.read_only_fs), `allowed_directories` is that filesystem's view of the lake (the local
+filesystem is out of reach), external access, persistent secrets and extension loading are off
+and the configuration is frozen. DuckDB's read-only mode alone covers only the database file.
 
 A lake on shared storage (an fsspec URL) keeps its catalog in the local cache folder (DuckDB keeps
 no database file on an object store); its views read the URL's globs through the fsspec
-filesystem, registered with every connection (no httpfs extension needed), and the read-only
-connection's `allowed_directories` is the URL's prefix: DuckDB applies it to registered
-filesystems too, with external access off. A missing cached catalog is rebuilt on first use.
+filesystem, registered with every connection (no httpfs extension needed). A missing cached
+catalog is rebuilt on first use.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import hashlib
 import os
 import re
+import shutil
+import stat
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -40,7 +53,8 @@ __all__ = [
 ]
 
 CATALOG_NAME = "catalog.duckdb"
-_READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+_LAKE_VARIABLE = "embedlake_lake"  # read by lake_path() in sql/catalog/00_lake.sql
+_EXPLAIN_OPTIONS = {"ANALYZE", "ANALYSE"}  # EXPLAIN's keywords before the statement it wraps
 
 
 class RefusedStatement(ValueError):
@@ -67,10 +81,10 @@ def _literal(location: str) -> str:
 
 
 def latest_metadata_part(lake: str | Path | Lake) -> str:
-    """The location of the newest run's sidecar part (the schema part when there is none)."""
+    """The name of the newest run's sidecar part (the schema part when there is none)."""
     lake = Lake.at(lake)
     parts = [name for name in lake.part_names("metadata") if name != "_schema.parquet"]
-    return lake.location("metadata", parts[-1] if parts else "_schema.parquet")
+    return parts[-1] if parts else "_schema.parquet"
 
 
 def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
@@ -91,19 +105,9 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    replacements = {
-        "@LAKE@": _literal(lake.location()),
-        "@METADATA_PART@": _literal(latest_metadata_part(lake)),
-    }
     try:
         with duckdb.connect(str(tmp)) as con:
-            lake.register(con)
-            for name in _sql_files("catalog"):
-                text = sql_text("catalog", name)
-                for marker, value in replacements.items():
-                    text = text.replace(marker, value)
-                con.execute(text)
-            _create_backbone_views(con)
+            _create_views(con, lake, lake.register(con))
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
         if lake.catalog_is_cache:
@@ -112,6 +116,26 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return target
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, location: str) -> None:
+    """The catalog's views and macros in `con`, reading the lake at `location`."""
+    _use_location(con, location)
+    replacements = {
+        "@LAKE@": _literal(lake.location()),  # lake_path()'s fallback for other DuckDB clients
+        "@METADATA_PART@": _literal(latest_metadata_part(lake)),
+        "@VERSION@": _catalog_version(),
+    }
+    for name in _sql_files("catalog"):
+        text = sql_text("catalog", name)
+        for marker, value in replacements.items():
+            text = text.replace(marker, value)
+        con.execute(text)
+    _create_backbone_views(con)
+
+
+def _use_location(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    con.execute(f"SET VARIABLE {_LAKE_VARIABLE} = $location", {"location": location})
 
 
 def _create_backbone_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -162,21 +186,62 @@ def connect_read_only(
             raise FileNotFoundError(f"no lake at {lake}: {first}")
         build_catalog(lake, create=False)  # a URL lake's catalog: a local cache of the Parquet
     # DuckDB spills big sorts and joins beside the database file by default, which for a local
-    # lake is inside it: a reader must write nothing there, so spills go to a private folder
-    spill = Path(tempfile.gettempdir()) / f"embedlake-spill-{os.getuid()}"
-    spill.mkdir(mode=0o700, exist_ok=True)
-    con = duckdb.connect(
-        str(catalog),
-        read_only=True,
-        config={"memory_limit": memory_limit, "temp_directory": str(spill)},
-    )
-    lake.register(con)
-    con.execute("SET allowed_directories = [$dir]", {"dir": lake.allowed_directory})
+    # lake is inside it: a reader must write nothing there, so spills go to a private folder.
+    # Each read connection is a DuckDB instance of its own (in memory, the catalog attached
+    # read-only): its filesystem and frozen settings are its alone, and several can be open.
+    config = {"memory_limit": memory_limit, "temp_directory": str(_spill_folder())}
+    con = duckdb.connect(":memory:", config=config)
+    location = lake.register(con, read_only=True)
+    _use_location(con, location)
+    con.execute("ATTACH $catalog AS catalog (READ_ONLY)", {"catalog": str(catalog)})
+    con.execute("USE catalog")
+    if not _built_here(con):  # an older embedlake's catalog: its views name absolute paths
+        con.execute("USE memory")
+        con.execute("DETACH catalog")
+        _create_views(con, lake, location)
+    con.execute("SET allowed_directories = [$dir]", {"dir": location + "/"})
     con.execute("SET enable_external_access = false")
+    con.execute("SET allow_persistent_secrets = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def _built_here(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the catalog was built from this embedlake's catalog SQL."""
+    try:
+        (version,) = con.execute("SELECT embedlake_catalog_version()").fetchone()
+    except duckdb.CatalogException:
+        return False
+    return version == _catalog_version()
+
+
+def _spill_folder() -> Path:
+    """The folder DuckDB spills to: `embedlake-spill-<uid>` in the temp folder when it is ours
+    alone (a directory, not a link, owned by us, mode 0700), else a private one of this process.
+
+    Anyone can create that name first in a shared /tmp; a folder another user can read or
+    replace files in must not receive our spilled data.
+    """
+    shared = Path(tempfile.gettempdir()) / f"embedlake-spill-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        shared.mkdir(mode=0o700)
+    found = os.lstat(shared)
+    if (
+        stat.S_ISDIR(found.st_mode)
+        and found.st_uid == os.getuid()
+        and stat.S_IMODE(found.st_mode) == 0o700
+    ):
+        return shared
+    return _private_spill_folder()
+
+
+@functools.cache
+def _private_spill_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="embedlake-spill-"))  # mode 0700, a new name
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def run_checks(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
@@ -188,17 +253,67 @@ def run_checks(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
-    """The statements of `query`, each checked to be a read; raises RefusedStatement."""
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as exc:
-        raise RefusedStatement(str(exc).splitlines()[0]) from exc
+    """The statements of `query`, each checked to be a read; raises RefusedStatement.
+
+    A statement is judged by the type DuckDB parses it to: SELECT (DESCRIBE, SHOW, SUMMARIZE,
+    PIVOT and UNPIVOT with their values given, FROM-first, VALUES and TABLE are SELECTs too), or
+    EXPLAIN [ANALYZE] whose wrapped statement is itself admitted.
+    """
+    statements = _parse(con, query)
     if not statements:
         raise RefusedStatement("the query is empty")
     for statement in statements:
-        kind = statement.type.name
-        if kind not in _READ_ONLY_TYPES:
-            raise RefusedStatement(
-                f"only SELECT (and EXPLAIN) may run here; refused a {kind} statement"
-            )
+        _check_reads(con, statement)
     return [statement.query for statement in statements]
+
+
+def _parse(con: duckdb.DuckDBPyConnection, text: str) -> list:
+    try:
+        return con.extract_statements(text)
+    except (duckdb.Error, ValueError) as exc:  # ValueError: a statement type Python lacks
+        raise RefusedStatement(str(exc).strip().splitlines()[0]) from exc
+
+
+def _check_reads(con: duckdb.DuckDBPyConnection, statement, depth: int = 0) -> None:
+    try:
+        kind = statement.type.name
+    except ValueError:  # a type this Python package has no name for (UPDATE EXTENSIONS)
+        kind = "unknown to this DuckDB package"
+    if kind == "SELECT":
+        return
+    if kind == "EXPLAIN":
+        wrapped = _parse(con, _explained(statement.query)) if depth < 4 else []
+        if len(wrapped) == 1:
+            _check_reads(con, wrapped[0], depth + 1)
+            return
+        if wrapped:
+            kind = "EXPLAIN of several statements"
+    raise RefusedStatement(
+        f"only SELECT (and EXPLAIN of a SELECT) may run here; refused a statement of type {kind}"
+    )
+
+
+def _explained(text: str) -> str:
+    """The statement an EXPLAIN wraps: the text after EXPLAIN, ANALYZE and an (option list).
+
+    Found with DuckDB's own tokenizer, so comments and strings are never mistaken for keywords;
+    anything this does not recognise leaves text that is not a lone SELECT, and is refused.
+    """
+    found = duckdb.tokenize(text)
+    ends = [start for start, _ in found[1:]] + [len(text)]
+    tokens = [
+        (start, text[start:end].strip().upper())
+        for (start, kind), end in zip(found, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    rest = tokens[1:] if tokens[:1] and tokens[0][1] == "EXPLAIN" else tokens
+    while rest and rest[0][1] in _EXPLAIN_OPTIONS:
+        rest = rest[1:]
+    if rest and rest[0][1] == "(":
+        depth = 0
+        for n, (_, word) in enumerate(rest):
+            depth += {"(": 1, ")": -1}.get(word, 0)
+            if depth == 0:
+                rest = rest[n + 1 :]
+                break
+    return text[rest[0][0] :] if rest else ""

@@ -174,14 +174,14 @@ class Lake(abc.ABC):
     def catalog_file(self) -> Path:
         return self.local_dir / "catalog.duckdb"
 
-    @property
-    def allowed_directory(self) -> str:
-        """The prefix read connections may read under (with its separator, so `lake2` is not)."""
-        return self.url + "/"
+    @abc.abstractmethod
+    def register(self, con: Any, read_only: bool = False) -> str:
+        """Make the lake readable to a DuckDB connection; the location it reads the lake at.
 
-    def register(self, con: Any) -> None:
-        """Make the lake readable to a DuckDB connection (a URL lake: through its filesystem)."""
-        return None  # DuckDB reads local files itself
+        `read_only`: through a filesystem that can write nothing (tasks.read_only_fs), under a
+        location of its own, so that `allowed_directories` = that location gives the connection
+        no way to write into the lake, whatever statement gets by.
+        """
 
     def read_table(
         self, table: str, columns: list[str] | None = None, filter: Any = None
@@ -324,9 +324,15 @@ class LocalLake(Lake):
         self.url = str(self.path)
         self.local_dir = self.path
 
-    @property
-    def allowed_directory(self) -> str:
-        return str(self.path) + os.sep
+    def register(self, con: Any, read_only: bool = False) -> str:
+        if not read_only:
+            return self.url  # DuckDB reads (and writes) local files itself
+        from fsspec.implementations.local import LocalFileSystem
+
+        from .read_only_fs import LOCAL_PROTOCOL, ReadOnlyFileSystem
+
+        con.register_filesystem(ReadOnlyFileSystem(LocalFileSystem(), self.url, LOCAL_PROTOCOL))
+        return f"{LOCAL_PROTOCOL}://{self.url}"
 
     def write_part(self, table: pa.Table, folder: str, name: str) -> str:
         return str(write_part_atomically(table, self.path / folder / name))
@@ -398,10 +404,16 @@ class UrlLake(Lake):
         # this machine's cache (a Ray worker's own, not the driver's): named by the URL's hash
         return cache_root() / "lakes" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
 
-    def register(self, con: Any) -> None:
+    def register(self, con: Any, read_only: bool = False) -> str:
         # our own listings may be stale (shards and other machines write parts): list afresh
         self.fs.invalidate_cache()
-        con.register_filesystem(self.fs)
+        if read_only:  # the same URLs, served by a wrapper that only reads
+            from .read_only_fs import ReadOnlyFileSystem
+
+            con.register_filesystem(ReadOnlyFileSystem(self.fs, self.root, self.fs.protocol))
+        else:
+            con.register_filesystem(self.fs)
+        return self.url
 
     def write_part(self, table: pa.Table, folder: str, name: str) -> str:
         staging = self.local_dir / "staging"

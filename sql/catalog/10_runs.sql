@@ -4,7 +4,7 @@
 -- and a failed row: the later one wins.
 CREATE OR REPLACE VIEW runs AS
 SELECT * EXCLUDE (stage)
-FROM read_parquet('@LAKE@/runs/*.parquet', union_by_name = true)
+FROM read_parquet(lake_path('runs/*.parquet'), union_by_name = true)
 QUALIFY row_number() OVER (
     PARTITION BY run_id
     ORDER BY CASE stage

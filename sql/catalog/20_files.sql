@@ -7,11 +7,11 @@
 CREATE OR REPLACE VIEW discoveries AS
 WITH stages AS (
     SELECT run_id, stage, source, started_at, files_snapshot
-    FROM read_parquet('@LAKE@/runs/*.parquet', union_by_name = true)
+    FROM read_parquet(lake_path('runs/*.parquet'), union_by_name = true)
 ),
 legacy AS (
     SELECT DISTINCT run_id
-    FROM read_parquet('@LAKE@/files/*.parquet', union_by_name = true, filename = true)
+    FROM read_parquet(lake_path('files/*.parquet'), union_by_name = true, filename = true)
     WHERE regexp_matches(filename, 'Z-[0-9a-f]{6}\.parquet$')
 )
 SELECT run_id, any_value(source) AS source, min(started_at) AS started_at,
@@ -26,14 +26,14 @@ GROUP BY run_id;
 CREATE OR REPLACE VIEW file_versions AS
 WITH versions AS (
     SELECT f.*, d.source, d.started_at AS seen_at
-    FROM read_parquet('@LAKE@/files/*.parquet', union_by_name = true) AS f
+    FROM read_parquet(lake_path('files/*.parquet'), union_by_name = true) AS f
     JOIN discoveries AS d USING (run_id)
 ),
 timeline AS (
     SELECT source, path, seen_at AS event_at, recorded_at, run_id AS version_of FROM versions
     UNION ALL
     SELECT d.source, g.path, d.started_at, NULL, NULL
-    FROM read_parquet('@LAKE@/files_gone/*.parquet', union_by_name = true) AS g
+    FROM read_parquet(lake_path('files_gone/*.parquet'), union_by_name = true) AS g
     JOIN discoveries AS d USING (run_id)
 ),
 ends AS (
@@ -68,7 +68,7 @@ JOIN file_versions AS v
     AND (v.valid_until IS NULL OR r.started_at < v.valid_until)
 UNION ALL BY NAME
 SELECT f.*, f.run_id AS recorded_by
-FROM read_parquet('@LAKE@/files/*.parquet', union_by_name = true) AS f
+FROM read_parquet(lake_path('files/*.parquet'), union_by_name = true) AS f
 WHERE f.run_id NOT IN (SELECT run_id FROM discoveries);
 
 -- images: the current collection of each SOURCE: the files of its latest finished run that are

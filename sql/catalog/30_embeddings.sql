@@ -7,7 +7,7 @@
 -- as a fixed-size FLOAT[dim], for array_cosine_similarity and array_inner_product.
 CREATE OR REPLACE VIEW embeddings AS
 SELECT image_id, backbone, weights_id, precision, dim, embedding, norm, run_id, created_at
-FROM read_parquet('@LAKE@/embeddings/*.parquet', union_by_name = true);
+FROM read_parquet(lake_path('embeddings/*.parquet'), union_by_name = true);
 
 -- embedding_rows: every stored row (the same rows; kept as the name checks and macros use).
 CREATE OR REPLACE VIEW embedding_rows AS

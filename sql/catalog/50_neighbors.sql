@@ -7,7 +7,7 @@ CREATE OR REPLACE VIEW neighbors AS
 WITH parts AS (
     SELECT *, coalesce(try_cast(regexp_extract(filename, '-(\d{8})\.parquet$', 1) AS INTEGER), 0)
         AS version
-    FROM read_parquet('@LAKE@/neighbors/*.parquet', union_by_name = true, filename = true)
+    FROM read_parquet(lake_path('neighbors/*.parquet'), union_by_name = true, filename = true)
 )
 SELECT backbone, weights_id, precision, image_id, neighbor_id, rank, similarity, method
 FROM parts
@@ -15,7 +15,7 @@ QUALIFY version = max(version) OVER (PARTITION BY backbone, weights_id, precisio
 
 -- backbone_cka: linear CKA between each pair of backbones over the images both embedded.
 CREATE OR REPLACE VIEW backbone_cka AS
-SELECT * FROM read_parquet('@LAKE@/agreement/*.parquet', union_by_name = true);
+SELECT * FROM read_parquet(lake_path('agreement/*.parquet'), union_by_name = true);
 
 -- image_paths: one path per image_id in the current collection (the first by name), for labels.
 CREATE OR REPLACE VIEW image_paths AS

@@ -5,18 +5,18 @@
 -- ms_per_image (the backbone's cost, measured by the same run). `column` is a keyword: quote it.
 CREATE OR REPLACE VIEW probes AS
 SELECT *
-FROM read_parquet('@LAKE@/probes/*.parquet', union_by_name = true)
+FROM read_parquet(lake_path('probes/*.parquet'), union_by_name = true)
 QUALIFY run_id = max(run_id) OVER (PARTITION BY backbone, weights_id, precision, "column");
 
 -- predictions: one out-of-fold predicted label and its probability per image, from the same run.
 CREATE OR REPLACE VIEW predictions AS
 SELECT *
-FROM read_parquet('@LAKE@/predictions/*.parquet', union_by_name = true)
+FROM read_parquet(lake_path('predictions/*.parquet'), union_by_name = true)
 QUALIFY run_id = max(run_id) OVER (PARTITION BY backbone, weights_id, precision, "column");
 
 -- label_issues: per image, its given label, the label the out-of-fold probe suggests, cleanlab's
 -- label_quality (0..1, low = probably wrong) and is_issue (confident learning's verdict).
 CREATE OR REPLACE VIEW label_issues AS
 SELECT *
-FROM read_parquet('@LAKE@/label_issues/*.parquet', union_by_name = true)
+FROM read_parquet(lake_path('label_issues/*.parquet'), union_by_name = true)
 QUALIFY run_id = max(run_id) OVER (PARTITION BY backbone, weights_id, precision, "column");
