@@ -380,12 +380,19 @@ class LocalLake(Lake):
 class UrlLake(Lake):
     """A lake on shared storage behind fsspec; catalog, lock and staging in a local cache folder.
 
-    The writer's lock is a file lock in that cache folder: it serialises the runs started on this
-    machine. Object stores have no lock a killed run would release, so writers on other machines
-    must be serialised by the deployment (`embedlake serve` runs one flow run at a time).
+    The writer's lock is a file lock in that cache folder (the runs of this machine) and, on S3,
+    an object `LAKE/.lock` created only if absent (a conditional put, `If-None-Match: *`): the
+    runs of every machine and cache. Its holder rewrites it every `LOCK_HEARTBEAT_S`; a waiter
+    that sees it unchanged for `LOCK_EXPIRY_S` (on its own clock, so no two clocks are compared)
+    takes it over, by a put conditional on what it saw (`If-Match`), as the holder has died.
+    Other stores offer no such put through fsspec: there, writers on other machines must be
+    serialised by the deployment (`embedlake serve` runs one flow run at a time).
     """
 
     catalog_is_cache = True
+    LOCK_EXPIRY_S = 120.0
+    LOCK_HEARTBEAT_S = 15.0
+    LOCK_POLL_S = 2.0
 
     def __init__(self, url: str):
         import fsspec
@@ -396,8 +403,20 @@ class UrlLake(Lake):
             raise ValueError(f"lake {url}: {exc}") from exc
         self.root = root.rstrip("/")
         self.url = self.fs.unstrip_protocol(self.root)
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self.object_store = bool(_OBJECT_STORES.intersection(protocols))
+        self.object_store = bool(_OBJECT_STORES.intersection(self._protocols()))
+
+    @contextlib.contextmanager
+    def lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        with super().lock(on_wait):
+            if "s3" not in self._protocols():
+                yield
+                return
+            with _StoreLock(self, on_wait):
+                yield
+
+    def _protocols(self) -> tuple[str, ...]:
+        protocol = self.fs.protocol
+        return protocol if isinstance(protocol, tuple) else (protocol,)
 
     @property
     def local_dir(self) -> Path:
@@ -480,6 +499,108 @@ class UrlLake(Lake):
             return
         for table in TABLES:
             self.fs.makedirs(f"{self.root}/{table}", exist_ok=True)
+
+
+class _StoreLock:
+    """The lock object of an S3 lake (see UrlLake): acquired on entry, kept fresh by a thread."""
+
+    def __init__(self, root: UrlLake, on_wait: Callable[[str], None] | None):
+        import socket
+
+        self.root, self.on_wait = root, on_wait
+        self.bucket, self.key, _ = root.fs.split_path(f"{root.root}/.lock")
+        self.holder = f"{socket.gethostname()} pid {os.getpid()} ({secrets.token_hex(3)})"
+        self.beats = 0
+        self.etag = ""
+        self.lost: str | None = None
+
+    def _put(self, **condition: str) -> str:
+        # each beat's content differs, so its ETag (what a waiter watches) changes too
+        self.beats += 1
+        body = {"holder": self.holder, "beat": self.beats, "expiry_s": self.root.LOCK_EXPIRY_S}
+        out = self.root.fs.call_s3(
+            "put_object",
+            Bucket=self.bucket,
+            Key=self.key,
+            Body=json.dumps(body).encode(),
+            **condition,
+        )
+        return out["ETag"]
+
+    def _seen(self) -> tuple[str, str] | None:
+        """(ETag, holder) of the lock object as it is now; None when there is none."""
+        try:
+            head = self.root.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
+            text = self.root.fs.cat_file(f"{self.bucket}/{self.key}")
+        except FileNotFoundError:
+            return None
+        try:
+            holder = str(json.loads(text)["holder"])
+        except (ValueError, TypeError, KeyError):
+            holder = "another writer"
+        return head["ETag"], holder
+
+    def __enter__(self) -> _StoreLock:
+        import threading
+        import time
+
+        seen: tuple[str, float] | None = None  # the ETag we wait on, since when (monotonic)
+        told = False
+        while True:
+            try:
+                self.etag = self._put(IfNoneMatch="*")
+                break
+            except FileExistsError:
+                pass
+            current = self._seen()
+            if current is None:
+                continue  # released meanwhile
+            etag, holder = current
+            if seen is None or seen[0] != etag:
+                seen = (etag, time.monotonic())
+            elif time.monotonic() - seen[1] > self.root.LOCK_EXPIRY_S:
+                try:  # not refreshed for a whole expiry: its writer is gone
+                    self.etag = self._put(IfMatch=etag)
+                    break
+                except OSError:  # another waiter took it first, or it was released
+                    seen = None
+                    continue
+            if self.on_wait and not told:
+                told = True
+                self.on_wait(
+                    f"the lake {self.root} is being written by {holder}; waiting for it to finish"
+                )
+            time.sleep(self.root.LOCK_POLL_S)
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="lake-lock", daemon=True)
+        self._beat.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        import errno
+
+        while not self._stop.wait(self.root.LOCK_HEARTBEAT_S):
+            try:
+                self.etag = self._put(IfMatch=self.etag)
+            except OSError as exc:
+                # taken over (we stalled past the expiry) or gone; a network error is retried
+                if isinstance(exc, FileNotFoundError) or exc.errno == errno.EINVAL:
+                    self.lost = str(exc)
+                    return
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._beat.join()
+        if self.lost is None:
+            with contextlib.suppress(OSError):  # only our own lock object: If-Match
+                self.root.fs.call_s3(
+                    "delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag
+                )
+        elif exc_info[0] is None:
+            raise RuntimeError(
+                f"the lake {self.root}: this writer lost its lock ({self.lost}); "
+                "another writer may have written meanwhile"
+            )
 
 
 class LakeFolder:

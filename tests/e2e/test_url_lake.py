@@ -145,3 +145,59 @@ def test_bad_lake_urls_get_one_line(runs, args, message, tmp_path):
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_writer_with_another_cache_waits_and_aborts_nothing(
+    collection, prefect_api, s3_server, tmp_path, monkeypatch
+):
+    """Two machines (two caches) writing one S3 lake: the second used to take its own cache's
+    lock, go ahead, and mark the first's live run aborted. It now waits on the lake's lock."""
+    import subprocess
+    import threading
+    import time
+
+    from embedlake.tasks import lake
+    from tests.conftest import CLI
+
+    source, _ = collection
+    s3_filesystem(s3_server).mkdir("two-writers")
+    url = "s3://two-writers/lake"
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache-1"))
+    env = dict(os.environ, PREFECT_API_URL=prefect_api, EMBEDLAKE_CACHE=str(tmp_path / "cache-2"))
+    env.pop("EMBEDLAKE_LAKE", None)
+    first = Lake.at(url).ensure()
+    run_id = lake.new_run_id()
+    live = {"run_id": run_id, "stage": "started", "status": "running"}
+    args = ["run", str(source), "--lake", url, "--weights", "random"]
+    with first.lock():
+        first.write_part(
+            lake.rows_to_table([live], lake.RUNS_SCHEMA), "runs", f"{run_id}-0-started.parquet"
+        )
+        second = subprocess.Popen(
+            [*CLI, *args, "--backbone", "mobilenet_v1_0.25_128"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(second.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 300
+        while not any("waiting for it to finish" in line for line in lines):
+            assert second.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.2)
+        assert {r["stage"] for r in first.read_table("runs").to_pylist()} == {"started"}
+        finished = {**live, "stage": "finished", "status": "finished"}
+        first.write_part(
+            lake.rows_to_table([finished], lake.RUNS_SCHEMA), "runs", f"{run_id}-1-finished.parquet"
+        )
+    out, _ = second.communicate(timeout=600)
+    reader.join(30)
+    assert second.returncode == 0, "".join(lines)
+    stages = {(r["run_id"], r["stage"]) for r in first.read_table("runs").to_pylist()}
+    assert not [s for s in stages if s[1] == "aborted"], stages
+    others = {r for r, _ in stages} - {run_id}
+    assert len(others) == 1 and (others.pop(), "finished") in stages

@@ -372,3 +372,77 @@ def test_a_reader_rebuilding_a_url_lakes_catalog_writes_nothing_to_the_lake(s3_e
 def test_a_lake_url_without_its_backend_is_one_clear_error():
     with pytest.raises(ValueError, match="lake nosuchscheme://x: Protocol not known"):
         lake.Lake.at("nosuchscheme://x")
+
+
+# ------------------------------------------------- one writer at a time on an S3 lake, any cache
+
+
+def _s3_lake(s3_env, bucket):
+    from tests.conftest import s3_filesystem
+
+    fs = s3_filesystem(s3_env)
+    fs.mkdir(bucket)
+    return fs, f"s3://{bucket}/lake"
+
+
+def _writer_in_a_thread(root, on_wait):
+    import threading
+
+    holding, done = threading.Event(), threading.Event()
+
+    def write():
+        with root.lock(on_wait=on_wait):
+            holding.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return holding, done, thread
+
+
+def test_two_caches_writing_one_s3_lake_take_turns(s3_env, tmp_path, monkeypatch):
+    """The lock was a file in each machine's cache: a writer with another cache (another
+    machine) went ahead and marked the first one's live run aborted."""
+    fs, url = _s3_lake(s3_env, "lock-turns")
+    monkeypatch.setattr(lake.UrlLake, "LOCK_POLL_S", 0.05)
+    monkeypatch.setattr(lake.UrlLake, "LOCK_HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(lake.UrlLake, "LOCK_EXPIRY_S", 1.0)
+    monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache-1"))
+    first = lake.Lake.at(url).ensure()
+    told = []
+    with first.lock():
+        monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache-2"))
+        second = lake.Lake.at(url)
+        holding, done, thread = _writer_in_a_thread(second, told.append)
+        # three expiries: the first's heartbeat keeps its lock, the second keeps waiting
+        assert not holding.wait(3.0)
+        assert told and "waiting for it to finish" in told[0] and "pid" in told[0]
+    assert holding.wait(30)  # released: the second goes ahead
+    done.set()
+    thread.join(30)
+    assert not fs.exists("lock-turns/lake/.lock")
+
+
+def test_a_dead_writers_s3_lock_is_taken_over_after_its_expiry(s3_env, monkeypatch):
+    fs, url = _s3_lake(s3_env, "lock-dead")
+    monkeypatch.setattr(lake.UrlLake, "LOCK_POLL_S", 0.05)
+    monkeypatch.setattr(lake.UrlLake, "LOCK_EXPIRY_S", 0.5)
+    root = lake.Lake.at(url).ensure()
+    fs.pipe("lock-dead/lake/.lock", b'{"holder": "a killed run"}')  # never refreshed
+    told = []
+    with root.lock(on_wait=told.append):
+        assert "a killed run" in told[0]
+        assert b"a killed run" not in fs.cat_file("lock-dead/lake/.lock")
+    assert not fs.exists("lock-dead/lake/.lock")
+
+
+def test_a_writer_whose_s3_lock_was_taken_over_says_so(s3_env, monkeypatch):
+    import time
+
+    fs, url = _s3_lake(s3_env, "lock-lost")
+    monkeypatch.setattr(lake.UrlLake, "LOCK_HEARTBEAT_S", 0.05)
+    root = lake.Lake.at(url).ensure()
+    with pytest.raises(RuntimeError, match="lost its lock"), root.lock():
+        fs.pipe("lock-lost/lake/.lock", b'{"holder": "a writer that took over"}')
+        time.sleep(1.0)
+    assert fs.exists("lock-lost/lake/.lock")  # the other's lock is left alone
