@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "MAX_ASPECT",
@@ -145,6 +145,8 @@ def decode_for_backbones(
         raise DecodeError("decompression_bomb", str(exc)) from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise DecodeError("unreadable", f"{type(exc).__name__}: {exc}") from exc
+    except UnidentifiedImageError as exc:  # discover's code for the same bytes
+        raise DecodeError("not_an_image", "no image format recognises the bytes") from exc
     except OSError as exc:
         text = str(exc)
         code = "truncated" if "truncated" in text or "premature end" in text.lower() else "corrupt"

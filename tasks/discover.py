@@ -42,6 +42,8 @@ __all__ = [
     "fs_path",
     "is_unchanged",
     "iter_source_files",
+    "NotARegularFile",
+    "open_regular_file",
     "path_from_readable",
     "probe_file",
     "readable_path",
@@ -136,19 +138,37 @@ def fs_path(source: Path | RemoteSource, row: Mapping[str, Any]) -> Path | str:
     return name if isinstance(source, RemoteSource) else source / name
 
 
+class NotARegularFile(OSError):
+    """A FIFO, socket or device where a file was expected."""
+
+
+def open_regular_file(path: Path | str) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file; raises OSError (NotARegularFile).
+
+    The open does not block: a FIFO (or a file swapped for one since the walk) must not hang it.
+    """
+    handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # noqa: SIM115
+    try:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotARegularFile("not a regular file")
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
 def probe_file(path: Path, source: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """The `files` row for one local file: stat, SHA-256, header and EXIF. Never raises."""
     row = _new_row(os.fsencode(path.relative_to(source).as_posix()))
     try:
-        # non-blocking: a file swapped for a FIFO since the walk must not hang the open
-        handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # noqa: SIM115
+        handle = open_regular_file(path)
+    except NotARegularFile as exc:
+        return _error(row, "unreadable", str(exc))
     except OSError as exc:
         return _error(row, "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
     with handle:
         try:
             info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                return _error(row, "unreadable", "not a regular file")
             row["size_bytes"] = info.st_size
             row["mtime"] = datetime.fromtimestamp(info.st_mtime, tz=UTC)
             row["mtime_ns"] = info.st_mtime_ns
