@@ -205,6 +205,32 @@ def _parser() -> argparse.ArgumentParser:
     similar.add_argument("--k", type=int, default=10, help="images per query and backbone")
     similar.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     similar.add_argument("--output", help="write the result to this file (required for parquet)")
+    similar.add_argument(
+        "--pillow-plugin",
+        action="append",
+        dest="pillow_plugins",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (or call MODULE:FUNCTION) to register more formats; repeatable. "
+        "Plugins a lake's runs recorded are never loaded: where you name fewer, a query that "
+        "decodes without them is answered (with a note), one that does not is refused",
+    )
+    similar.add_argument(
+        "--max-pixels", type=int, default=None, help="decompression-bomb limit per query image"
+    )
+    similar.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=None,
+        help="seconds a query image may take to download, and again to decode (default: 30, "
+        "as for run); a URL is read up to 256 MiB",
+    )
+    similar.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch http(s) URLs whose host is a loopback, private or link-local address "
+        "(refused by default, redirects included)",
+    )
 
     near = sub.add_parser(
         "nearest",
@@ -521,8 +547,18 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     from embedlake.tasks.similar import find_similar
 
     _check_k_and_output(args)
+    limits = {"max_pixels": args.max_pixels, "timeout": args.decode_timeout}
+    if any(value is not None and value <= 0 for value in limits.values()):
+        raise CliError("--max-pixels and --decode-timeout must be positive")
     result = find_similar(
-        args.lake, args.queries, backbones=args.backbones, k=args.k, weights=args.weights
+        args.lake,
+        args.queries,
+        backbones=args.backbones,
+        k=args.k,
+        weights=args.weights,
+        pillow_plugins=args.pillow_plugins,
+        allow_private_urls=args.allow_private_urls,
+        **{name: value for name, value in limits.items() if value is not None},
     )
     for note in result.notes:
         print(f"embedlake: note: {note}", file=sys.stderr)

@@ -8,6 +8,20 @@ naming the weights that are needed (`random` lakes always reload: random init is
 images go through the run's own decode and crop (`tasks.decode`: EXIF orientation, first frame,
 alpha over white, timm's eval resize and centre crop) and the run's forward pass (`tasks.embed`).
 
+Query images get the run's guards and error codes: a local query must be a regular file (a FIFO
+or device is refused without being read), it is decoded in a worker process that is killed past
+the time limit (`tasks.decode_pool`), under the pixel limit, and a non-image is `not_an_image`
+from its header alone. A URL is http(s) or an object store (`s3://`, `gs://`, `az://`, `abfs://`);
+it is downloaded within the time limit and up to `MAX_QUERY_BYTES`, and an http(s) URL whose host
+resolves to a loopback, private, link-local or otherwise non-global address is refused (redirects
+included) unless the caller allows private URLs: the URL may have come from someone else, and a
+local tool must not become a way into the network it runs in.
+
+Lake data names nothing that runs: Pillow plugins are the caller's (`--pillow-plugin`), never the
+ones a run recorded in `runs.params`. Where the lake's runs used plugins the caller did not name,
+the query proceeds (a query in a format Pillow knows decodes the same without them) with a note,
+and a query that does not decode says which plugins the run had.
+
 The search is an exact scan of the group's stored rows, streamed from the read-only catalog in
 blocks, with a running top-k per query: memory is bounded by the block size and k, not by the
 number of images (beyond the map of the current collection's paths). Nothing is written to the
@@ -16,8 +30,17 @@ lake.
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import json
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,19 +49,25 @@ import numpy as np
 import pyarrow as pa
 
 from .backbones import resolve_backbone
-from .decode import CropPlan, DecodeError, decode_for_backbones
+from .decode import CropPlan
+from .discover import DEFAULT_MAX_PIXELS, NotARegularFile, open_regular_file
+from .params import RunParams
 from .weights import WeightsError, WeightsSource, parse_weights_spec
 
 if TYPE_CHECKING:
     import duckdb
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_QUERY_BYTES",
     "RESULT_SCHEMA",
     "LakeGroup",
+    "QueryImageError",
     "SimilarError",
     "SimilarResult",
     "choose_groups",
-    "decode_query",
+    "decode_queries",
+    "download",
     "find_similar",
     "held_backbones",
     "nearest_in_blocks",
@@ -59,9 +88,25 @@ RESULT_SCHEMA = pa.schema(
 _BLOCK_ROWS = 8192
 _QUERY_BATCH = 32
 
+# the run's per-file decode limit; a query gets it for its download, and again for its decode
+DEFAULT_TIMEOUT: float = RunParams.model_fields["decode_timeout"].default
+# a downloaded query is held in memory (and sent to the decode worker): larger ones are refused
+MAX_QUERY_BYTES = 256 << 20
+_OBJECT_STORES = ("s3", "gs", "gcs", "az", "abfs", "abfss")
+_MAX_REDIRECTS = 5
+_CHUNK = 1 << 20
+
 
 class SimilarError(ValueError):
     """A query that cannot be answered; the message (one line) says why."""
+
+
+class QueryImageError(SimilarError):
+    """A query image that cannot be read or decoded; `code` is one of discover.ERROR_CODES."""
+
+    def __init__(self, location: str, code: str, message: str):
+        super().__init__(f"query image {location}: {code}: {message}")
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -165,24 +210,222 @@ def weights_source_for(group: LakeGroup) -> WeightsSource:
     )
 
 
-def decode_query(location: str, plans: list[CropPlan], max_pixels: int) -> dict[str, np.ndarray]:
-    """The crops of one query image (a local path or an fsspec URL), as a run cuts them."""
-    try:
-        if "://" in location:
-            import fsspec
+def decode_queries(
+    locations: list[str],
+    plans: list[CropPlan],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    timeout: float = DEFAULT_TIMEOUT,
+    plugins: list[str] | None = None,
+    allow_private_urls: bool = False,
+) -> list[dict[str, np.ndarray]]:
+    """The crops of each query image (a local path or a URL), in order, as a run cuts them.
 
-            with fsspec.open(location, "rb") as f:
-                data = f.read()
+    Every local query is checked first (a regular file, not empty), without reading it; then each
+    is decoded in a worker process that is killed after `timeout` seconds, URLs once `download`
+    has fetched their bytes. `plugins` are imported in that worker. Raises QueryImageError, or
+    SimilarError for a URL it will not fetch.
+    """
+    from .decode_pool import DecodeJob, iter_decoded
+
+    local, remote = [], []
+    for position, location in enumerate(locations):
+        if "://" in location and not location.startswith("file://"):
+            _url_scheme(location)  # a URL it will not fetch fails before anything is read
+            remote.append(DecodeJob(str(position), location))
         else:
-            data = Path(location).expanduser().read_bytes()
-    except (OSError, ValueError, ImportError) as exc:
-        raise SimilarError(
-            f"query image {location}: cannot be read ({type(exc).__name__}: {exc})"
-        ) from exc
+            local.append(DecodeJob(str(position), _local_query(location)))
+
+    def fetch(url: str) -> bytes:
+        return download(url, timeout=timeout, allow_private_urls=allow_private_urls)
+
+    crops: dict[int, dict[str, np.ndarray]] = {}
+    for jobs, reader in ((local, None), (remote, fetch)):
+        if not jobs:
+            continue
+        # a window of 2: at most two downloaded queries in memory at once
+        outcomes = iter_decoded(
+            jobs,
+            plans,
+            workers=1,
+            timeout=timeout,
+            max_pixels=max_pixels,
+            plugins=plugins,
+            reader=reader,
+            window=2,
+        )
+        with closing(outcomes):  # the worker is stopped at the first error, not at exit
+            for done in outcomes:
+                position = int(done.image_id)
+                if done.error:
+                    raise QueryImageError(locations[position], *done.error)
+                crops[position] = done.crops
+    return [crops[position] for position in range(len(locations))]
+
+
+def _local_query(location: str) -> Path:
+    """The query's path, once it is known to be a non-empty regular file (nothing is read)."""
+    path = Path(location.removeprefix("file://")).expanduser()
     try:
-        return decode_for_backbones(data, plans, max_pixels)
-    except DecodeError as exc:
-        raise SimilarError(f"query image {location}: {exc.code}: {exc.message}") from exc
+        with open_regular_file(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+    except NotARegularFile as exc:  # a FIFO would hang a read, /dev/zero never end
+        raise QueryImageError(location, "unreadable", str(exc)) from exc
+    except OSError as exc:
+        message = f"{type(exc).__name__}: {exc.strerror or exc}"
+        raise QueryImageError(location, "unreadable", message) from exc
+    if size == 0:
+        raise QueryImageError(location, "empty_file", "the file is empty")
+    return path
+
+
+def _url_scheme(url: str) -> str:
+    scheme = url.partition("://")[0].lower()
+    # `::` chains fsspec filesystems (caches that write, archives, other URLs): none of it here
+    if "::" in url or scheme not in ("http", "https", *_OBJECT_STORES):
+        allowed = ", ".join(f"{s}://" for s in ("http", "https", *_OBJECT_STORES))
+        raise SimilarError(f"query image {url}: only local files and {allowed} URLs are fetched")
+    return scheme
+
+
+def download(
+    url: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    allow_private_urls: bool = False,
+    max_bytes: int = MAX_QUERY_BYTES,
+) -> bytes:
+    """The bytes behind `url`, read within `timeout` seconds and up to `max_bytes`.
+
+    http(s) goes through `http.client` to an address checked first: one that is not global
+    (loopback, private, link-local, ...) is refused unless `allow_private_urls`, for the URL
+    and each redirect. Object stores go through fsspec with the caller's own credentials; their
+    client's timeouts apply within a chunk. Raises QueryImageError or SimilarError (refused).
+    """
+    deadline = time.monotonic() + timeout
+    if _url_scheme(url) in ("http", "https"):
+        return _http_get(url, deadline, timeout, allow_private_urls, max_bytes)
+    try:
+        import fsspec
+
+        with fsspec.open(url, "rb") as f:
+            return _read_capped(url, f.read, deadline, timeout, max_bytes)
+    except SimilarError:
+        raise
+    except Exception as exc:  # fsspec backends raise their own error types for I/O failures
+        raise QueryImageError(url, "unreadable", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read_capped(url: str, read, deadline: float, timeout: float, max_bytes: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := read(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise QueryImageError(url, "unreadable", f"larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise _timed_out(url, timeout)
+        chunks.append(chunk)
+    if time.monotonic() >= deadline:  # the watchdog cut the answer short: it is not all there
+        raise _timed_out(url, timeout)
+    return b"".join(chunks)
+
+
+def _timed_out(url: str, timeout: float) -> QueryImageError:
+    return QueryImageError(url, "timeout", f"not downloaded within {timeout:g} s")
+
+
+def _http_get(
+    url: str, deadline: float, timeout: float, allow_private: bool, max_bytes: int
+) -> bytes:
+    location = url
+    for _ in range(_MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(location)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SimilarError(f"query image {url}: redirected to {location}, not an http(s) URL")
+        kind = _TLSConnection if parts.scheme == "https" else _Connection
+        remaining = max(deadline - time.monotonic(), 0.001)
+        connection = kind(parts.hostname, parts.port, remaining, allow_private, url)
+        # socket timeouts bound each wait; the watchdog bounds a server that answers drop by drop
+        watchdog = threading.Timer(remaining, connection.cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            connection.request("GET", target, headers={"Accept-Encoding": "identity"})
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                location = urllib.parse.urljoin(location, response.getheader("Location"))
+                continue
+            if response.status != 200:
+                raise QueryImageError(
+                    url, "unreadable", f"HTTP {response.status} {response.reason}"
+                )
+            length = response.getheader("Content-Length") or ""
+            if length.isdigit() and int(length) > max_bytes:
+                raise QueryImageError(url, "unreadable", f"larger than {max_bytes} bytes")
+            return _read_capped(url, response.read, deadline, timeout, max_bytes)
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+                raise _timed_out(url, timeout) from exc
+            raise QueryImageError(url, "unreadable", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            watchdog.cancel()
+            connection.close()
+    raise QueryImageError(url, "unreadable", f"more than {_MAX_REDIRECTS} redirects")
+
+
+class _Connection(http.client.HTTPConnection):
+    """HTTP to an address of the host checked before connecting (resolved once, so a name
+    cannot resolve to a public address for the check and a private one for the connection)."""
+
+    def __init__(self, host: str, port: int | None, timeout: float, allow_private: bool, url: str):
+        super().__init__(host, port, timeout=timeout)
+        self._allow_private, self._url = allow_private, url
+
+    def connect(self) -> None:
+        infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        for *_, (address, *_) in infos:
+            if not (self._allow_private or _is_global(address)):
+                where = self.host if self.host == address else f"{self.host} ({address})"
+                raise SimilarError(
+                    f"query image {self._url}: {where} is not a public address (loopback, "
+                    "private, link-local, ...): pass --allow-private-urls to fetch from it"
+                )
+        error: OSError = OSError(f"no address for {self.host}")
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(sockaddr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            self.sock = sock
+            return
+        raise error
+
+    def cut(self) -> None:
+        """End a read that is blocked in another thread (the deadline passed)."""
+        if self.sock is not None:
+            with suppress(OSError):  # already closed
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _TLSConnection(_Connection):
+    default_port = 443
+
+    def connect(self) -> None:
+        super().connect()
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+def _is_global(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])  # an IPv6 scope (%eth0) is no part of it
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
 
 
 def nearest_in_blocks(
@@ -271,12 +514,17 @@ def find_similar(
     k: int = 10,
     weights: str | None = None,
     device: str = "auto",
+    pillow_plugins: list[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    timeout: float = DEFAULT_TIMEOUT,
+    allow_private_urls: bool = False,
 ) -> SimilarResult:
     """The k nearest images of the lake's current collection to each query image, per backbone.
 
     Raises SimilarError or WeightsError (one-line messages) for a query image that cannot be
     read or decoded, a backbone the lake does not hold, or weights that cannot be had or do not
-    reproduce the lake's weights_id. Reads the lake through its read-only catalog only.
+    reproduce the lake's weights_id. Reads the lake through its read-only catalog only. The
+    query limits and plugins are the caller's (`decode_queries`), never the lake's.
     """
     from .catalog import connect_read_only
     from .embed import Embedder, resolve_device
@@ -297,8 +545,22 @@ def find_similar(
         groups = choose_groups(
             stored, runs, names, {n: b.weights_id for n, b in loaded.items()} or None
         )
-        # every query decoded before any weights load: a broken one fails fast
-        crops = _decode_queries(queries, groups, runs[0]["params"] if runs else {})
+        fallback = runs[0]["params"] if runs else {}
+        missing = _plugins_not_loaded(groups, fallback, pillow_plugins or [])
+        limits = dict(
+            max_pixels=max_pixels,
+            timeout=timeout,
+            plugins=pillow_plugins,
+            allow_private_urls=allow_private_urls,
+        )
+        try:  # every query decoded before any weights load: a broken one fails fast
+            crops = _decode_queries(queries, groups, fallback, limits)
+        except QueryImageError as exc:
+            if missing and exc.code in ("not_an_image", "unsupported_format"):
+                raise SimilarError(f"{exc}; {_plugins_note(missing)}") from exc
+            raise
+        if missing:
+            notes.append(f"{_plugins_note(missing)} (the queries decoded without them)")
         paths = dict(con.execute("SELECT image_id, path FROM image_paths").fetchall())
         device = resolve_device(device)
         for group in groups:
@@ -333,27 +595,44 @@ def find_similar(
 
 
 def _decode_queries(
-    queries: list[str], groups: list[LakeGroup], fallback: dict[str, Any]
+    queries: list[str], groups: list[LakeGroup], fallback: dict[str, Any], limits: dict[str, Any]
 ) -> dict[str, list[np.ndarray]]:
     """Per backbone, each query's crop, cut as the run that made its group cut its images: with
-    that run's Pillow plugins and pixel limit, and the crop plans of all its backbones (a large
-    JPEG's reduced decode depends on the largest resize among them)."""
+    the crop plans of all its backbones (a large JPEG's reduced decode depends on the largest
+    resize among them). `limits`: `decode_queries`'s keyword arguments."""
     from .decode import crop_plans
-    from .decode_pool import load_pillow_plugins
-    from .discover import DEFAULT_MAX_PIXELS
 
-    decoded: dict[tuple[tuple[str, ...], int], list[dict[str, np.ndarray]]] = {}
+    decoded: dict[tuple[str, ...], list[dict[str, np.ndarray]]] = {}
     out = {}
     for group in groups:
         params = group.run_params or fallback
         names = tuple(sorted({*(params.get("backbones") or []), group.backbone}))
-        max_pixels = int(params.get("max_pixels") or DEFAULT_MAX_PIXELS)
-        if (names, max_pixels) not in decoded:
-            load_pillow_plugins(params.get("pillow_plugins") or [])
+        if names not in decoded:
             plans = crop_plans({n: resolve_backbone(n).data_config() for n in names})
-            decoded[names, max_pixels] = [decode_query(q, plans, max_pixels) for q in queries]
-        out[group.backbone] = [crops[group.backbone] for crops in decoded[names, max_pixels]]
+            decoded[names] = decode_queries(queries, plans, **limits)
+        out[group.backbone] = [crops[group.backbone] for crops in decoded[names]]
     return out
+
+
+def _plugins_not_loaded(
+    groups: list[LakeGroup], fallback: dict[str, Any], plugins: list[str]
+) -> list[str]:
+    """The Pillow plugins the groups' runs recorded that the caller did not name."""
+    used: set[str] = set()
+    for group in groups:
+        recorded = (group.run_params or fallback).get("pillow_plugins")
+        if isinstance(recorded, list):
+            used.update(str(name) for name in recorded)
+    return sorted(used - set(plugins))
+
+
+def _plugins_note(missing: list[str]) -> str:
+    # repr: the names are lake data, shown as text (no terminal escapes)
+    names = ", ".join(repr(name) for name in missing)
+    return (
+        f"the lake's runs used the Pillow plugins {names}, which are never loaded from lake "
+        "data: pass --pillow-plugin NAME for each one you trust"
+    )
 
 
 def _embed_queries(embedder: Any, name: str, crops: list[np.ndarray]) -> np.ndarray:

@@ -1,16 +1,27 @@
-"""Query by example, the pure parts: group choice, where weights come from, decode, the scan."""
+"""Query by example, the parts below the CLI: group choice, where weights come from, reading and
+decoding the queries under the run's guards, the scan."""
 
 from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from embedlake.tasks.similar import (
     LakeGroup,
+    QueryImageError,
     SimilarError,
+    _is_global,
     _precision_here,
     choose_groups,
-    decode_query,
+    decode_queries,
+    download,
     nearest_in_blocks,
     weights_source_for,
 )
@@ -116,25 +127,138 @@ def test_weights_source_read_off_the_weights_id(tmp_path):
         weights_source_for(LakeGroup("xception", "somewhere:1", "fp32"))
 
 
-def test_decode_query_cuts_the_runs_crops_or_says_why(tmp_path):
+@pytest.fixture(scope="module")
+def plans():
     from embedlake.tasks.backbones import resolve_backbone
-    from embedlake.tasks.decode import crop_plans, decode_for_backbones
+    from embedlake.tasks.decode import crop_plans
 
-    plans = crop_plans({n: resolve_backbone(n).data_config() for n in (MOBILE, "xception")})
+    return crop_plans({n: resolve_backbone(n).data_config() for n in (MOBILE, "xception")})
+
+
+def test_decode_queries_cuts_the_runs_crops_or_says_why(tmp_path, plans):
+    from embedlake.tasks.decode import decode_for_backbones
+
     good = tmp_path / "good.jpg"
     good.write_bytes(jpeg_bytes(photo("chelsea.png")))
-    crops = decode_query(str(good), plans, 10**8)
+    crops, again = decode_queries([str(good), f"file://{good}"], plans, max_pixels=10**8)
     assert crops[MOBILE].shape == (128, 128, 3) and crops["xception"].shape == (299, 299, 3)
     expected = decode_for_backbones(good, plans, 10**8)
     assert all(np.array_equal(crops[n], expected[n]) for n in expected)
-    assert decode_query(f"file://{good}", plans, 10**8).keys() == crops.keys()
-    with pytest.raises(SimilarError, match="missing.jpg: cannot be read"):
-        decode_query(str(tmp_path / "missing.jpg"), plans, 10**8)
+    assert all(np.array_equal(again[n], expected[n]) for n in expected)
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(SimilarError, match="bad.jpg: corrupt: "):
-        decode_query(str(tmp_path / "bad.jpg"), plans, 10**8)
-    with pytest.raises(SimilarError, match="good.jpg: decompression_bomb: "):
-        decode_query(str(good), plans, 100)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    for name, code in [
+        ("missing.jpg", "unreadable: FileNotFoundError"),
+        ("empty.jpg", "empty_file: "),
+        ("fifo.jpg", "unreadable: not a regular file"),  # not opened for reading: no hang
+        ("bad.jpg", "not_an_image: "),  # the code discover gives the same bytes
+    ]:
+        with pytest.raises(QueryImageError, match=f"{name}: {code}"):
+            decode_queries([str(good), str(tmp_path / name)], plans)
+    with pytest.raises(QueryImageError, match="/dev/zero: unreadable: not a regular file"):
+        decode_queries(["/dev/zero"], plans)
+    with pytest.raises(QueryImageError, match="good.jpg: decompression_bomb: "):
+        decode_queries([str(good)], plans, max_pixels=100)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "memory://a.jpg",
+        "zip://a.jpg::s3://bucket/photos.zip",
+        "simplecache::https://example.com/a.jpg",
+    ],
+)
+def test_urls_it_does_not_fetch_are_refused_before_any_read(url):
+    with pytest.raises(SimilarError, match="only local files and http://, https://, s3://"):
+        download(url)
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("93.184.215.14", True),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata services
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_only_public_addresses_are_fetched_by_default(address, public):
+    assert _is_global(address) is public
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    body = jpeg_bytes(photo("chelsea.png"))
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path == "/elsewhere":
+            self.send_response(302)
+            self.send_header("Location", "/photo.jpg")
+            self.end_headers()
+            return
+        if self.path != "/photo.jpg":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_is_capped_and_private_addresses_need_the_flag(http_server):
+    with pytest.raises(SimilarError, match="127.0.0.1 is not a public address"):
+        download(f"{http_server}/photo.jpg")
+    with pytest.raises(SimilarError, match=r"localhost \(127.0.0.1\) is not a public address"):
+        download(f"{http_server}/photo.jpg".replace("127.0.0.1", "localhost"))
+    got = download(f"{http_server}/elsewhere", allow_private_urls=True)
+    assert got == _Handler.body
+    with pytest.raises(QueryImageError, match="unreadable: larger than 1000 bytes"):
+        download(f"{http_server}/photo.jpg", allow_private_urls=True, max_bytes=1000)
+    with pytest.raises(QueryImageError, match="missing.jpg: unreadable: HTTP 404"):
+        download(f"{http_server}/missing.jpg", allow_private_urls=True)
+
+
+def test_a_server_that_answers_drop_by_drop_is_cut_at_the_deadline():
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def drip():
+        conn, _ = server.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(600):  # a header line every 0.1 s: no single read ever waits long
+                conn.sendall(b"X: y\r\n")
+                time.sleep(0.1)
+
+    threading.Thread(target=drip, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/a.jpg"
+    started = time.monotonic()
+    with server, pytest.raises(QueryImageError, match="timeout: not downloaded within 2 s"):
+        download(url, timeout=2, allow_private_urls=True)
+    assert time.monotonic() - started < 2 + 20  # room for a loaded machine
 
 
 def test_fp16_lakes_are_queried_at_fp32_on_a_cpu_and_said_so():
