@@ -248,6 +248,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
     report.add_argument("--label-column", default="label", help="sidecar column to colour by")
+    report.add_argument(
+        "--source",
+        help="folder or URL to read thumbnails from (default: none; never the one the lake names)",
+    )
 
     serve = sub.add_parser("serve", help="run on a schedule as a Prefect deployment")
     serve.add_argument("source", help="folder of images (or an fsspec URL)")
@@ -582,7 +586,9 @@ def _cmd_nearest(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from embedlake.tasks.report import build_report
 
-    result = build_report(args.lake, args.run_id, label_column=args.label_column)
+    result = build_report(
+        args.lake, args.run_id, label_column=args.label_column, source=args.source
+    )
     print(f"report of run {result['run_id']}: {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
     if result["lake_copy"] != str(Path(result["path"]).parent):
         print(f"  uploaded to {result['lake_copy']}")

@@ -6,6 +6,7 @@ once: the second waits for the first (and says so). Readers never take the lock.
 
 # no `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # the live annotations, and a deployment run validates `params` against RunParams
+import contextlib
 import sys
 from typing import Any
 
@@ -27,15 +28,21 @@ def _say_waiting(message: str) -> None:
 @flow(name="embedlake-run")
 def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
     """Inventory SOURCE, embed every new image with each backbone, update the neighbour graph
-    and the catalog, and publish the run's report. Each stage's outcome is recorded once: the
-    run ends 'finished', or 'failed' naming the stage that raised."""
+    and the catalog, record the run finished, then publish its report. Each stage's outcome is
+    recorded once: the run ends 'finished', or 'failed' naming the stage that raised.
+
+    The report comes after 'finished' because it describes `images`, the latest finished run:
+    built before, it showed the previous collection. A report that then fails leaves the run
+    finished and its collection queryable, and raises `steps.ReportFailed` (the flow run fails,
+    and the CLI exits non-zero saying the run finished but its report did not)."""
     lake = Lake.at(params.lake)
     with lake.lock(on_wait=_say_waiting):
         ctx = steps.start_run(params)
-        steps.build_catalog(lake)  # readers see the run as 'running' from the start
         stage = steps.StageClock()
         summary = None
         try:
+            with stage("open-catalog"):
+                steps.build_catalog(lake)  # readers see the run as 'running' from the start
             with stage("read-sidecar"):  # a bad sidecar fails in seconds, before any image
                 sidecar_frame = steps.read_metadata(ctx)
             with stage("discover"):
@@ -53,15 +60,21 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
                 steps.build_neighbors(ctx)
             with stage("probes"):  # --label-column: linear probes and label issues
                 steps.run_probes(ctx, inventory, sidecar, summary)
+            # views read the Parquet when queried: the 'finished' row written next shows
+            # through this catalog, and a catalog that cannot be built fails the run
             with stage("catalog"):
                 steps.build_catalog(lake)
-            with stage("report"):
-                report = steps.publish_report(ctx, summary)
-            summary = {**steps.finish_run(ctx, summary, stage.seconds), "report": report}
+            summary = steps.finish_run(ctx, summary, stage.seconds)
         except BaseException as exc:
             steps.record_failure(ctx, stage.current, exc, summary, stage.seconds)
-            steps.build_catalog(lake)  # readers see the failure and what the run wrote
+            with contextlib.suppress(Exception):  # the run's own error is the one to raise
+                steps.build_catalog(lake)  # readers see the failure and what the run wrote
             raise
+        with stage("report"):  # the run is finished: a failure here is the report's alone
+            try:
+                summary["report"] = steps.publish_report(ctx, summary)
+            except Exception as exc:
+                raise steps.ReportFailed(ctx.run_id, exc) from exc
     return summary
 
 

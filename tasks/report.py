@@ -18,7 +18,9 @@ import html
 import io
 import json
 import os
+import re
 import shutil
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,14 @@ import pyarrow.csv as pacsv
 
 from . import lake
 from .catalog import connect_read_only, sql_text
-from .discover import path_from_readable
+from .discover import fs_path
 from .queries import run_query
+from .sources import RemoteSource, open_source, readable_path
 
 __all__ = ["ReportResult", "build_report"]
 
 _THUMB = 128
+_PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;
 background:#f6f7f9;line-height:1.45}
@@ -62,6 +66,20 @@ class ReportResult(dict):
     `lake_copy` is its folder's location in the lake (for a URL lake, the uploaded copy)."""
 
 
+# C0/C1 controls and bidirectional overrides: shown as escapes, so text from the lake cannot
+# hide itself or reorder what is shown around it
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(text: str) -> str:
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _h(text: Any) -> str:
+    """Text (from the lake, most of it) as HTML text: escaped, its control characters shown."""
+    return html.escape(_visible(str(text)))
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -76,10 +94,9 @@ def _table(table: pa.Table, limit: int = 50) -> str:
     if table.num_rows == 0:
         return '<p class="muted">(none)</p>'
     rows = table.slice(0, limit).to_pylist()
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.column_names)
+    head = "".join(f"<th>{_h(c)}</th>" for c in table.column_names)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.values()) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f"<td>{_h(_fmt(v))}</td>" for v in row.values()) + "</tr>" for row in rows
     )
     more = (
         f'<p class="muted">{table.num_rows - limit} more rows in the CSV</p>'
@@ -102,50 +119,60 @@ def _fmt(value: Any) -> str:
 
 
 class _Thumbnails:
-    """Inline JPEG thumbnails of collection files; a failure is shown, not hidden."""
+    """Inline JPEG thumbnails of collection files, read only from `source`: the SOURCE the run
+    itself read, or one the user names (`embedlake report --source`), never the folder a lake's
+    `runs.source` names (a crafted lake would get the reader's own files into its report).
+    Without a source there are no thumbnails, and `note` says why. A path from the lake is
+    read only if it stays inside `source`; a failure is shown, not hidden."""
 
-    def __init__(self, source: str):
-        from .sources import RemoteSource, open_source
-
-        self.error = None
-        try:
-            self.source = open_source(source)
-        except (OSError, ValueError) as exc:
-            self.source, self.error = None, f"{type(exc).__name__}: {exc}"
-        self._remote = RemoteSource
+    def __init__(self, source: str | Path | RemoteSource | None):
+        if isinstance(source, str):  # one the user named: a folder that is not there is an error
+            source = open_source(source)
+        self.source = source
+        self.note = (
+            f"from {readable_path(os.fsencode(source)) if isinstance(source, Path) else source}"
+            if source is not None
+            else "none: thumbnails come only from the source the run read or one named with "
+            "`embedlake report --source DIR_OR_URL`, never from the lake's runs.source"
+        )
         self._cache: dict[str, str] = {}
 
     def img(self, path: str, caption: str) -> str:
+        if self.source is None:
+            return f"<figure><figcaption>{_h(caption)}</figcaption></figure>"
         if path not in self._cache:
             self._cache[path] = self._render(path)
-        return (
-            f"<figure>{self._cache[path]}<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+        return f"<figure>{self._cache[path]}<figcaption>{_h(caption)}</figcaption></figure>"
+
+    def _read(self, path: str) -> bytes:
+        name = fs_path(self.source, {"path": path})  # refuses absolute names and '..' parts
+        if isinstance(self.source, RemoteSource):
+            return self.source.read(name)
+        real = Path(name).resolve(strict=True)
+        if not real.is_relative_to(self.source):  # a symlink out of the source
+            raise ValueError(f"{path!r} leads outside the source")
+        # non-blocking: a FIFO put where the image was must not hang the report
+        with open(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ValueError(f"{path!r} is not a regular file")
+            return handle.read()
 
     def _render(self, path: str) -> str:
         from PIL import Image, ImageOps
 
         from .decode import to_rgb
-        from .discover import fs_path
 
         try:
-            if self.source is None:
-                raise OSError(self.error)
-            real = fs_path(self.source, {"path": path})  # the real name behind a readable one
-            if isinstance(self.source, self._remote):
-                data = self.source.read(real)
-            else:
-                data = real.read_bytes()
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(self._read(path))) as img:
                 img.draft("RGB", (_THUMB * 2, _THUMB * 2))
                 thumb = to_rgb(ImageOps.exif_transpose(img))
                 thumb.thumbnail((_THUMB, _THUMB))
                 out = io.BytesIO()
                 thumb.save(out, "JPEG", quality=70)
             encoded = base64.b64encode(out.getvalue()).decode()
-            return f'<img alt="{html.escape(path)}" src="data:image/jpeg;base64,{encoded}">'
-        except Exception as exc:  # a moved or unreadable file: say so in the page
-            reason = html.escape(f"{type(exc).__name__}: {exc}"[:120])
+            return f'<img alt="{_h(path)}" src="data:image/jpeg;base64,{encoded}">'
+        except Exception as exc:  # a moved, unreadable or refused file: say so in the page
+            reason = _h(f"{type(exc).__name__}: {exc}"[:120])
             return f'<div class="muted">thumbnail unavailable: {reason}</div>'
 
 
@@ -164,7 +191,7 @@ def _outliers_section(con: Any, thumbs: _Thumbnails, tables: dict[str, pa.Table]
             thumbs.img(r["path"], f"{r['path']} ({r['score']:.3f})")
         )
     body = "".join(
-        f"<h3>{html.escape(b)}</h3><div class='grid'>{''.join(items)}</div>"
+        f"<h3>{_h(b)}</h3><div class='grid'>{''.join(items)}</div>"
         for b, items in by_backbone.items()
     )
     return (
@@ -237,7 +264,7 @@ def _labels_section(
 def _accuracy_plot(probed: list[dict[str, Any]]) -> str:
     import matplotlib.pyplot as plt
 
-    names = [r["backbone"] for r in probed]
+    names = [_visible(r["backbone"]) for r in probed]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 2.8))
     ax.bar(x - 0.2, [r["accuracy"] for r in probed], 0.4, label="probe accuracy", color="#3b6ea5")
@@ -276,11 +303,12 @@ def _confusion_plots(pairs: pa.Table) -> str:
             if n and len(index) <= 12:
                 ax.text(j, i, n, ha="center", va="center", fontsize=7,
                         color="white" if n > matrix.max() / 2 else "black")  # fmt: skip
-        ax.set_xticks(range(len(index)), list(index), rotation=60, fontsize=6)
-        ax.set_yticks(range(len(index)), list(index), fontsize=6)
+        ticks = [_visible(c) for c in index]
+        ax.set_xticks(range(len(index)), ticks, rotation=60, fontsize=6)
+        ax.set_yticks(range(len(index)), ticks, fontsize=6)
         ax.set_xlabel("predicted (out of fold)", fontsize=7)
         ax.set_ylabel("given", fontsize=7)
-        ax.set_title(backbone, fontsize=8)
+        ax.set_title(_visible(backbone), fontsize=8)
     note = (
         f'<p class="muted">the {_MAX_CONFUSION_CLASSES} largest classes of {len(totals)}</p>'
         if len(totals) > len(classes)
@@ -309,12 +337,12 @@ def _issue_gallery(
             tiles.append(
                 thumbs.img(near["path"], f"nearest with the {what} label {wanted}: {near['path']}")
                 if near
-                else f'<p class="muted">no {what} label ({html.escape(wanted)}) '
+                else f'<p class="muted">no {what} label ({_h(wanted)}) '
                 "among its graph neighbours</p>"
             )
         cards.append('<div class="pair">' + "".join(tiles) + "</div>")
     return (
-        f"<h3>Most likely wrong labels ({html.escape(backbone)}, the most accurate probe)</h3>"
+        f"<h3>Most likely wrong labels ({_h(backbone)}, the most accurate probe)</h3>"
         '<p class="muted">each flagged image, then its nearest neighbour carrying the given '
         "label and the nearest carrying the suggested one</p>"
         + (f'<div class="grid">{"".join(cards)}</div>' if cards else '<p class="muted">none</p>')
@@ -336,13 +364,13 @@ def _tradeoff_plot(probed: list[dict[str, Any]], column: str) -> str:
         for family, members in sorted(families.items()):
             members = sorted(members, key=lambda r: r["macs"])
             ax.plot([r[cost] for r in members], [r["accuracy"] for r in members], "o-",
-                    label=family)  # fmt: skip
+                    label=_visible(family))  # fmt: skip
             for r in members:
-                ax.annotate(r["backbone"], (r[cost], r["accuracy"]), fontsize=6,
+                ax.annotate(_visible(r["backbone"]), (r[cost], r["accuracy"]), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel(label, fontsize=8)
-    axes[0].set_ylabel(f"probe accuracy on {column}", fontsize=8)
+    axes[0].set_ylabel(_visible(f"probe accuracy on {column}"), fontsize=8)
     axes[0].legend(fontsize=7)
     return "<h3>Accuracy against cost</h3>" + _png(fig)
 
@@ -352,15 +380,20 @@ def build_report(
     run_id: str | None = None,
     label_column: str = "label",
     sample: int = 2000,
+    source: str | Path | RemoteSource | None = None,
 ) -> ReportResult:
-    """Write LAKE/reports/<run_id>/ (index.html, summary.json, CSVs) and refresh reports/latest."""
+    """Write LAKE/reports/<run_id>/ (index.html, summary.json, CSVs) and refresh reports/latest.
+
+    Thumbnails are read from `source` alone (see `_Thumbnails`); without one the report has none.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     root = lake.Lake.at(root)
-    with connect_read_only(root) as con:
+    # labels, paths and names in plots are text: no mathtext (a '$' pair was parsed), no LaTeX
+    with matplotlib.rc_context(_PLAIN_TEXT), connect_read_only(root) as con:
 
         def q(name: str, **params: Any) -> pa.Table:
             return con.sql(sql_text("report", f"{name}.sql"), params=params).to_arrow_table()
@@ -373,7 +406,7 @@ def build_report(
         run = runs[0]
         run_id = lake.valid_run_id(run["run_id"])  # it names the report's folder
         tables: dict[str, pa.Table] = {}
-        thumbs = _Thumbnails(os.fsdecode(path_from_readable(run["source"])))
+        thumbs = _Thumbnails(source)
         sections: list[tuple[str, str]] = []
 
         # the run
@@ -396,16 +429,15 @@ def build_report(
             **{f"weights: {k}": v for k, v in weights.items()},
             "stage seconds": ", ".join(f"{k} {v}" for k, v in stages.items()),
             "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+            "thumbnails": thumbs.note,
         }
-        body = "".join(
-            f"<div>{html.escape(k)}</div><div>{html.escape(_fmt(v))}</div>" for k, v in kv.items()
-        )
+        body = "".join(f"<div>{_h(k)}</div><div>{_h(_fmt(v))}</div>" for k, v in kv.items())
         banner = ""
         if run["weights_random"]:
             banner = (
                 '<p class="banner">RANDOM WEIGHTS: this run used randomly initialised '
                 "backbones; its similarities, neighbours and groupings mean nothing. "
-                f"{html.escape(run['message'] or '')}</p>"
+                f"{_h(run['message'] or '')}</p>"
             )
         sections.append(("The run", f'{banner}<div class="kv">{body}</div>'))
 
@@ -475,11 +507,11 @@ def build_report(
                 continue
             xy = _pca_2d(vectors)
             fig, ax = plt.subplots(figsize=(5, 4))
-            names = [labels.get(i) or "(no label)" for i in ids]
+            names = [_visible(labels.get(i) or "(no label)") for i in ids]
             for name in sorted(set(names)):
                 mask = np.array([n == name for n in names])
                 ax.scatter(xy[mask, 0], xy[mask, 1], s=14, label=name)
-            ax.set_title(f"{backbone}: 2-D PCA, coloured by {label_column}")
+            ax.set_title(_visible(f"{backbone}: 2-D PCA, coloured by {label_column}"))
             if len(set(names)) <= 20:
                 ax.legend(fontsize=6, loc="best")
             plots.append(_png(fig))
@@ -489,7 +521,7 @@ def build_report(
             ""
             if labels
             else (
-                f'<p class="muted">the sidecar has no "{html.escape(label_column)}"'
+                f'<p class="muted">the sidecar has no "{_h(label_column)}"'
                 " column: points are uncoloured</p>"
             )
         )
@@ -517,7 +549,7 @@ def build_report(
             shift_table = pa.Table.from_pylist(shifts) if shifts else pa.table({})
             tables["centroid_shift"] = shift_table
             body = (
-                f"<p>compared with run {html.escape(prev_id)}</p>"
+                f"<p>compared with run {_h(prev_id)}</p>"
                 + _table(changes)
                 + "<p>centroid shift (1 - cosine between the mean embeddings)</p>"
                 + _table(shift_table)
@@ -529,25 +561,22 @@ def build_report(
     reports = root.local_dir / "reports"
     folder = reports / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    nav = " &middot; ".join(
-        f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections)
-    )
+    nav = " &middot; ".join(f'<a href="#s{i}">{_h(t)}</a>' for i, (t, _) in enumerate(sections))
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>embedlake report {html.escape(run_id)}</title><style>{_CSS}</style></head>"
-        f"<body><main><h1>embedlake report</h1><p class='muted'>run {html.escape(run_id)} "
+        f"<title>embedlake report {_h(run_id)}</title><style>{_CSS}</style></head>"
+        f"<body><main><h1>embedlake report</h1><p class='muted'>run {_h(run_id)} "
         f"&middot; built {datetime.now():%Y-%m-%d %H:%M}</p><p>{nav}</p>"
         + "".join(
-            f'<section id="s{i}"><h2>{html.escape(t)}</h2>{b}</section>'
-            for i, (t, b) in enumerate(sections)
+            f'<section id="s{i}"><h2>{_h(t)}</h2>{b}</section>' for i, (t, b) in enumerate(sections)
         )
         + "</main></body></html>"
     )
     (folder / "index.html").write_text(page)
     for name, table in tables.items():
         if table.num_columns:
-            pacsv.write_csv(_csv_safe(table), folder / f"{name}.csv")
+            pacsv.write_csv(_csv_safe(table), folder / _csv_name(name))
     summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
     summary["sections"] = [t for t, _ in sections]
     summary["tables"] = {name: t.num_rows for name, t in tables.items()}
@@ -568,14 +597,32 @@ def build_report(
     )
 
 
+# a cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(text: str | None) -> str | None:
+    return "'" + text if text is not None and text.startswith(_FORMULA_START) else text
+
+
+def _csv_name(table: str) -> str:
+    """A table's CSV file name; a label column names some tables, and a lake's params name the
+    label columns, so anything but a plain word character is replaced."""
+    return re.sub(r"[^0-9A-Za-z_-]", "_", table) + ".csv"
+
+
 def _csv_safe(table: pa.Table) -> pa.Table:
-    """CSV has no lists: join them with '|'."""
+    """CSV has no lists: join them with '|'. Text that a spreadsheet would run as a formula gets
+    a leading apostrophe, in the header and in every cell."""
     columns = {}
     for name in table.column_names:
         column = table.column(name)
         if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
             column = pa.array(
-                ["|".join(map(str, v)) if v is not None else None for v in column.to_pylist()]
+                ["|".join(map(str, v)) if v is not None else None for v in column.to_pylist()],
+                pa.string(),
             )
-        columns[name] = column
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = pa.array([_csv_cell(v) for v in column.to_pylist()], column.type)
+        columns[_csv_cell(name)] = column
     return pa.table(columns)

@@ -1,11 +1,12 @@
 """The steps of a run, as plain functions with thin Prefect task wrappers.
 
-start -> read the sidecar -> discover (writing files parts as it goes) -> join the sidecar ->
-load backbones -> embed (writing parts as it goes) -> record the counts -> neighbours -> probes of
-the label columns -> catalog -> report -> finish. Each step takes and returns plain data, so it
-can be tested without the engine (`step.fn(...)`), and the flow in `flows.pipeline` only composes
-them. The inventory (discovery against the previous run) is `tasks.inventory`; what every step
-shares (context, stage clock, failpoints, `runs` rows) is `tasks.run_context`.
+start -> catalog -> read the sidecar -> discover (writing files parts as it goes) -> join the
+sidecar -> load backbones -> embed (writing parts as it goes) -> record the counts -> neighbours ->
+probes of the label columns -> catalog -> finish -> report (of the finished run). Each step takes
+and returns plain data, so it can be tested without the engine (`step.fn(...)`), and the flow in
+`flows.pipeline` only composes them. The inventory (discovery against the previous run) is
+`tasks.inventory`; what every step shares (context, stage clock, failpoints, `runs` rows) is
+`tasks.run_context`.
 
 A run's rows in `runs`: 'started', then 'embedded' (its counts, once they are known), then exactly
 one final row: 'finished' when every stage passed, 'failed' naming the stage that raised, or
@@ -64,6 +65,7 @@ from .weights import (
 __all__ = [
     "EmbedOutcome",
     "Inventory",
+    "ReportFailed",
     "RunContext",
     "StageClock",
     "attach_metadata",
@@ -571,13 +573,27 @@ def run_probes_fn(
     return rows
 
 
+class ReportFailed(RuntimeError):
+    """A finished run whose report could not be built: its collection is in `images` all the
+    same; `embedlake report --lake LAKE --source SOURCE` builds the report again."""
+
+    def __init__(self, run_id: str, error: BaseException):
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        super().__init__(
+            f"run {run_id} finished (its images are queryable) but its report failed: "
+            f"{type(error).__name__}" + (f": {detail}" if detail else "")
+        )
+        self.run_id = run_id
+
+
 def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
-    """Write the run's HTML report and publish its summary and key tables as Prefect artifacts."""
+    """Write the finished run's HTML report, with thumbnails from the SOURCE this run read, and
+    publish its summary and key tables as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from .report import build_report
 
-    report = build_report(ctx.lake, ctx.run_id)
+    report = build_report(ctx.lake, ctx.run_id, source=ctx.source)
     uri = Path(report["path"]).as_uri()
     errors = ", ".join(f"{k} {v}" for k, v in summary["error_counts"].items()) or "none"
     banner = (

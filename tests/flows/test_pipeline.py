@@ -182,7 +182,7 @@ def test_a_run_failing_after_discovery_keeps_its_inventory(prefect_api, collecti
     ("target", "stage"),
     [
         ("embedlake.tasks.neighbors.build_neighbor_graph", "neighbors"),
-        ("embedlake.tasks.report.build_report", "report"),
+        # the report comes after 'finished': test_a_report_that_fails_leaves_the_run_finished
     ],
 )
 def test_a_failing_late_stage_is_recorded_once_as_failed(
@@ -273,3 +273,60 @@ def test_a_failing_probes_stage_is_recorded_as_failed(
     with pytest.raises(RuntimeError, match="no memory"):
         embed_collection(_params(source, lake, metadata=str(meta), label_columns=["label"]))
     assert ("failed", "failed", "probes: RuntimeError: no memory") in _raw_runs(lake)
+
+
+def _report_of(summary) -> tuple[dict, str, str]:
+    """The run's own report, as the run wrote it: summary.json, index.html, duplicates.csv."""
+    import json
+    from pathlib import Path
+
+    folder = Path(summary["report"]).parent
+    assert folder.name == summary["run_id"]
+    return (
+        json.loads((folder / "summary.json").read_text()),
+        (folder / "index.html").read_text(),
+        (folder / "duplicates.csv").read_text(),
+    )
+
+
+def test_the_runs_own_report_describes_the_collection_it_embedded(
+    prefect_api, collection, tmp_path
+):
+    source = tmp_path / "images"
+    shutil.copytree(collection[0], source)
+    lake = tmp_path / "lake"
+    params = _params(source, lake).model_copy(update={"backbones": FAST[:1]})
+    first = embed_collection(params)
+    summary, page, duplicates = _report_of(first)
+    assert summary["status"] == "finished"
+    assert "<div>status</div><div>finished</div>" in page
+    # the byte-identical copy make_collection puts beside its original
+    assert "copies/same_bytes.jpg|good/astronaut.jpg" in duplicates.replace('"', "")
+    assert "copies/same_bytes.jpg" in page
+
+    # a rerun that adds a copy: its report holds it, not the previous run's collection
+    (source / "added").mkdir()
+    shutil.copy(source / "good" / "coffee.jpg", source / "added" / "coffee_again.jpg")
+    second = embed_collection(params)
+    summary, page, duplicates = _report_of(second)
+    assert summary["status"] == "finished" and summary["run_id"] == second["run_id"]
+    assert "added/coffee_again.jpg|good/coffee.jpg" in duplicates.replace('"', "")
+    assert "added/coffee_again.jpg" in page
+
+
+def test_a_catalog_that_cannot_be_built_at_the_start_fails_the_run(
+    prefect_api, collection, tmp_path
+):
+    source, _ = collection
+    lake = tmp_path / "lake"
+    params = _params(source, lake).model_copy(update={"backbones": FAST[:1]})
+    embed_collection(params)
+    # a part that is not Parquet: every catalog build from now on fails on it
+    (lake / "files_gone" / "zz-broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(duckdb.Error):
+        embed_collection(params)
+    rows = _raw_runs(lake)
+    assert [r[:2] for r in rows].count(("finished", "finished")) == 1
+    ((stage, status, message),) = [r for r in rows if r[0] == "failed"]
+    assert status == "failed" and message.startswith("open-catalog: ")
+    assert [r[:2] for r in rows].count(("started", "running")) == 2
