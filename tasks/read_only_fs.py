@@ -12,7 +12,9 @@ served by the wrapper instead of the writable filesystem.
 
 from __future__ import annotations
 
+import io
 import posixpath
+import threading
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
@@ -47,7 +49,7 @@ class ReadOnlyFileSystem(AbstractFileSystem):
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode not in ("rb", "r"):
             raise PermissionError(f"{path}: the lake is read-only here")
-        return self.fs.open(self._inside(path), mode, **kwargs)
+        return _ThreadSafeReader(self.fs.open(self._inside(path), "rb", **kwargs))
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list:
         return self.fs.ls(self._inside(path), detail=detail, **kwargs)
@@ -82,3 +84,50 @@ class ReadOnlyFileSystem(AbstractFileSystem):
     # every way fsspec (and DuckDB through it) writes, moves or deletes
     mkdir = makedirs = rmdir = rm = rm_file = _rm = cp_file = copy = mv = _refuse
     put_file = put = pipe_file = pipe = touch = _refuse
+
+
+class _ThreadSafeReader(io.RawIOBase):
+    """One open file read by several DuckDB threads at once: DuckDB seeks, then reads, in two
+    calls, and another thread's seek in between made a read start at the wrong place (a short
+    read, "Failed to read N bytes from Python file"). Each thread keeps its own position here,
+    and a lock makes each seek-and-read on the shared file one step."""
+
+    def __init__(self, handle: Any):
+        super().__init__()
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._where = threading.local()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return getattr(self._where, "position", 0)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.tell()
+        elif whence == io.SEEK_END:
+            with self._lock:
+                offset += self._handle.seek(0, io.SEEK_END)
+        self._where.position = offset
+        return offset
+
+    def read(self, size: int = -1) -> bytes:
+        with self._lock:
+            self._handle.seek(self.tell())
+            data = self._handle.read(size)
+        self._where.position = self.tell() + len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
