@@ -4,7 +4,10 @@ LAKE/reports/<run_id>/index.html holds everything inline (plots as PNG data URIs
 thumbnails as JPEG data URIs, CSS in the page): no network reference, readable offline on a
 laptop or a phone. Beside it: summary.json and one CSV per table for downstream tools.
 LAKE/reports/latest/ is a copy of the newest report. Everything is read through the read-only
-catalog (named queries from sql/analysis, the report's own from sql/report).
+catalog (named queries from sql/analysis, the report's own from sql/report), but thumbnails: those
+come from the SOURCE the run read, or one named with `embedlake report --source`, never from a
+folder the lake names. Text from the lake is text: escaped in HTML, drawn without mathtext in
+plots, and a CSV cell a spreadsheet would take for a formula starts with an apostrophe.
 
 A lake on shared storage (an fsspec URL) gets its reports written in its local cache folder
 first; each run's folder is then uploaded to LAKE/reports/<run_id>/ (one upload per file), while
@@ -20,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import pyarrow.csv as pacsv
 
 from . import lake
 from .catalog import connect_read_only, sql_text
-from .discover import fs_path
+from .discover import fs_path, open_regular_file
 from .queries import run_query
 from .sources import RemoteSource, open_source, readable_path
 
@@ -151,10 +153,7 @@ class _Thumbnails:
         real = Path(name).resolve(strict=True)
         if not real.is_relative_to(self.source):  # a symlink out of the source
             raise ValueError(f"{path!r} leads outside the source")
-        # non-blocking: a FIFO put where the image was must not hang the report
-        with open(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ValueError(f"{path!r} is not a regular file")
+        with open_regular_file(real) as handle:  # a FIFO where the image was must not hang it
             return handle.read()
 
     def _render(self, path: str) -> str:
