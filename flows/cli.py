@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "one_line"]
 
 _BANNER = "!" * 78
 
@@ -308,9 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"embedlake: error: {message}", file=sys.stderr)
+        print(f"embedlake: error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """What went wrong, in one line: the message's first line; for an error DuckDB passes on from
+    Python code (a registered filesystem's), which quotes the whole traceback, its last line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Traceback (most recent call last)"):
+        return lines[-1]
+    return lines[0]
 
 
 def _configure_prefect(debug: bool) -> None:
