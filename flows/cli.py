@@ -188,7 +188,12 @@ def _parser() -> argparse.ArgumentParser:
     similar = sub.add_parser(
         "similar", help="the lake's images nearest to images from outside it (writes nothing)"
     )
-    similar.add_argument("queries", nargs="+", metavar="FILE_OR_URL", help="query images")
+    similar.add_argument(
+        "queries",
+        nargs="+",
+        metavar="FILE_OR_URL",
+        help="query images: files, or http(s)://, s3://, gs://, az://, abfs:// URLs",
+    )
     similar.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
     similar.add_argument(
         "--backbone",
@@ -216,7 +221,11 @@ def _parser() -> argparse.ArgumentParser:
         "decodes without them is answered (with a note), one that does not is refused",
     )
     similar.add_argument(
-        "--max-pixels", type=int, default=None, help="decompression-bomb limit per query image"
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="decompression-bomb limit per query image (default: run's default; never the "
+        "lake's recorded value)",
     )
     similar.add_argument(
         "--decode-timeout",

@@ -207,7 +207,7 @@ def test_plugins_named_on_the_command_line_decode_within_the_time_limit(lake, tm
     slow = tmp_path / "query.slow"
     slow.write_bytes(b"SLOWIMG1" + bytes(64))
     args = ("--pillow-plugin", "tests.slow_plugin", "--decode-timeout", "2")
-    done, seconds, _ = _watched(root, env, str(slow), *args)
+    done, _, _ = _watched(root, env, str(slow), *args)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith(f"embedlake: error: query image {slow}: timeout: decoding took")
     assert len(done.stderr.splitlines()) == 1
