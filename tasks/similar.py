@@ -182,7 +182,9 @@ def held_backbones(
 
 
 def weights_source_for(group: LakeGroup) -> WeightsSource:
-    """Where the weights of `group` come from, read off its weights_id and its run's `--weights`."""
+    """Where the weights of `group` come from, read off its weights_id: seeded random weights and
+    timm's pretrained ones are reloaded; a weights file is never opened from the path the lake's
+    runs recorded (a lake may name any file of the reader's machine): the caller names it."""
     origin = group.weights_id.rpartition(":")[0]
     spec = resolve_backbone(group.backbone)
     if origin.startswith("random-seed"):
@@ -190,22 +192,15 @@ def weights_source_for(group: LakeGroup) -> WeightsSource:
     if origin == spec.pretrained_name:
         return WeightsSource("imagenet")
     if origin.startswith("file-"):
-        given = str(group.run_params.get("weights"))
-        if "=" in given:  # NAME=PATH,...: this backbone's file only, whatever became of the rest
-            mine = [
-                item for item in given.split(",") if item.split("=")[0].strip() == group.backbone
-            ]
-            given = ",".join(mine)
-        try:
-            return parse_weights_spec(given, [group.backbone])[group.backbone]
-        except WeightsError as exc:
-            raise WeightsError(
-                f"the lake's {group.backbone} embeddings were made with the weights file "
-                f"{origin.removeprefix('file-')} ({group.weights_id}), no longer where their run "
-                f"found it ({exc}): pass --weights {group.backbone}=PATH"
-            ) from exc
+        given = str(group.run_params.get("weights", ""))
+        recorded = f" (its run recorded {given!r})" if given else ""
+        raise WeightsError(
+            f"the lake's {group.backbone} embeddings were made with the weights file "
+            f"{origin.removeprefix('file-')!r}{recorded}; embedlake opens no path a lake names: "
+            f"pass --weights {group.backbone}=PATH"
+        )
     raise WeightsError(
-        f"the lake's {group.backbone} embeddings were made with weights {group.weights_id}, "
+        f"the lake's {group.backbone} embeddings were made with weights {group.weights_id!r}, "
         f"whose origin embedlake does not know: pass --weights {group.backbone}=PATH"
     )
 
