@@ -42,7 +42,7 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
         summary = None
         try:
             with stage("open-catalog"):
-                steps.build_catalog(lake)  # readers see the run as 'running' from the start
+                steps.rebuild_catalog(lake)  # readers see the run as 'running' from the start
             with stage("read-sidecar"):  # a bad sidecar fails in seconds, before any image
                 sidecar_frame = steps.read_metadata(ctx)
             with stage("discover"):
@@ -59,16 +59,16 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
             with stage("neighbors"):
                 steps.build_neighbors(ctx)
             with stage("probes"):  # --label-column: linear probes and label issues
-                steps.run_probes(ctx, inventory, sidecar, summary)
+                steps.probe_labels(ctx, inventory, sidecar, summary)
             # views read the Parquet when queried: the 'finished' row written next shows
             # through this catalog, and a catalog that cannot be built fails the run
             with stage("catalog"):
-                steps.build_catalog(lake)
+                steps.rebuild_catalog(lake)
             summary = steps.finish_run(ctx, summary, stage.seconds)
         except BaseException as exc:
             steps.record_failure(ctx, stage.current, exc, summary, stage.seconds)
             with contextlib.suppress(Exception):  # the run's own error is the one to raise
-                steps.build_catalog(lake)  # readers see the failure and what the run wrote
+                steps.rebuild_catalog(lake)  # readers see the failure and what the run wrote
             raise
         with stage("report"):  # the run is finished: a failure here is the report's alone
             try:

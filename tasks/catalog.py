@@ -39,7 +39,7 @@ from pathlib import Path
 
 import duckdb
 
-from .lake import Lake
+from .lake import SCHEMA_PART, Lake
 
 __all__ = [
     "CATALOG_NAME",
@@ -83,8 +83,8 @@ def _literal(location: str) -> str:
 def latest_metadata_part(lake: str | Path | Lake) -> str:
     """The name of the newest run's sidecar part (the schema part when there is none)."""
     lake = Lake.at(lake)
-    parts = [name for name in lake.part_names("metadata") if name != "_schema.parquet"]
-    return parts[-1] if parts else "_schema.parquet"
+    parts = [name for name in lake.part_names("metadata") if name != SCHEMA_PART]
+    return parts[-1] if parts else SCHEMA_PART
 
 
 def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:

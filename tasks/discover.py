@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from .schemas import FILES_SCHEMA
 from .sources import RemoteFile, RemoteSource, path_from_readable, readable_path
 
 __all__ = [
@@ -63,32 +64,8 @@ ERROR_CODES = {
     "unreadable": "the file could not be read (permissions, I/O error)",
 }
 
-FILE_COLUMNS = [
-    "path",
-    "path_bytes",
-    "size_bytes",
-    "mtime",
-    "mtime_ns",
-    "image_id",
-    "status",
-    "error_code",
-    "error_message",
-    "format",
-    "width",
-    "height",
-    "mode",
-    "n_frames",
-    "exif_datetime",
-    "exif_make",
-    "exif_model",
-    "exif_orientation",
-    "exif_exposure_time",
-    "exif_f_number",
-    "exif_iso",
-    "exif_focal_length",
-    "gps_lat",
-    "gps_lon",
-]
+# a row's fields as discovery fills them; the caller stamps run_id, the writer recorded_at
+FILE_COLUMNS = [name for name in FILES_SCHEMA.names if name not in ("run_id", "recorded_at")]
 
 _HASH_CHUNK = 1 << 20
 

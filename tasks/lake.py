@@ -65,6 +65,7 @@ from .schemas import (  # re-exported: callers name them lake.X
     PREDICTIONS_SCHEMA,
     PROBES_SCHEMA,
     RUNS_SCHEMA,
+    SCHEMA_PART,
     TABLES,
 )
 from .schemas import SCHEMAS as _SCHEMAS
@@ -80,6 +81,7 @@ __all__ = [
     "PREDICTIONS_SCHEMA",
     "PROBES_SCHEMA",
     "RUNS_SCHEMA",
+    "SCHEMA_PART",
     "TABLES",
     "VECTOR_STORAGE",
     "VectorStorage",
@@ -119,7 +121,6 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # fsspec protocols of object stores: an object appears whole when its upload completes, so a
 # part goes up in one upload of a complete local file (no temporary object, no rename)
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
-_SCHEMA_PART = "_schema.parquet"
 
 
 class NotALake(ValueError):
@@ -211,23 +212,23 @@ class Lake(abc.ABC):
         self.refuse_if_not_a_lake()
         self._make_folders()
         for table, schema in _SCHEMAS.items():
-            if not self._exists(table, _SCHEMA_PART) or not self._schema_has(table, schema):
-                self.write_part(schema.empty_table(), table, _SCHEMA_PART)
+            if not self._exists(table, SCHEMA_PART) or not self._schema_has(table, schema):
+                self.write_part(schema.empty_table(), table, SCHEMA_PART)
         return self
 
     def _schema_has(self, table: str, schema: pa.Schema) -> bool:
         stored = pq.read_schema(
-            self._part_path(table, _SCHEMA_PART), filesystem=self._arrow_filesystem()
+            self._part_path(table, SCHEMA_PART), filesystem=self._arrow_filesystem()
         )
         return set(schema.names) <= set(stored.names)
 
     def missing_tables(self) -> list[str]:
         """Tables without their schema part (a lake made by an older embedlake)."""
-        return [table for table in _SCHEMAS if not self._exists(table, _SCHEMA_PART)]
+        return [table for table in _SCHEMAS if not self._exists(table, SCHEMA_PART)]
 
     def exists(self) -> bool:
         """Whether a lake was ever created here (its runs table has its schema part)."""
-        return self._exists("runs", _SCHEMA_PART)
+        return self._exists("runs", SCHEMA_PART)
 
     def refuse_if_not_a_lake(self) -> None:
         """NotALake when this folder holds other things and no lake: a writer must not create

@@ -16,6 +16,7 @@ __all__ = [
     "PROBES_SCHEMA",
     "RUNS_SCHEMA",
     "SCHEMAS",
+    "SCHEMA_PART",
     "TABLES",
 ]
 
@@ -203,6 +204,9 @@ LABEL_ISSUES_SCHEMA = pa.schema(
 
 # the metadata table's columns are the sidecar's own; these two are always there for joins
 METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string())])
+
+# each table's folder holds an empty part of this name: its schema, for readers of an empty table
+SCHEMA_PART = "_schema.parquet"
 
 SCHEMAS = {
     "runs": RUNS_SCHEMA,

@@ -69,7 +69,6 @@ __all__ = [
     "RunContext",
     "StageClock",
     "attach_metadata",
-    "build_catalog",
     "build_neighbors",
     "reindex_fn",
     "publish_report",
@@ -80,10 +79,11 @@ __all__ = [
     "plan_shards",
     "finish_run",
     "load_backbones",
+    "probe_labels",
     "read_metadata",
     "record_embedded",
+    "rebuild_catalog",
     "record_failure",
-    "run_probes",
     "start_run",
 ]
 
@@ -539,7 +539,7 @@ def reindex_fn(root: lake.Lake, device: str = "auto") -> dict[str, int]:
     return written
 
 
-def run_probes_fn(
+def probe_labels_fn(
     ctx: RunContext,
     inventory: Inventory,
     sidecar: SidecarResult | None,
@@ -634,7 +634,7 @@ def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
     return report["path"]
 
 
-def build_catalog_fn(root: lake.Lake) -> Path:
+def rebuild_catalog_fn(root: lake.Lake) -> Path:
     return catalog.build_catalog(root)
 
 
@@ -653,10 +653,10 @@ record_embedded = _as_task(record_embedded_fn, "record-embedded")
 finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
 build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")
-run_probes = _as_task(run_probes_fn, "probes")
+probe_labels = _as_task(probe_labels_fn, "probe-labels")
 publish_report = _as_task(publish_report_fn, "publish-report")
 plan_shards = _as_task(plan_shards_fn, "plan-shards")
 # a Python error in a shard is retried once here; a crashed worker process is retried by Ray
 embed_shard = _as_task(embed_shard_fn, "embed-shard", retries=1)
 merge_shards = _as_task(merge_shards_fn, "merge-shards")
-build_catalog = _as_task(build_catalog_fn, "build-catalog", retries=2, retry_delay_seconds=1)
+rebuild_catalog = _as_task(rebuild_catalog_fn, "rebuild-catalog", retries=2, retry_delay_seconds=1)
