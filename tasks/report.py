@@ -383,185 +383,253 @@ def build_report(
 ) -> ReportResult:
     """Write LAKE/reports/<run_id>/ (index.html, summary.json, CSVs) and refresh reports/latest.
 
+    Each section is a builder fed by named queries; the tables it shows are written as CSV.
     Thumbnails are read from `source` alone (see `_Thumbnails`); without one the report has none.
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     root = lake.Lake.at(root)
     # labels, paths and names in plots are text: no mathtext (a '$' pair was parsed), no LaTeX
     with matplotlib.rc_context(_PLAIN_TEXT), connect_read_only(root) as con:
-
-        def q(name: str, **params: Any) -> pa.Table:
-            return con.sql(sql_text("report", f"{name}.sql"), params=params).to_arrow_table()
-
-        runs = q("run", run_id=run_id).to_pylist()
-        if not runs:
-            raise LookupError(
-                f"no run {run_id} in {root}" if run_id else f"no finished run in {root} yet"
-            )
-        run = runs[0]
+        run = _the_run(con, root, run_id)
         run_id = lake.valid_run_id(run["run_id"])  # it names the report's folder
         tables: dict[str, pa.Table] = {}
         thumbs = _Thumbnails(source)
-        sections: list[tuple[str, str]] = []
-
-        # the run
-        weights = json.loads(run["weights"] or "{}")
-        stages = json.loads(run["stage_seconds"] or "{}")
-        versions = json.loads(run["versions"] or "{}")
-        rate = run["images_per_second"]
-        kv = {
-            "run": run_id,
-            "status": run["status"],
-            "source": run["source"],
-            "started": run["started_at"],
-            "finished": run["finished_at"],
-            "files": f"{run['n_files']} ({run['n_ok']} ok, {run['n_error']} errors)",
-            "distinct images": run["n_unique_images"],
-            "embedded / already in the lake": f"{run['n_embedded']} / {run['n_skipped']}",
-            "throughput": f"{rate:.1f} images/s" if rate else "-",
-            "wall time": f"{run['seconds']:.1f} s" if run["seconds"] else "-",
-            "device / precision": f"{run['device']} / {run['precision']}",
-            **{f"weights: {k}": v for k, v in weights.items()},
-            "stage seconds": ", ".join(f"{k} {v}" for k, v in stages.items()),
-            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-            "thumbnails": thumbs.note,
-        }
-        body = "".join(f"<div>{_h(k)}</div><div>{_h(_fmt(v))}</div>" for k, v in kv.items())
-        banner = ""
-        if run["weights_random"]:
-            banner = (
-                '<p class="banner">RANDOM WEIGHTS: this run used randomly initialised '
-                "backbones; its similarities, neighbours and groupings mean nothing. "
-                f"{_h(run['message'] or '')}</p>"
-            )
-        sections.append(("The run", f'{banner}<div class="kv">{body}</div>'))
-
-        # errors
-        errors = run_query(con, "errors_summary", {"run_id": run_id})
-        tables["errors"] = errors
-        sections.append(("Errors by code", _table(errors)))
-
-        # EXIF
-        cameras = run_query(con, "exif_summary", {})
-        tables["cameras"] = cameras
-        months = q("taken_by_month", run_id=run_id)
-        plot = ""
-        if months.num_rows:
-            fig, ax = plt.subplots(figsize=(7, 2.4))
-            ax.bar(
-                [m.strftime("%Y-%m") for m in months.column("month").to_pylist()],
-                months.column("images").to_pylist(),
-                color="#3b6ea5",
-            )
-            ax.set_ylabel("images")
-            ax.tick_params(axis="x", rotation=60, labelsize=7)
-            plot = _png(fig)
-        else:
-            plot = '<p class="muted">no EXIF capture dates</p>'
-        sections.append(("Cameras and dates (EXIF)", _table(cameras) + plot))
-
-        # duplicates and near-duplicates
-        dups = run_query(con, "duplicates", {})
-        tables["duplicates"] = dups
-        gallery = "".join(
-            '<div class="pair">' + "".join(thumbs.img(p, p) for p in row["paths"][:4]) + "</div>"
-            for row in dups.slice(0, 12).to_pylist()
-        )
-        near = run_query(con, "near_duplicates", {"threshold": "0.95"})
-        tables["near_duplicates"] = near
-        pairs = "".join(
-            '<div class="pair">'
-            + thumbs.img(r["path_a"], r["path_a"])
-            + thumbs.img(r["path_b"], f"{r['path_b']} ({r['backbone']} {r['similarity']:.4f})")
-            + "</div>"
-            for r in near.slice(0, 16).to_pylist()
-        )
-        sections.append(
-            (
-                "Duplicates and near-duplicates",
-                f"<h3>Byte-identical ({dups.num_rows} groups)</h3>"
-                f'<div class="grid">{gallery or "<p class=muted>(none)</p>"}</div>'
-                f"<h3>Near-identical, cosine &ge; 0.95 ({near.num_rows} pairs)</h3>"
-                f'<div class="grid">{pairs or "<p class=muted>(none)</p>"}</div>',
-            )
-        )
-
-        sections.append(_outliers_section(con, thumbs, tables))
-
-        # label structure
-        labels = {r["image_id"]: r["label"] for r in q("labels", column=label_column).to_pylist()}
-        embedded = q("run_embeddings", run_id=run_id, limit=sample)
-        plots = []
-        vectors_by_backbone: dict[str, tuple[list[str], np.ndarray]] = {}
-        for backbone in sorted(set(embedded.column("backbone").to_pylist())):
-            part = embedded.filter(pa.compute.equal(embedded["backbone"], backbone))
-            ids = part.column("image_id").to_pylist()
-            vectors = lake.vectors_of(part)
-            vectors_by_backbone[backbone] = (ids, vectors)
-            if len(ids) < 3:
-                continue
-            xy = _pca_2d(vectors)
-            fig, ax = plt.subplots(figsize=(5, 4))
-            names = [_visible(labels.get(i) or "(no label)") for i in ids]
-            for name in sorted(set(names)):
-                mask = np.array([n == name for n in names])
-                ax.scatter(xy[mask, 0], xy[mask, 1], s=14, label=name)
-            ax.set_title(_visible(f"{backbone}: 2-D PCA, coloured by {label_column}"))
-            if len(set(names)) <= 20:
-                ax.legend(fontsize=6, loc="best")
-            plots.append(_png(fig))
-        purity = run_query(con, "label_purity", {"column": label_column})
-        tables["label_purity"] = purity
-        note = (
-            ""
-            if labels
-            else (
-                f'<p class="muted">the sidecar has no "{_h(label_column)}"'
-                " column: points are uncoloured</p>"
-            )
-        )
-        sections.append(("Label structure", note + "".join(plots) + _table(purity)))
-
-        sections.append(_agreement_section(con, tables))
-        params = json.loads(run["params"] or "{}")
-        for column in params.get("label_columns") or []:
+        vectors = _sampled_vectors(con, run_id, sample)
+        sections = [
+            _run_section(run, run_id, thumbs),
+            _errors_section(con, run_id, tables),
+            _exif_section(con, run_id, tables),
+            _duplicates_section(con, thumbs, tables),
+            _outliers_section(con, thumbs, tables),
+            _label_structure_section(con, label_column, vectors, tables),
+            _agreement_section(con, tables),
+        ]
+        for column in json.loads(run["params"] or "{}").get("label_columns") or []:
             sections.append(_labels_section(con, column, thumbs, tables))
+        sections.append(_changes_section(con, run_id, vectors, sample, tables))
+    return _write_report(root, run, run_id, sections, tables)
 
-        # what changed
-        previous = q("previous_run", run_id=run_id).to_pylist()
-        if previous:
-            prev_id = previous[0]["run_id"]
-            changes = q("image_changes", run_id=run_id, previous_id=prev_id)
-            tables["changes"] = changes
-            prev_emb = q("run_embeddings", run_id=prev_id, limit=sample)
-            shifts = []
-            for backbone, (_, vectors) in vectors_by_backbone.items():
-                part = prev_emb.filter(pa.compute.equal(prev_emb["backbone"], backbone))
-                if part.num_rows and len(vectors):
-                    a, b = lake.vectors_of(part).mean(axis=0), vectors.mean(axis=0)
-                    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-                    shifts.append({"backbone": backbone, "centroid_shift": 1 - cosine})
-            shift_table = pa.Table.from_pylist(shifts) if shifts else pa.table({})
-            tables["centroid_shift"] = shift_table
-            body = (
-                f"<p>compared with run {_h(prev_id)}</p>"
-                + _table(changes)
-                + "<p>centroid shift (1 - cosine between the mean embeddings)</p>"
-                + _table(shift_table)
-            )
-        else:
-            body = '<p class="muted">the first run of this lake: nothing to compare</p>'
-        sections.append(("What changed since the previous run", body))
 
+def _the_run(con: Any, root: lake.Lake, run_id: str | None) -> dict[str, Any]:
+    runs = _report_rows(con, "run", run_id=run_id).to_pylist()
+    if not runs:
+        raise LookupError(
+            f"no run {run_id} in {root}" if run_id else f"no finished run in {root} yet"
+        )
+    return runs[0]
+
+
+def _sampled_vectors(con: Any, run_id: str, sample: int) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per backbone, the image ids and embeddings of a sample of the run's images (read once: the
+    label structure plots them, what changed compares their centroid with the previous run's)."""
+    embedded = _report_rows(con, "run_embeddings", run_id=run_id, limit=sample)
+    found = {}
+    for backbone in sorted(set(embedded.column("backbone").to_pylist())):
+        part = embedded.filter(pa.compute.equal(embedded["backbone"], backbone))
+        found[backbone] = (part.column("image_id").to_pylist(), lake.vectors_of(part))
+    return found
+
+
+def _run_section(run: dict[str, Any], run_id: str, thumbs: _Thumbnails) -> tuple:
+    weights = json.loads(run["weights"] or "{}")
+    stages = json.loads(run["stage_seconds"] or "{}")
+    versions = json.loads(run["versions"] or "{}")
+    rate = run["images_per_second"]
+    kv = {
+        "run": run_id,
+        "status": run["status"],
+        "source": run["source"],
+        "started": run["started_at"],
+        "finished": run["finished_at"],
+        "files": f"{run['n_files']} ({run['n_ok']} ok, {run['n_error']} errors)",
+        "distinct images": run["n_unique_images"],
+        "embedded / already in the lake": f"{run['n_embedded']} / {run['n_skipped']}",
+        "throughput": f"{rate:.1f} images/s" if rate else "-",
+        "wall time": f"{run['seconds']:.1f} s" if run["seconds"] else "-",
+        "device / precision": f"{run['device']} / {run['precision']}",
+        **{f"weights: {k}": v for k, v in weights.items()},
+        "stage seconds": ", ".join(f"{k} {v}" for k, v in stages.items()),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "thumbnails": thumbs.note,
+    }
+    body = "".join(f"<div>{_h(k)}</div><div>{_h(_fmt(v))}</div>" for k, v in kv.items())
+    banner = ""
+    if run["weights_random"]:
+        banner = (
+            '<p class="banner">RANDOM WEIGHTS: this run used randomly initialised '
+            "backbones; its similarities, neighbours and groupings mean nothing. "
+            f"{_h(run['message'] or '')}</p>"
+        )
+    return ("The run", f'{banner}<div class="kv">{body}</div>')
+
+
+def _errors_section(con: Any, run_id: str, tables: dict[str, pa.Table]) -> tuple:
+    errors = run_query(con, "errors_summary", {"run_id": run_id})
+    tables["errors"] = errors
+    return ("Errors by code", _table(errors))
+
+
+def _exif_section(con: Any, run_id: str, tables: dict[str, pa.Table]) -> tuple:
+    import matplotlib.pyplot as plt
+
+    cameras = run_query(con, "exif_summary", {})
+    tables["cameras"] = cameras
+    months = _report_rows(con, "taken_by_month", run_id=run_id)
+    if not months.num_rows:
+        return (
+            "Cameras and dates (EXIF)",
+            _table(cameras) + '<p class="muted">no EXIF capture dates</p>',
+        )
+    fig, ax = plt.subplots(figsize=(7, 2.4))
+    ax.bar(
+        [m.strftime("%Y-%m") for m in months.column("month").to_pylist()],
+        months.column("images").to_pylist(),
+        color="#3b6ea5",
+    )
+    ax.set_ylabel("images")
+    ax.tick_params(axis="x", rotation=60, labelsize=7)
+    return ("Cameras and dates (EXIF)", _table(cameras) + _png(fig))
+
+
+def _duplicates_section(con: Any, thumbs: _Thumbnails, tables: dict[str, pa.Table]) -> tuple:
+    dups = run_query(con, "duplicates", {})
+    tables["duplicates"] = dups
+    gallery = "".join(
+        '<div class="pair">' + "".join(thumbs.img(p, p) for p in row["paths"][:4]) + "</div>"
+        for row in dups.slice(0, 12).to_pylist()
+    )
+    near = run_query(con, "near_duplicates", {"threshold": "0.95"})
+    tables["near_duplicates"] = near
+    pairs = "".join(
+        '<div class="pair">'
+        + thumbs.img(r["path_a"], r["path_a"])
+        + thumbs.img(r["path_b"], f"{r['path_b']} ({r['backbone']} {r['similarity']:.4f})")
+        + "</div>"
+        for r in near.slice(0, 16).to_pylist()
+    )
+    return (
+        "Duplicates and near-duplicates",
+        f"<h3>Byte-identical ({dups.num_rows} groups)</h3>"
+        f'<div class="grid">{gallery or "<p class=muted>(none)</p>"}</div>'
+        f"<h3>Near-identical, cosine &ge; 0.95 ({near.num_rows} pairs)</h3>"
+        f'<div class="grid">{pairs or "<p class=muted>(none)</p>"}</div>',
+    )
+
+
+def _label_structure_section(
+    con: Any,
+    label_column: str,
+    vectors: dict[str, tuple[list[str], np.ndarray]],
+    tables: dict[str, pa.Table],
+) -> tuple:
+    """A 2-D PCA of each backbone's sample, coloured by `label_column`, and its label purity."""
+    rows = _report_rows(con, "labels", column=label_column).to_pylist()
+    labels = {r["image_id"]: r["label"] for r in rows}
+    plots = [
+        _pca_plot(backbone, ids, found, labels, label_column)
+        for backbone, (ids, found) in vectors.items()
+        if len(ids) >= 3
+    ]
+    purity = run_query(con, "label_purity", {"column": label_column})
+    tables["label_purity"] = purity
+    note = (
+        ""
+        if labels
+        else (
+            f'<p class="muted">the sidecar has no "{_h(label_column)}"'
+            " column: points are uncoloured</p>"
+        )
+    )
+    return ("Label structure", note + "".join(plots) + _table(purity))
+
+
+def _pca_plot(
+    backbone: str, ids: list[str], vectors: np.ndarray, labels: dict[str, str], column: str
+) -> str:
+    import matplotlib.pyplot as plt
+
+    xy = _pca_2d(vectors)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    names = [_visible(labels.get(i) or "(no label)") for i in ids]
+    for name in sorted(set(names)):
+        mask = np.array([n == name for n in names])
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=14, label=name)
+    ax.set_title(_visible(f"{backbone}: 2-D PCA, coloured by {column}"))
+    if len(set(names)) <= 20:
+        ax.legend(fontsize=6, loc="best")
+    return _png(fig)
+
+
+def _changes_section(
+    con: Any,
+    run_id: str,
+    vectors: dict[str, tuple[list[str], np.ndarray]],
+    sample: int,
+    tables: dict[str, pa.Table],
+) -> tuple:
+    """Images added, removed and kept since the previous finished run, and how far each
+    backbone's centroid moved."""
+    title = "What changed since the previous run"
+    previous = _report_rows(con, "previous_run", run_id=run_id).to_pylist()
+    if not previous:
+        return (title, '<p class="muted">the first run of this lake: nothing to compare</p>')
+    prev_id = previous[0]["run_id"]
+    changes = _report_rows(con, "image_changes", run_id=run_id, previous_id=prev_id)
+    tables["changes"] = changes
+    prev_emb = _report_rows(con, "run_embeddings", run_id=prev_id, limit=sample)
+    shifts = []
+    for backbone, (_, found) in vectors.items():
+        part = prev_emb.filter(pa.compute.equal(prev_emb["backbone"], backbone))
+        if part.num_rows and len(found):
+            a, b = lake.vectors_of(part).mean(axis=0), found.mean(axis=0)
+            cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+            shifts.append({"backbone": backbone, "centroid_shift": 1 - cosine})
+    shift_table = pa.Table.from_pylist(shifts) if shifts else pa.table({})
+    tables["centroid_shift"] = shift_table
+    return (
+        title,
+        f"<p>compared with run {_h(prev_id)}</p>"
+        + _table(changes)
+        + "<p>centroid shift (1 - cosine between the mean embeddings)</p>"
+        + _table(shift_table),
+    )
+
+
+def _write_report(
+    root: lake.Lake,
+    run: dict[str, Any],
+    run_id: str,
+    sections: list[tuple[str, str]],
+    tables: dict[str, pa.Table],
+) -> ReportResult:
+    """The page, its CSVs and summary.json in reports/<run_id>/, copied to reports/latest."""
     reports = root.local_dir / "reports"
     folder = reports / run_id
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.html").write_text(_page(run_id, sections))
+    for name, table in tables.items():
+        if table.num_columns:
+            pacsv.write_csv(_csv_safe(table), folder / _csv_name(name))
+    summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
+    summary["sections"] = [t for t, _ in sections]
+    summary["tables"] = {name: t.num_rows for name, t in tables.items()}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _replace_latest(reports, folder, run_id)
+    return ReportResult(
+        path=str(folder / "index.html"),
+        lake_copy=root.publish_folder(folder, "reports", run_id),
+        run_id=run_id,
+        sections=summary["sections"],
+        bytes=(folder / "index.html").stat().st_size,
+        summary=summary,
+    )
+
+
+def _page(run_id: str, sections: list[tuple[str, str]]) -> str:
     nav = " &middot; ".join(f'<a href="#s{i}">{_h(t)}</a>' for i, (t, _) in enumerate(sections))
-    page = (
+    return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>embedlake report {_h(run_id)}</title><style>{_CSS}</style></head>"
@@ -572,28 +640,16 @@ def build_report(
         )
         + "</main></body></html>"
     )
-    (folder / "index.html").write_text(page)
-    for name, table in tables.items():
-        if table.num_columns:
-            pacsv.write_csv(_csv_safe(table), folder / _csv_name(name))
-    summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
-    summary["sections"] = [t for t, _ in sections]
-    summary["tables"] = {name: t.num_rows for name, t in tables.items()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _replace_latest(reports: Path, folder: Path, run_id: str) -> None:
+    # reports/latest is never half-copied: the copy is staged beside it, then renamed into place
     latest = reports / "latest"
     staging = reports / f".latest-{run_id}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(folder, staging)
     shutil.rmtree(latest, ignore_errors=True)
     staging.rename(latest)
-    return ReportResult(
-        path=str(folder / "index.html"),
-        lake_copy=root.publish_folder(folder, "reports", run_id),
-        run_id=run_id,
-        sections=summary["sections"],
-        bytes=(folder / "index.html").stat().st_size,
-        summary=summary,
-    )
 
 
 # a cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection)
