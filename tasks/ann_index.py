@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import lake
+from . import lake, topk
 
 __all__ = ["FACTORY", "NPROBE", "BadIndex", "GroupIndex", "check_group_name", "remove_index"]
 
@@ -276,19 +276,48 @@ class GroupIndex:
         """The committed segments, then those added since."""
         return self.manifest.segments + self.pending
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        query_ids: np.ndarray | None = None,
+        among: Container[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, image_ids) of each query's k best, best first, over every segment
-        (those added since the last commit too). One segment mapped at a time; unfound slots
-        are -inf / None.
+        (those added since the last commit too); unfound slots are -inf / None.
+
+        A query's own id (`query_ids`) and ids not `among` those given are left out: while that
+        leaves fewer than k of a query whose probed lists held more, the search asks for twice
+        as many.
         """
+        n = len(queries)
+        want = max(1, min(k + (query_ids is not None), self.ntotal))
+        while True:
+            sims, ids = self._search(queries, want)
+            full = np.isfinite(sims).sum(1) >= want  # the probed lists may hold more
+            out = np.zeros(ids.shape, bool)
+            if query_ids is not None:
+                out |= ids == np.asarray(query_ids, object).reshape(n, 1)
+            if among is not None:
+                out |= np.vectorize(lambda i: i not in among, otypes=[bool])(ids)
+            sims[out] = -np.inf
+            if want >= self.ntotal or not (full & (np.isfinite(sims).sum(1) < k)).any():
+                break
+            want = min(2 * want, self.ntotal)
+        ids, sims = topk.merge(*_unfound(n, k), ids, sims, k)
+        ids[~np.isfinite(sims)] = None
+        return sims, ids
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, image_ids) of each query's k best over every segment, one segment
+        mapped at a time; unfound slots are -inf / None."""
         import faiss
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         n = len(queries)
         segments = self.segments()
-        best_s = np.full((n, k), -np.inf, np.float32)
-        best_seg = np.full((n, k), -1, np.int64)  # which segment, and which label in it
-        best_label = np.full((n, k), -1, np.int64)
+        # a hit is (segment number << 40 | label): one running top-k over the segments
+        best_at, best_s = _unfound(n, k, np.int64(-1))
         for number, seg in enumerate(segments):
             path = self.folder / f"{seg.name}.faiss"
             try:
@@ -302,15 +331,12 @@ class GroupIndex:
             sims, labels = index.search(queries, min(k, seg.rows))
             del index  # unmaps the segment
             sims[labels < 0] = -np.inf
-            s = np.concatenate([best_s, sims], axis=1)
-            order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-            best_s = np.take_along_axis(s, order, 1)
-            segs = np.concatenate([best_seg, np.full(labels.shape, number)], axis=1)
-            best_seg = np.take_along_axis(segs, order, 1)
-            best_label = np.take_along_axis(np.concatenate([best_label, labels], axis=1), order, 1)
+            at = np.where(labels >= 0, (number << 40) | labels, -1)
+            best_at, best_s = topk.merge(best_at, best_s, at, sims, k)
         # names of the winners only: a query reads a few id row groups, not one per hit
         best_id = np.full((n, k), None, object)
-        found = np.isfinite(best_s) & (best_label >= 0)
+        found = np.isfinite(best_s) & (best_at >= 0)
+        best_seg, best_label = best_at >> 40, best_at & ((1 << 40) - 1)
         for number in np.unique(best_seg[found]):
             mine = found & (best_seg == number)
             best_id[mine] = self._names(segments[number], best_label[mine])
@@ -330,6 +356,12 @@ class GroupIndex:
         for path in self.folder.iterdir():
             if path.name not in live:
                 path.unlink()
+
+
+def _unfound(n: int, k: int, fill: object = None) -> tuple[np.ndarray, np.ndarray]:
+    """k empty slots per query: (ids, similarities) filled with `fill` / -inf."""
+    ids = np.full((n, k), fill, object if fill is None else np.int64)
+    return ids, np.full((n, k), -np.inf, np.float32)
 
 
 def remove_index(root: lake.Lake, name: str) -> None:

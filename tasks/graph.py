@@ -21,15 +21,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from . import lake
+from . import lake, topk
 from .ann_index import GroupIndex, check_group_name, remove_index
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "group_size",
     "iter_group_blocks",
     "open_index",
+    "search_group",
     "update_group",
 ]
 
@@ -215,6 +217,8 @@ def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = N
     """The group's current lists (latest version per image), optionally of `only` those ids."""
     import duckdb
 
+    from .catalog import sql_text
+
     tables = []
     for version, part in _group_parts(root, group_name(*key)):
         dataset = ds.dataset(
@@ -229,19 +233,9 @@ def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = N
         tables.append(table.append_column("version", pa.array([version] * len(table), pa.int32())))
     if not tables:
         return Lists.empty(k)
-    parts = pa.concat_tables(tables)  # noqa: F841 (read by DuckDB below)
-    latest = (
-        duckdb.connect()
-        .sql(
-            """
-            SELECT image_id, list(neighbor_id ORDER BY rank) AS nb,
-                   list(similarity ORDER BY rank) AS sim
-            FROM (FROM parts QUALIFY version = max(version) OVER (PARTITION BY image_id))
-            GROUP BY image_id ORDER BY image_id
-            """
-        )
-        .to_arrow_table()
-    )
+    con = duckdb.connect()
+    con.register("parts", pa.concat_tables(tables))
+    latest = con.execute(sql_text("search", "latest_lists.sql")).to_arrow_table()
     n = latest.num_rows
     neighbors = np.full((n, k), None, object)
     sims = np.full((n, k), -np.inf, np.float32)
@@ -284,23 +278,6 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
     return part
 
 
-def _merge(
-    current_nb: np.ndarray, current_s: np.ndarray, cand_nb: np.ndarray, cand_s: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of two ranked lists (similarity descending; None / -inf pads).
-
-    A candidate already in the row's list is not taken twice (an update redone after a kill
-    offers the same images again).
-    """
-    if current_nb.size and cand_nb.size:
-        again = (cand_nb[:, :, None] == current_nb[:, None, :]).any(axis=2)
-        cand_s = np.where(again & (cand_nb != None), -np.inf, cand_s)  # noqa: E711
-    nb = np.concatenate([current_nb, cand_nb], axis=1)
-    s = np.concatenate([current_s, cand_s], axis=1)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(nb, order, 1), np.take_along_axis(s, order, 1)
-
-
 # ------------------------------------------------------------------------------- exact mode
 
 
@@ -315,8 +292,6 @@ def _exact_update(
     key_block: int,
 ) -> Lists:
     """The lists that change when `new_ids` join the group: theirs, and those they enter."""
-    import torch
-
     position = {image_id: i for i, image_id in enumerate(current.ids)}
     # each existing image's best candidates among the new ones (as indexes into new_ids)
     cand_s = np.full((len(current.ids), k), -np.inf, np.float32)
@@ -324,41 +299,31 @@ def _exact_update(
     new_nb = np.full((len(new_ids), k), None, object)
     new_s = np.full((len(new_ids), k), -np.inf, np.float32)
     new_pos = {image_id: i for i, image_id in enumerate(new_ids)}
-    with torch.inference_mode():
-        for q0 in range(0, len(new_ids), query_block):
-            chunk = pa.array(new_ids[q0 : q0 + query_block], pa.string())
-            q = torch.from_numpy(_gather(root, key, chunk, new_pos, q0)).to(device)
-            best_s = torch.full((len(q), k), -float("inf"), device=device)
-            best_ids: list[np.ndarray] = []
-            best_i = torch.zeros((len(q), k), dtype=torch.long, device=device)
-            offset = 0
-            for ids, vectors in iter_group_blocks(root, key, block_rows=key_block):
-                scores = q @ torch.from_numpy(vectors).to(device).T
-                block_new = np.array([new_pos.get(i, -1) for i in ids], np.int64)
-                mine = np.flatnonzero((block_new >= q0) & (block_new < q0 + len(q)))
-                if len(mine):  # not its own neighbour
-                    rows = torch.from_numpy(block_new[mine] - q0).to(device)
-                    scores[rows, torch.from_numpy(mine).to(device)] = -float("inf")
-                # the block's own top-k first: memory stays at one block of scores
-                block_s, block_i = scores.topk(min(k, len(ids)), dim=1)
-                merged_s = torch.cat([best_s, block_s], dim=1)
-                merged_i = torch.cat([best_i, block_i + offset], dim=1)
-                best_s, pos = merged_s.topk(k, dim=1)
-                best_i = merged_i.gather(1, pos)
-                best_ids.append(ids)
-                offset += len(ids)
-                _offer_to_existing(scores, ids, block_new, position, q0, k, cand_s, cand_i)
-            all_ids = np.concatenate(best_ids)
-            s, idx = best_s.cpu().numpy(), best_i.cpu().numpy()
-            found = np.isfinite(s)
-            nb = np.full(idx.shape, None, object)
-            nb[found] = all_ids[idx[found]]
-            new_nb[q0 : q0 + len(q)], new_s[q0 : q0 + len(q)] = nb, s
+    for q0 in range(0, len(new_ids), query_block):
+        chunk = new_ids[q0 : q0 + query_block]
+        offer = partial(
+            _offer_to_existing,
+            position=position,
+            q0=q0,
+            k=k,
+            cand_s=cand_s,
+            cand_i=cand_i,
+        )
+        new_nb[q0 : q0 + len(chunk)], new_s[q0 : q0 + len(chunk)] = topk.top_k(
+            _gather(root, key, pa.array(chunk, pa.string()), new_pos, q0),
+            iter_group_blocks(root, key, block_rows=key_block),
+            k,
+            query_ids=chunk,
+            device=device,
+            each_block=offer,
+        )
     # existing images whose list a new image enters: merge, keep the top k
     kth = current.sims[:, -1] if k else np.empty(0, np.float32)
     changed = cand_s[:, 0] > kth
     cand_nb = np.where(cand_i[changed] >= 0, new_ids[np.clip(cand_i[changed], 0, None)], None)
-    nb, s = _merge(current.neighbors[changed], current.sims[changed], cand_nb, cand_s[changed], k)
+    nb, s = topk.merge(
+        current.neighbors[changed], current.sims[changed], cand_nb, cand_s[changed], k
+    )
     return Lists(
         np.concatenate([current.ids[changed], new_ids]),
         np.concatenate([nb, new_nb]),
@@ -382,29 +347,25 @@ def _gather(
 def _offer_to_existing(
     scores,
     ids: np.ndarray,
-    block_new: np.ndarray,
+    *,
     position: dict[str, int],
     q0: int,
     k: int,
     cand_s: np.ndarray,
     cand_i: np.ndarray,
 ) -> None:
-    """Merge each existing image of this block's best new candidates into its running top-k."""
+    """Merge each existing image of this block's best new candidates (the block's scores read
+    column-wise) into its running top-k."""
     import torch
 
     existing = np.array([position.get(i, -1) for i in ids], np.int64)
-    cols = np.flatnonzero((existing >= 0) & (block_new < 0))
+    cols = np.flatnonzero(existing >= 0)  # new images are not in `position`
     if not len(cols) or not k:
         return
     column_scores = scores[:, torch.from_numpy(cols).to(scores.device)].T  # (existing, queries)
-    top = min(k, column_scores.shape[1])
-    s, i = column_scores.topk(top, dim=1)
+    s, i = topk.top_of_scores(column_scores, min(k, column_scores.shape[1]))
     rows = existing[cols]
-    merged_s = np.concatenate([cand_s[rows], s.cpu().numpy()], axis=1)
-    merged_i = np.concatenate([cand_i[rows], i.cpu().numpy() + q0], axis=1)
-    order = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
-    cand_s[rows] = np.take_along_axis(merged_s, order, 1)
-    cand_i[rows] = np.take_along_axis(merged_i, order, 1)
+    cand_i[rows], cand_s[rows] = topk.merge(cand_i[rows], cand_s[rows], i + q0, s, k)
 
 
 # --------------------------------------------------------------------------------- ANN mode
@@ -453,11 +414,7 @@ def _ann_update(root: lake.Lake, key: GroupKey, index: GroupIndex, k: int, block
     added: set[str] = set()
     hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (existing, sim, new) per block
     for ids, vectors in iter_group_blocks(root, key, parts=new_parts, block_rows=block_rows):
-        sims, names = index.search(vectors, k + 1)
-        sims[names == ids[:, None]] = -np.inf  # not its own neighbour
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        sims, names = np.take_along_axis(sims, order, 1), np.take_along_axis(names, order, 1)
-        names[~np.isfinite(sims)] = None
+        sims, names = index.search(vectors, k, query_ids=ids)
         _write_lists(root, key, Lists(ids, names, sims), ANN_METHOD)
         written += len(ids)
         if not all_new:
@@ -493,7 +450,7 @@ def _enter_existing(
         cand_s[r, : len(best)] = [h[0] for h in best]
         cand_nb[r, : len(best)] = [h[1] for h in best]
     changed = cand_s[:, 0] > current.sims[:, -1]
-    nb, s = _merge(
+    nb, s = topk.merge(
         current.neighbors[changed], current.sims[changed], cand_nb[changed], cand_s[changed], k
     )
     _write_lists(root, key, Lists(current.ids[changed], nb, s), ANN_METHOD)
@@ -523,6 +480,49 @@ def open_index(root: lake.Lake, key: GroupKey, convert: bool = True) -> GroupInd
     `convert` (a reader, which writes nothing: it then gets None)."""
     covered = _covered_by(root, key) if convert else None
     return GroupIndex.open(root, group_name(*key), covered=covered)
+
+
+def search_group(
+    root: lake.Lake,
+    key: GroupKey,
+    queries: np.ndarray,
+    k: int,
+    *,
+    query_ids: np.ndarray | None = None,
+    among: Container[str] | None = None,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(ids, similarities, method) of each query's k nearest rows of the group, ranked as
+    `topk.top_k` ranks them; `query_ids` and `among` as `GroupIndex.search` takes them.
+
+    Through the group's ANN index when it has one, plus an exact scan of the embedding parts the
+    index does not cover yet (a run whose graph update did not happen: normally none); an exact
+    scan of every part otherwise. Writes nothing (an old index is not converted).
+    """
+    index = open_index(root, key, convert=False)
+    if index is None:
+        start, parts, method = None, None, "exact"
+    else:
+        sims, ids = index.search(queries, k, query_ids=query_ids, among=among)
+        covered = set(index.manifest.parts)
+        parts = [name for name in embedding_part_names(root) if name not in covered]
+        if not parts:  # nothing to scan: torch is not even imported
+            return ids, sims, ANN_METHOD
+        start, method = (ids, sims), f"{ANN_METHOD} + exact (parts not indexed yet)"
+    blocks = iter_group_blocks(root, key, parts=parts)
+    if among is not None:
+        blocks = _among(blocks, among)
+    ids, sims = topk.top_k(queries, blocks, k, query_ids=query_ids, start=start, device=device)
+    return ids, sims, method
+
+
+def _among(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], among: Container[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for ids, vectors in blocks:
+        keep = np.fromiter((image_id in among for image_id in ids), bool, len(ids))
+        if keep.any():
+            yield ids[keep], vectors[keep]
 
 
 def update_group(

@@ -1,13 +1,14 @@
 """nearest: a stored image's k most similar images, under the same backbone, weights and precision.
 
-A group with an ANN index (`ann_index`, made once the group outgrows `ann_threshold`) is searched
-through it, one mapped segment at a time, plus an exact scan of the embedding parts the index does
-not cover yet (a run whose graph update did not happen: normally none). A smaller group is
-scanned exactly, a block at a time. The query's own vector comes from a point lookup: embedding
-parts are sorted by image_id in row groups of `lake.ROW_GROUP_ROWS` rows, so the lookup reads
-one row group's ids per part, and one vector. Memory follows one index segment or one block,
-whatever the collection's size. The catalog's `nearest` macro answers the same question in SQL
-by a scan of every vector (exact; fine for small lakes).
+`graph.search_group` answers: a group with an ANN index (`ann_index`, made once the group outgrows
+`ann_threshold`) is searched through it, one mapped segment at a time, plus an exact scan of the
+embedding parts the index does not cover yet (a run whose graph update did not happen: normally
+none); a smaller group is scanned exactly, a block at a time (`topk.top_k`). The query's own
+vector comes from a point lookup (`sql/search/query_vector.sql`): embedding parts are sorted by
+image_id in row groups of `lake.ROW_GROUP_ROWS` rows, so the lookup reads one row group's ids per
+part, and one vector. Memory follows one index segment or one block, whatever the collection's
+size. The catalog's `nearest` macro answers the same question in SQL by a scan of every vector
+(exact; fine for small lakes).
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ def _query_vector(
     """
     import duckdb
 
+    from .catalog import sql_text
+
     con = duckdb.connect()
     root.register(con)
     row = con.execute(
-        "SELECT weights_id, precision, embedding "
-        "FROM read_parquet($parts, union_by_name = true) "
-        "WHERE image_id = $id AND backbone = $backbone ORDER BY created_at DESC LIMIT 1",
+        sql_text("search", "query_vector.sql"),
         {"parts": root.location("embeddings", "*.parquet"), "id": image_id, "backbone": backbone},
     ).fetchone()
     if row is None:
@@ -64,32 +65,17 @@ def nearest(lake_ref, image_id: str, backbone: str, k: int = 10) -> pa.Table:
         raise NearestError("k must be at least 1")
     root = lake.Lake.at(lake_ref)
     key, query = _query_vector(root, image_id, backbone)
-    index = graph.open_index(root, key, convert=False)  # a reader converts nothing
-    best_s = np.full(k + 1, -np.inf, np.float32)
-    best_id = np.full(k + 1, None, object)
-    if index is not None:
-        best_s, best_id = (a[0] for a in index.search(query[None], k + 1))
-        covered = set(index.manifest.parts)
-        uncovered = [name for name in graph.embedding_part_names(root) if name not in covered]
-        blocks = graph.iter_group_blocks(root, key, parts=uncovered) if uncovered else ()
-        method = graph.ANN_METHOD + (" + exact (parts not indexed yet)" if uncovered else "")
-    else:
-        blocks = graph.iter_group_blocks(root, key)
-        method = "exact"
-    for ids, vectors in blocks:
-        scores = vectors @ query
-        s = np.concatenate([best_s, scores])
-        i = np.concatenate([best_id, ids])
-        top = np.argsort(-s, kind="stable")[: k + 1]
-        best_s, best_id = s[top], i[top]
-    keep = [j for j in range(len(best_id)) if best_id[j] is not None and best_id[j] != image_id][:k]
+    ids, sims, method = graph.search_group(
+        root, key, query[None], k, query_ids=np.array([image_id], object)
+    )
+    keep = [j for j in range(k) if ids[0, j] is not None]
     return pa.table(
         {
             "query": [image_id] * len(keep),
             "backbone": [backbone] * len(keep),
             "rank": list(range(1, len(keep) + 1)),
-            "image_id": [best_id[j] for j in keep],
-            "similarity": [float(best_s[j]) for j in keep],
+            "image_id": [ids[0, j] for j in keep],
+            "similarity": [float(sims[0, j]) for j in keep],
             "method": [method] * len(keep),
         },
         schema=RESULT_SCHEMA,

@@ -3,7 +3,8 @@
 `build_neighbor_graph` brings every (backbone, weights_id, precision) group's graph up to date
 with the stored embeddings: the images not yet in the graph are added (`tasks/graph.py`: exact
 O(M * N) below `ann_threshold` images, a faiss index insert above); `rebuild=True` (the `reindex`
-command) recomputes every group from the Parquet. `exact_topk` is the in-memory exact top-k.
+command) recomputes every group from the Parquet. `exact_topk` is the in-memory
+exact top-k (`topk.top_k` over row blocks of one array).
 
 Beside it, linear CKA between each pair of backbones over the images both embedded (centred
 Gram-free form ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), on at most `cka_sample` images), summed
@@ -18,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import graph, lake
+from . import graph, lake, topk
 
 __all__ = [
     "AGREEMENT_SCHEMA",
@@ -41,34 +42,23 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indexes, similarities) of each row's k nearest other rows by dot product, both (N, k).
 
-    Memory is query_block x (key_block + k) scores at a time, whatever N is.
+    Memory is query_block x (key_block + k) scores at a time, whatever N is (`topk.top_k`).
     """
-    import torch
-
     n = len(vectors)
     k = min(k, n - 1)
     if k <= 0:
         return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
-    keys_all = torch.from_numpy(np.require(vectors, np.float32, ["C", "W"]))
+    rows = np.arange(n)
     out_idx = np.empty((n, k), np.int64)
     out_sim = np.empty((n, k), np.float32)
-    with torch.inference_mode():
-        for q0 in range(0, n, query_block):
-            q = keys_all[q0 : q0 + query_block].to(device)
-            rows = torch.arange(q0, q0 + len(q), device=device)
-            best_s = torch.full((len(q), k), -float("inf"), device=device)
-            best_i = torch.zeros((len(q), k), dtype=torch.long, device=device)
-            for k0 in range(0, n, key_block):
-                keys = keys_all[k0 : k0 + key_block].to(device)
-                scores = q @ keys.T
-                cols = torch.arange(k0, k0 + len(keys), device=device)
-                scores[rows[:, None] == cols[None, :]] = -float("inf")  # not its own neighbour
-                merged_s = torch.cat([best_s, scores], dim=1)
-                merged_i = torch.cat([best_i, cols.expand(len(q), -1)], dim=1)
-                best_s, pos = merged_s.topk(k, dim=1)
-                best_i = merged_i.gather(1, pos)
-            out_idx[q0 : q0 + len(q)] = best_i.cpu().numpy()
-            out_sim[q0 : q0 + len(q)] = best_s.cpu().numpy()
+    for q0 in range(0, n, query_block):
+        mine = rows[q0 : q0 + query_block]
+        keys = (
+            (rows[k0 : k0 + key_block], vectors[k0 : k0 + key_block])
+            for k0 in range(0, n, key_block)
+        )
+        ids, sims = topk.top_k(vectors[mine], keys, k, query_ids=mine, device=device)
+        out_idx[mine], out_sim[mine] = ids.astype(np.int64), sims
     return out_idx, out_sim
 
 
