@@ -250,18 +250,10 @@ def stage_nprobe(lake_dir: str, total: int, sample: int) -> dict:
 
 def _exact_top10(root, key, queries: np.ndarray, query_ids: list[str]):
     """(similarities, image_ids) of each query's exact top-10: a blocked scan of every vector."""
-    from embedlake.tasks import graph
+    from embedlake.tasks import graph, topk
 
-    best_s = np.full((len(queries), 10), -np.inf, np.float32)
-    best_i = np.full((len(queries), 10), None, object)
-    for ids, vectors in graph.iter_group_blocks(root, key, block_rows=65_536):
-        scores = queries @ vectors.T
-        scores[np.asarray(query_ids, object)[:, None] == ids[None, :]] = -np.inf
-        top = np.argpartition(-scores, 9, axis=1)[:, :10]
-        s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
-        i = np.concatenate([best_i, ids[top]], axis=1)
-        order = np.argsort(-s, axis=1)[:, :10]
-        best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+    blocks = graph.iter_group_blocks(root, key, block_rows=65_536)
+    best_i, best_s = topk.top_k(queries, blocks, 10, query_ids=query_ids)
     return best_s, best_i
 
 

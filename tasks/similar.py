@@ -22,10 +22,12 @@ ones a run recorded in `runs.params`. Where the lake's runs used plugins the cal
 the query proceeds (a query in a format Pillow knows decodes the same without them) with a note,
 and a query that does not decode says which plugins the run had.
 
-The search is an exact scan of the group's stored rows, streamed from the read-only catalog in
-blocks, with a running top-k per query: memory is bounded by the block size and k, not by the
-number of images (beyond the map of the current collection's paths). Nothing is written to the
-lake.
+The search is `nearest`'s (`graph.search_group`): through the group's ANN index when it has one,
+plus an exact scan of the parts the index does not cover, else an exact scan in blocks with a
+running top-k per query (`topk.top_k`), among the current collection's images only. Memory is
+bounded by one block or index segment and k, not by the number of images (beyond the map of the
+current collection's paths). The lake's tables are read through its read-only catalog; nothing
+is written to the lake.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +72,6 @@ __all__ = [
     "download",
     "find_similar",
     "held_backbones",
-    "nearest_in_blocks",
     "weights_source_for",
 ]
 
@@ -85,7 +86,6 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 
-_BLOCK_ROWS = 8192
 _QUERY_BATCH = 32
 
 # the run's per-file decode limit; a query gets it for its download, and again for its decode
@@ -423,72 +423,14 @@ def _is_global(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def nearest_in_blocks(
-    queries: np.ndarray, blocks: Iterable[tuple[list[str], np.ndarray]], k: int
-) -> list[list[tuple[str, float]]]:
-    """Per query row, the k (image_id, dot product) best over every block, best first.
-
-    Exact, with memory bounded by one block's scores; an image_id met in several blocks counts
-    once (its first score).
-    """
-    best: list[list[tuple[str, float]]] = [[] for _ in range(len(queries))]
-    for ids, vectors in blocks:
-        if not len(ids):
-            continue
-        scores = vectors @ queries.T  # (block, queries)
-        take = min(k, len(ids))
-        top = np.argpartition(-scores, take - 1, axis=0)[:take] if take < len(ids) else None
-        for q in range(len(queries)):
-            rows = top[:, q] if top is not None else range(len(ids))
-            best[q] = _merge(best[q], [(ids[r], float(scores[r, q])) for r in rows], k)
-    return best
-
-
-def _merge(
-    best: list[tuple[str, float]], found: list[tuple[str, float]], k: int
-) -> list[tuple[str, float]]:
-    seen = {image_id for image_id, _ in best}
-    fresh = [(i, s) for i, s in found if i not in seen]
-    return sorted(best + fresh, key=lambda item: (-item[1], item[0]))[:k]
-
-
-def _stored_groups(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
-    sql = "SELECT DISTINCT backbone, weights_id, precision FROM embedding_rows"
-    return [tuple(row) for row in con.execute(sql).fetchall()]
-
-
 def _finished_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    rows = con.execute(
-        "SELECT params, weights, precision FROM runs WHERE status = 'finished' "
-        "ORDER BY started_at DESC"
-    ).fetchall()
+    from .catalog import sql_text
+
+    rows = con.execute(sql_text("search", "finished_runs.sql")).fetchall()
     return [
         {"params": json.loads(p or "{}"), "weights": json.loads(w or "{}"), "precision": prec}
         for p, w, prec in rows
     ]
-
-
-def _blocks(
-    con: duckdb.DuckDBPyConnection, group: LakeGroup, paths: dict[str, str]
-) -> Iterator[tuple[list[str], np.ndarray]]:
-    """The group's stored vectors of the current collection's images, a block at a time."""
-    reader = con.sql(
-        "SELECT image_id, embedding FROM embedding_rows "
-        "WHERE backbone = $backbone AND weights_id = $weights_id AND precision = $precision",
-        params={
-            "backbone": group.backbone,
-            "weights_id": group.weights_id,
-            "precision": group.precision,
-        },
-    ).to_arrow_reader(_BLOCK_ROWS)
-    for batch in reader:
-        ids = batch.column(0).to_pylist()
-        keep = [i for i, image_id in enumerate(ids) if image_id in paths]
-        if not keep:
-            continue
-        flat = batch.column(1).flatten().to_numpy(zero_copy_only=False)
-        vectors = flat.astype(np.float32, copy=False).reshape(len(ids), -1)[keep]
-        yield [ids[i] for i in keep], vectors
 
 
 def _precision_here(precision: str, device: str) -> tuple[str, str | None]:
@@ -518,20 +460,23 @@ def find_similar(
 
     Raises SimilarError or WeightsError (one-line messages) for a query image that cannot be
     read or decoded, a backbone the lake does not hold, or weights that cannot be had or do not
-    reproduce the lake's weights_id. Reads the lake through its read-only catalog only. The
-    query limits and plugins are the caller's (`decode_queries`), never the lake's.
+    reproduce the lake's weights_id. Reads the lake's tables through its read-only catalog and
+    its embeddings and index as `nearest` does; writes nothing. The query limits and plugins
+    are the caller's (`decode_queries`), never the lake's.
     """
-    from .catalog import connect_read_only
-    from .embed import Embedder, resolve_device
+    from .catalog import connect_read_only, sql_text
+    from .embed import resolve_device
+    from .graph import group_keys, search_group
+    from .lake import Lake
     from .weights import load_backbone
 
     if k < 1:
         raise SimilarError("k must be at least 1")
+    root = Lake.at(lake)
     names = [resolve_backbone(name).name for name in backbones] if backbones else None
     notes: list[str] = []
-    found: dict[str, list[list[tuple[str, float]]]] = {}
-    with connect_read_only(lake) as con:
-        stored, runs = _stored_groups(con), _finished_runs(con)
+    with connect_read_only(root) as con:
+        stored, runs = group_keys(root), _finished_runs(con)
         loaded = {}
         if weights is not None:  # --weights picks among the lake's weights for each backbone
             names = held_backbones(stored, names)
@@ -556,23 +501,18 @@ def find_similar(
             raise
         if missing:
             notes.append(f"{_plugins_note(missing)} (the queries decoded without them)")
-        paths = dict(con.execute("SELECT image_id, path FROM image_paths").fetchall())
-        device = resolve_device(device)
-        for group in groups:
-            spec = resolve_backbone(group.backbone)
-            backbone = loaded.get(spec.name) or load_backbone(spec, weights_source_for(group))
-            if backbone.weights_id != group.weights_id:
-                raise WeightsError(
-                    f"the lake's {group.backbone} embeddings were made with weights "
-                    f"{group.weights_id}, but {backbone.source.kind} weights give "
-                    f"{backbone.weights_id}: pass --weights with the weights that made them"
-                )
-            precision, note = _precision_here(group.precision, device)
-            if note:
-                notes.append(note)
-            embedder = Embedder([backbone], device, precision)
-            vectors = _embed_queries(embedder, spec.name, crops[spec.name])
-            found[spec.name] = nearest_in_blocks(vectors, _blocks(con, group, paths), k)
+        paths = dict(con.execute(sql_text("search", "current_paths.sql")).fetchall())
+    device = resolve_device(device)
+    found: dict[str, list[list[tuple[str, float]]]] = {}
+    for group in groups:
+        vectors = _embed_group(group, loaded, crops, device, notes)
+        key = (group.backbone, group.weights_id, group.precision)
+        # the lake's current collection only: an image no longer in it is not an answer
+        ids, sims, _ = search_group(root, key, vectors, k, among=paths, device=device)
+        found[group.backbone] = [
+            [(image_id, float(s)) for image_id, s in zip(row, row_s, strict=True) if image_id]
+            for row, row_s in zip(ids, sims, strict=True)
+        ]
     rows = [
         {
             "query": query,
@@ -587,6 +527,33 @@ def find_similar(
         for rank, (image_id, similarity) in enumerate(found[group.backbone][position], start=1)
     ]
     return SimilarResult(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), notes)
+
+
+def _embed_group(
+    group: LakeGroup,
+    loaded: dict[str, Any],
+    crops: dict[str, list[np.ndarray]],
+    device: str,
+    notes: list[str],
+) -> np.ndarray:
+    """The queries' vectors in `group`: its weights (refused unless they reproduce its
+    weights_id), at its precision where this device computes it."""
+    from .embed import Embedder
+    from .weights import load_backbone
+
+    spec = resolve_backbone(group.backbone)
+    backbone = loaded.get(spec.name) or load_backbone(spec, weights_source_for(group))
+    if backbone.weights_id != group.weights_id:
+        raise WeightsError(
+            f"the lake's {group.backbone} embeddings were made with weights "
+            f"{group.weights_id}, but {backbone.source.kind} weights give "
+            f"{backbone.weights_id}: pass --weights with the weights that made them"
+        )
+    precision, note = _precision_here(group.precision, device)
+    if note:
+        notes.append(note)
+    embedder = Embedder([backbone], device, precision)
+    return _embed_queries(embedder, spec.name, crops[spec.name])
 
 
 def _decode_queries(

@@ -22,9 +22,9 @@ from embedlake.tasks.similar import (
     choose_groups,
     decode_queries,
     download,
-    nearest_in_blocks,
     weights_source_for,
 )
+from embedlake.tasks.topk import top_k
 from embedlake.tasks.weights import WeightsError, WeightsSource
 from tests.conftest import jpeg_bytes, photo
 
@@ -36,6 +36,15 @@ MOBILE = "mobilenet_v1_0.25_128"
 def _unit(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
     x = rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def nearest_in_blocks(queries, blocks, k) -> list[list[tuple[str, float]]]:
+    """top_k's answer (the search `similar` makes) as (image_id, similarity) lists per query."""
+    ids, sims = top_k(queries, blocks, k)
+    return [
+        [(i, float(s)) for i, s in zip(row, row_s, strict=True) if i is not None]
+        for row, row_s in zip(ids, sims, strict=True)
+    ]
 
 
 @pytest.mark.parametrize("block", [1, 7, 50, 1000])
