@@ -248,7 +248,8 @@ def run_probes(
         if backbone not in measured:
             measured[backbone] = _backbone_cost(backbone, device)
         macs, ms = measured[backbone]
-        edges = graph.graph_edges(root, (backbone, weights_id, precision), k)
+        group = (backbone, weights_id, precision)
+        edges = graph.graph_edges(root, group, k)
         for column, labels in labels_by_column.items():
             key = {
                 "backbone": backbone,
@@ -257,51 +258,11 @@ def run_probes(
                 "column": column,
                 "run_id": run_id,
             }
-            ids, vectors = graph.group_vectors(
-                root, (backbone, weights_id, precision), pa.array(sorted(labels), pa.string())
-            )
-            ids = list(ids)
-            given = [labels[i] for i in ids]
-            plan = plan_folds(given)
-            kept = set(plan.kept)
-            rows = [j for j, label in enumerate(given) if label in kept]
-            row = {
-                **key,
-                "n_images": len(rows),
-                "n_classes": len(plan.kept),
-                "n_set_aside": len(ids) - len(rows),
-                "set_aside_labels": plan.set_aside,
-                "n_folds": plan.n_folds,
-                "knn_accuracy": knn_accuracy({ids[j]: given[j] for j in rows}, edges),
-                "macs": macs,
-                "ms_per_image": ms,
-            }
-            if len(plan.kept) >= 2:
-                result = fit_probe(vectors[rows], [given[j] for j in rows], plan.n_folds)
-                row.update(result.metrics, n_issues=int(result.is_issue.sum()))
-                for pos, j in enumerate(rows):
-                    guess = result.classes[result.predicted[pos]]
-                    predictions.append(
-                        {
-                            **key,
-                            "image_id": ids[j],
-                            "given_label": given[j],
-                            "predicted_label": guess,
-                            "probability": float(result.probabilities[pos].max()),
-                        }
-                    )
-                    issues.append(
-                        {
-                            **key,
-                            "image_id": ids[j],
-                            "path": paths.get(ids[j]),
-                            "given_label": given[j],
-                            "suggested_label": guess,
-                            "label_quality": float(result.label_quality[pos]),
-                            "is_issue": bool(result.is_issue[pos]),
-                        }
-                    )
-            probes.append(row)
+            ids, vectors = graph.group_vectors(root, group, pa.array(sorted(labels), pa.string()))
+            row, predicted, flagged = _probe_column(key, list(ids), vectors, labels, edges, paths)
+            probes.append({**row, "macs": macs, "ms_per_image": ms})
+            predictions += predicted
+            issues += flagged
     root.write_part(
         lake.rows_to_table(predictions, lake.PREDICTIONS_SCHEMA), "predictions", f"{run_id}.parquet"
     )
@@ -310,3 +271,48 @@ def run_probes(
     )
     root.write_part(lake.rows_to_table(probes, lake.PROBES_SCHEMA), "probes", f"{run_id}.parquet")
     return probes
+
+
+def _probe_column(
+    key: dict[str, str],
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, str],
+    edges: list[tuple[str, str, int]],
+    paths: dict[str, str],
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One group's probe of one column: its probes row (without the cost), and its predictions
+    and label_issues rows (none when fewer than two classes can be probed)."""
+    given = [labels[i] for i in ids]
+    plan = plan_folds(given)
+    kept = set(plan.kept)
+    rows = [j for j, label in enumerate(given) if label in kept]
+    row = {
+        **key,
+        "n_images": len(rows),
+        "n_classes": len(plan.kept),
+        "n_set_aside": len(ids) - len(rows),
+        "set_aside_labels": plan.set_aside,
+        "n_folds": plan.n_folds,
+        "knn_accuracy": knn_accuracy({ids[j]: given[j] for j in rows}, edges),
+    }
+    predictions, issues = [], []
+    if len(plan.kept) < 2:
+        return row, predictions, issues
+    result = fit_probe(vectors[rows], [given[j] for j in rows], plan.n_folds)
+    row.update(result.metrics, n_issues=int(result.is_issue.sum()))
+    for pos, j in enumerate(rows):
+        guess = result.classes[result.predicted[pos]]
+        image = {**key, "image_id": ids[j], "given_label": given[j]}
+        probability = float(result.probabilities[pos].max())
+        predictions.append({**image, "predicted_label": guess, "probability": probability})
+        issues.append(
+            {
+                **image,
+                "path": paths.get(ids[j]),
+                "suggested_label": guess,
+                "label_quality": float(result.label_quality[pos]),
+                "is_issue": bool(result.is_issue[pos]),
+            }
+        )
+    return row, predictions, issues
