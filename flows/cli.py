@@ -15,7 +15,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+    from embedlake.tasks.params import Flag
 
 __all__ = ["main", "one_line"]
 
@@ -26,115 +31,65 @@ class CliError(Exception):
     """A failure the user can act on; printed as one line."""
 
 
-def _default_lake() -> str:
-    return os.environ.get("EMBEDLAKE_LAKE", "lake")
+class CommandLineError(CliError):
+    """An option's value RunParams refuses: a malformed command line (exit 2), in one line."""
 
 
-_LAKE_HELP = "lake folder or fsspec URL, e.g. s3://bucket/lake (default: ./lake or $EMBEDLAKE_LAKE)"
+def _add_lake(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    """--lake for a command that reads a lake: run's declaration, with its default filled in."""
+    from embedlake.tasks.params import RunParams, default_lake
+
+    lake = RunParams.model_fields["lake"]
+    parser.add_argument("--lake", default=default_lake(), help=help_text or lake.description)
+
+
 _DEBUG_HELP = "show tracebacks and Prefect's logs (accepted anywhere on the line)"
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(%|[KMGT]i?B)", re.IGNORECASE)
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
-    parser.add_argument("--metadata", help="sidecar metadata: CSV, Parquet or JSON lines")
-    parser.add_argument(
-        "--key", default="path", help="sidecar column naming the file: path (default) or image_id"
-    )
-    parser.add_argument(
-        "--label-column",
-        action="append",
-        dest="label_columns",
-        default=[],
-        metavar="COL",
-        help="repeatable: probe each backbone on this sidecar (or files, e.g. exif_model) "
-        "column and find its label issues",
-    )
-    parser.add_argument(
-        "--backbone",
-        action="append",
-        dest="backbones",
-        metavar="NAME",
-        help="repeatable (default: mobilenet_v1 and xception); see `embedlake backbones`",
-    )
-    parser.add_argument(
-        "--weights",
-        default="imagenet",
-        help="imagenet (default) | random | DIR | NAME=PATH[,NAME=PATH]",
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="images per batch (default: 16 on CPU, 256 on CUDA)",
-    )
-    parser.add_argument(
-        "--workers", type=int, default=-1, help="decode processes (default: automatic; 0 = none)"
-    )
-    parser.add_argument(
-        "--max-pixels", type=int, default=None, help="decompression-bomb limit per image"
-    )
-    parser.add_argument(
-        "--decode",
-        default="auto",
-        choices=["auto", "pillow", "device"],
-        help="JPEG decoding: pillow (CPU workers) or device (nvJPEG); auto: device on CUDA",
-    )
-    parser.add_argument(
-        "--compile",
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="torch.compile the models: ~25 s once, then faster forward passes; "
-        "auto: on CUDA for large runs (see README)",
-    )
-    parser.add_argument(
-        "--runner",
-        default="local",
-        help="local (default) | ray (a local Ray cluster) | ray=ADDRESS (an existing one)",
-    )
-    parser.add_argument(
-        "--shard-size", type=int, default=256, help="images per shard task with --runner ray"
-    )
-    parser.add_argument(
-        "--part-rows",
-        type=int,
-        default=4096,
-        help="rows per Parquet part of files and embeddings (a killed run keeps each part)",
-    )
-    parser.add_argument(
-        "--vector-storage",
-        default="float16",
-        choices=["float16", "float32"],
-        help="type of the stored embedding values: float16 (default: half the bytes, the graph's "
-        "recall@10 0.999 against float32) or float32; both read as FLOAT",
-    )
-    parser.add_argument(
-        "--rehash",
-        action="store_true",
-        help="read and hash every file again; by default a file whose path, size and mtime match "
-        "the previous run is not opened (rsync's quick check)",
-    )
-    parser.add_argument(
-        "--decode-timeout",
-        type=float,
-        default=30.0,
-        help="seconds a file may take to decode before it becomes a 'timeout' error row",
-    )
-    parser.add_argument(
-        "--pillow-plugin",
-        action="append",
-        dest="pillow_plugins",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (or call MODULE:FUNCTION) to register more formats, e.g. "
-        "pillow_heif:register_heif_opener; repeatable",
-    )
+def _add_run_options(
+    parser: argparse.ArgumentParser, *, source: bool = True, only: tuple[str, ...] = ()
+) -> None:
+    """The options RunParams declares (those in `only`, when given), with its help; a default
+    is left to RunParams (SUPPRESS: an option not given is not passed on)."""
+    from pydantic_core import PydanticUndefined
+
+    from embedlake.tasks.params import RunParams, run_options
+
+    if source:
+        parser.add_argument("source", help=RunParams.model_fields["source"].description)
+    for name, field, flag in run_options():
+        if only and name not in only:
+            continue
+        default = field.default  # a list's (a factory's) is said in the help, if at all
+        shown = default not in (None, PydanticUndefined) and not isinstance(default, bool)
+        help_text = (field.description or "") + (f" (default: {default})" if shown else "")
+        parser.add_argument(
+            flag.name, dest=name, default=argparse.SUPPRESS, help=help_text, **_kind(field, flag)
+        )
+
+
+def _kind(field: FieldInfo, flag: Flag) -> dict[str, Any]:
+    """argparse's action, type, choices and metavar for a RunParams field."""
+    annotation = field.annotation
+    if annotation is bool:
+        return {"action": "store_true"}
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        return {"choices": choices, "metavar": "|".join(choices)}
+    if flag.repeatable:
+        return {"action": "append", "metavar": flag.metavar}
+    base = next(t for t in get_args(annotation) or (annotation,) if t is not type(None))
+    return {"type": base, "metavar": flag.metavar}
+
+
+def _add_k(parser: argparse.ArgumentParser, help_text: str) -> None:
+    # similar's and nearest's --k; `_check_k_and_output` is its one check
+    parser.add_argument("--k", type=int, default=10, help=help_text)
 
 
 def _add_query_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    _add_lake(parser)
     parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     parser.add_argument("--output", help="write the result to this file (required for parquet)")
     parser.add_argument(
@@ -162,7 +117,6 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="inventory and embed a collection into the lake")
-    run.add_argument("source", help="folder of images (searched recursively)")
     _add_run_options(run)
 
     sql = sub.add_parser("sql", help="run read-only SQL against the lake's catalog")
@@ -171,10 +125,9 @@ def _parser() -> argparse.ArgumentParser:
 
     queries = sub.add_parser("queries", help="list the named analysis queries")
     queries.add_argument("--json", action="store_true", help="print JSON")
-    queries.add_argument(
-        "--lake",
-        default=_default_lake(),
-        help="accepted like every lake command's and checked to be a folder or a URL embedlake "
+    _add_lake(
+        queries,
+        "accepted like every lake command's and checked to be a folder or a URL embedlake "
         "can open; the list itself ships with embedlake and is the same for every lake",
     )
 
@@ -194,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE_OR_URL",
         help="query images: files, or http(s)://, s3://, gs://, az://, abfs:// URLs",
     )
-    similar.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    _add_lake(similar)
     similar.add_argument(
         "--backbone",
         action="append",
@@ -207,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the weights whose embeddings to search, where the lake holds several "
         "(default: those of the latest finished run); same forms as `run --weights`",
     )
-    similar.add_argument("--k", type=int, default=10, help="images per query and backbone")
+    _add_k(similar, "images per query and backbone")
     similar.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     similar.add_argument("--output", help="write the result to this file (required for parquet)")
     similar.add_argument(
@@ -248,13 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     near.add_argument("image_id", help="an image_id of the lake (`images.image_id`)")
     near.add_argument("--backbone", required=True, help="whose embeddings to compare")
-    near.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
-    near.add_argument("--k", type=int, default=10, help="how many images")
+    _add_lake(near)
+    _add_k(near, "how many images")
     near.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
     near.add_argument("--output", help="write the result to this file (required for parquet)")
 
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
-    report.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
+    _add_lake(report)
     report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
     report.add_argument("--label-column", default="label", help="sidecar column to colour by")
     report.add_argument(
@@ -263,7 +216,6 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     serve = sub.add_parser("serve", help="run on a schedule as a Prefect deployment")
-    serve.add_argument("source", help="folder of images (or an fsspec URL)")
     when = serve.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='a cron expression, e.g. "0 2 * * *"')
     when.add_argument("--interval", type=float, help="seconds between runs")
@@ -273,8 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser(
         "reindex", help="rebuild the neighbour graph, its index and the catalog from the Parquet"
     )
-    reindex.add_argument("--lake", default=_default_lake(), help=_LAKE_HELP)
-    reindex.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    _add_lake(reindex)
+    _add_run_options(reindex, source=False, only=("device",))
 
     bb = sub.add_parser("backbones", help="describe the registered backbones")
     bb.add_argument("names", nargs="*", metavar="NAME", help="default: mobilenet_v1 and xception")
@@ -284,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="build the bundled sample collection and run the pipeline on it"
     )
-    _add_run_options(demo)
+    _add_run_options(demo, source=False)
     for command in sub.choices.values():
         # SUPPRESS: a subcommand without --debug keeps the value given before it
         command.add_argument(
@@ -314,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embedlake: interrupted", file=sys.stderr)
         return 130
+    except CommandLineError as exc:
+        print(f"embedlake: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if args.debug:
             raise
@@ -340,46 +295,49 @@ def _configure_prefect(debug: bool) -> None:
             os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_CONSOLE{handler}_LEVEL", "CRITICAL")
 
 
-def _run_params(args: argparse.Namespace, source: str, random_fallback: bool = False):
-    from embedlake.tasks.backbones import DEFAULT_BACKBONES, resolve_backbone
+def _run_params(args: argparse.Namespace, source: str, **overrides: Any):
+    """RunParams from the options given (RunParams' defaults for the rest), validated, with the
+    source, lake, sidecar and backbones resolved here before Prefect starts."""
+    from pydantic import ValidationError
+
+    from embedlake.tasks.backbones import resolve_backbone
     from embedlake.tasks.lake import Lake
-    from embedlake.tasks.params import RunParams
+    from embedlake.tasks.params import RunParams, explain, run_options
     from embedlake.tasks.sources import open_source
     from embedlake.tasks.weights import parse_weights_spec
 
+    given = {name: getattr(args, name) for name, _, _ in run_options() if name in args}
     opened = open_source(source)  # a local folder resolved, or a URL checked to be a folder
-    names = [resolve_backbone(n).name for n in (args.backbones or DEFAULT_BACKBONES)]
-    parse_weights_spec(args.weights, names)  # fail on a bad --weights before Prefect starts
-    if args.metadata and not Path(args.metadata).is_file():
-        raise CliError(f"--metadata {args.metadata}: no such file")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CliError("--batch-size must be at least 1")
-    values: dict[str, Any] = dict(
-        source=str(opened),
-        lake=Lake.at(args.lake).url,  # a folder resolved, or a URL whose backend is installed
-        metadata=str(Path(args.metadata).resolve()) if args.metadata else None,
-        key=args.key,
-        backbones=names,
-        weights=args.weights,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        random_fallback=random_fallback,
-        decode_timeout=args.decode_timeout,
-        part_rows=args.part_rows,
-        vector_storage=args.vector_storage,
-        rehash=args.rehash,
-        runner=args.runner,
-        shard_size=args.shard_size,
-        decode=args.decode,
-        compile=args.compile,
-        pillow_plugins=args.pillow_plugins,
-        label_columns=args.label_columns,
-    )
-    if args.max_pixels:
-        values["max_pixels"] = args.max_pixels
-    return RunParams(**values)
+    try:
+        params = RunParams(**{**given, **overrides, "source": str(opened)})
+    except ValidationError as exc:
+        raise CommandLineError(explain(exc)) from exc
+    names = [resolve_backbone(n).name for n in params.backbones]
+    parse_weights_spec(params.weights, names)  # fail on a bad --weights before Prefect starts
+    if params.metadata and not Path(params.metadata).is_file():
+        raise CliError(f"--metadata {params.metadata}: no such file")
+    resolved = {
+        "lake": Lake.at(params.lake).url,  # a folder resolved, or a URL whose backend is installed
+        "metadata": str(Path(params.metadata).resolve()) if params.metadata else None,
+        "backbones": names,
+    }
+    # validated above: these are the same values, resolved (the source is not validated twice,
+    # its escaping is not idempotent)
+    return params.model_copy(update=resolved)
+
+
+def _run_option(args: argparse.Namespace, name: str) -> Any:
+    """One run option of a command that takes only it: given and validated, else the default."""
+    from pydantic import ValidationError
+
+    from embedlake.tasks.params import RunParams, check_option, explain
+
+    if name not in args:
+        return RunParams.model_fields[name].get_default(call_default_factory=True)
+    try:
+        return check_option(name, getattr(args, name))
+    except ValidationError as exc:
+        raise CommandLineError(explain(exc)) from exc
 
 
 def _execute(params) -> dict[str, Any]:
@@ -423,10 +381,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     collection = build_sample_collection()
     print(f"sample collection: {collection}")
-    args.metadata, args.key = str(collection / "metadata.csv"), "path"
-    params = _run_params(
-        args, str(collection / "images"), random_fallback=args.weights == "imagenet"
-    )
+    sidecar = {"metadata": str(collection / "metadata.csv"), "key": "path"}
+    params = _run_params(args, str(collection / "images"), **sidecar)
+    # only the demo falls back to random weights, and only from the default, ImageNet's
+    params = params.model_copy(update={"random_fallback": params.weights == "imagenet"})
     summary = _execute(params)
     if summary["weights_random"] and summary["message"]:
         print(f"{_BANNER}\n{summary['message']}\n{_BANNER}", file=sys.stderr)
@@ -562,7 +520,7 @@ def _check_k_and_output(args: argparse.Namespace) -> None:
     if args.format == "parquet" and not args.output:
         raise CliError("--format parquet needs --output FILE")
     if args.k < 1:
-        raise CliError("--k must be at least 1")
+        raise CommandLineError("--k must be at least 1")
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
@@ -616,12 +574,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_reindex(args: argparse.Namespace) -> int:
     from embedlake.tasks.lake import Lake
-    from embedlake.tasks.steps import reindex_fn
 
+    device = _run_option(args, "device")  # refused before torch is imported
     root = Lake.at(args.lake)
     if not root.exists():
         raise CliError(f"no lake at {root}")
-    written = reindex_fn(root, args.device)
+    from embedlake.tasks.steps import reindex_fn
+
+    written = reindex_fn(root, device)
     print(f"reindexed {root}: " + ", ".join(f"{g} {n} lists" for g, n in written.items()))
     return 0
 

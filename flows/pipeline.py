@@ -91,11 +91,10 @@ def _embed(ctx, inventory, backbones, progress: bool) -> steps.EmbedOutcome:
 
 
 def with_runner(runner: str):
-    """The run flow with the task runner `--runner` asks for (shard tasks go to it)."""
+    """The run flow with the task runner `--runner` asks for (shard tasks go to it); `runner`
+    is a RunParams.runner, validated there."""
     if runner == "local":
         return embed_collection
-    if runner != "ray" and not runner.startswith("ray="):
-        raise ValueError(f"--runner {runner!r}: expected local, ray or ray=ADDRESS")
     try:
         from prefect_ray.task_runners import RayTaskRunner
     except ImportError as exc:

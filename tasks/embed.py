@@ -18,12 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
 from .decode import CropPlan
 from .decode_pool import Decoded, DecodeJob, iter_decoded
+from .params import Precision
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,7 @@ __all__ = [
     "resolve_precision",
 ]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass
