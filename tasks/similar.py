@@ -59,6 +59,8 @@ from .weights import WeightsError, WeightsSource, parse_weights_spec
 if TYPE_CHECKING:
     import duckdb
 
+    from .lake import Lake
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_QUERY_BYTES",
@@ -466,7 +468,7 @@ def find_similar(
     """
     from .catalog import connect_read_only, sql_text
     from .embed import resolve_device
-    from .graph import group_keys, search_group
+    from .graph import group_keys
     from .lake import Lake
     from .weights import load_backbone
 
@@ -503,16 +505,12 @@ def find_similar(
             notes.append(f"{_plugins_note(missing)} (the queries decoded without them)")
         paths = dict(con.execute(sql_text("search", "current_paths.sql")).fetchall())
     device = resolve_device(device)
-    found: dict[str, list[list[tuple[str, float]]]] = {}
-    for group in groups:
-        vectors = _embed_group(group, loaded, crops, device, notes)
-        key = (group.backbone, group.weights_id, group.precision)
-        # the lake's current collection only: an image no longer in it is not an answer
-        ids, sims, _ = search_group(root, key, vectors, k, among=paths, device=device)
-        found[group.backbone] = [
-            [(image_id, float(s)) for image_id, s in zip(row, row_s, strict=True) if image_id]
-            for row, row_s in zip(ids, sims, strict=True)
-        ]
+    found = {
+        group.backbone: _search(
+            root, group, _embed_group(group, loaded, crops, device, notes), k, paths, device
+        )
+        for group in groups
+    }
     rows = [
         {
             "query": query,
@@ -527,6 +525,21 @@ def find_similar(
         for rank, (image_id, similarity) in enumerate(found[group.backbone][position], start=1)
     ]
     return SimilarResult(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), notes)
+
+
+def _search(
+    root: Lake, group: LakeGroup, vectors: np.ndarray, k: int, paths: dict[str, str], device: str
+) -> list[list[tuple[str, float]]]:
+    """Per query vector, its k nearest (image_id, similarity) in the group, among the lake's
+    current collection only (an image no longer in it is not an answer)."""
+    from .graph import search_group
+
+    key = (group.backbone, group.weights_id, group.precision)
+    ids, sims, _ = search_group(root, key, vectors, k, among=paths, device=device)
+    return [
+        [(image_id, float(s)) for image_id, s in zip(row, row_s, strict=True) if image_id]
+        for row, row_s in zip(ids, sims, strict=True)
+    ]
 
 
 def _embed_group(
