@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -116,13 +118,55 @@ def prefect_api():
         yield PREFECT_API_URL.value()
 
 
-@pytest.fixture
-def cli_env(prefect_api) -> dict[str, str]:
-    """Environment for `embedlake` subprocesses: offline, sharing the session's Prefect server."""
+@pytest.fixture(scope="session")
+def session_env(prefect_api) -> dict[str, str]:
+    """The one environment for `embedlake` subprocesses: offline, the session's Prefect server,
+    no default lake. Module fixtures use it; a test that changes it takes `cli_env` instead."""
     env = dict(os.environ)
     env["PREFECT_API_URL"] = prefect_api
     env.pop("EMBEDLAKE_LAKE", None)
     return env
+
+
+@pytest.fixture
+def cli_env(session_env) -> dict[str, str]:
+    """`session_env`, a copy of it this test may change."""
+    return dict(session_env)
+
+
+@dataclass(frozen=True)
+class PipelineLake:
+    """A lake `embedlake run` built, and that run's outcome (returncode, stdout, stderr)."""
+
+    path: Path
+    run: subprocess.CompletedProcess
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def pipeline_lake(collection, session_env, tmp_path_factory) -> PipelineLake:
+    """The shared collection run once through `embedlake run` as a user runs it: the default
+    backbones (mobilenet_v1, xception), random weights, the sidecar metadata.
+
+    Shared by every test that only reads a lake, so it must stay as built: a test that writes to
+    a lake (a rerun, a report, a crafted part) works on `copy_lake(pipeline_lake.path, ...)`. The
+    security tests hash the lakes they read before and after, and would see another's write.
+    """
+    source, meta = collection
+    lake = tmp_path_factory.mktemp("pipeline") / "lake"
+    done = run_cli(
+        *("run", str(source), "--lake", str(lake), "--metadata", str(meta)),
+        *("--weights", "random"),
+        env=session_env,
+    )
+    assert done.returncode == 0, done.stderr
+    return PipelineLake(lake, done, session_env)
+
+
+def copy_lake(lake: Path, to: Path) -> Path:
+    """A copy of `lake` at `to` for a test that writes (a lake answers wherever it is copied)."""
+    shutil.copytree(lake, to, symlinks=True)
+    return to
 
 
 @pytest.fixture(scope="session")

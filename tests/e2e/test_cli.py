@@ -71,24 +71,9 @@ CONTRACT = {
 
 
 @pytest.fixture(scope="module")
-def lake_run(collection, tmp_path_factory, prefect_api):
-    import os
-
-    env = dict(os.environ, PREFECT_API_URL=prefect_api)
-    source, meta = collection
-    lake = tmp_path_factory.mktemp("e2e") / "lake"
-    done = run_cli(
-        "run",
-        str(source),
-        "--lake",
-        str(lake),
-        "--weights",
-        "random",
-        "--metadata",
-        str(meta),
-        env=env,
-    )
-    return done, lake, env
+def lake_run(pipeline_lake):
+    """The session's lake (every test here only reads it): its run, its folder, the env."""
+    return pipeline_lake.run, pipeline_lake.path, pipeline_lake.env
 
 
 def test_run_exits_zero_and_reports(lake_run):
