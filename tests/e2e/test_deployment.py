@@ -47,7 +47,10 @@ def test_prefect_yaml_deployment_runs_on_a_process_worker(collection, tmp_path):
         }
     }
     with LocalPrefectServer(tmp_path / "server-home") as server:
-        env = dict(os.environ, PREFECT_API_URL=server.url)
+        # the server answers only with its API secret, as a user's CLI and worker would send it
+        env = dict(
+            os.environ, PREFECT_API_URL=server.url, PREFECT_API_AUTH_STRING=server.auth_string
+        )
         env["PREFECT_HOME"] = str(tmp_path / "client-home")
         env.pop("EMBEDLAKE_LAKE", None)
         _prefect("work-pool", "create", "embedlake-pool", "--type", "process", env=env, cwd=REPO)
