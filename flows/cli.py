@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
     from embedlake.tasks.params import Flag
+    from embedlake.tasks.run_context import RunSummary
 
 __all__ = ["main", "one_line"]
 
@@ -340,32 +341,31 @@ def _run_option(args: argparse.Namespace, name: str) -> Any:
         raise CommandLineError(explain(exc)) from exc
 
 
-def _execute(params) -> dict[str, Any]:
+def _execute(params) -> RunSummary:
     from embedlake.flows.pipeline import with_runner
 
     return with_runner(params.runner)(params, progress=True)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    errors = ", ".join(f"{code} {n}" for code, n in summary["error_counts"].items()) or "none"
-    rate = summary.get("images_per_second")
+def _print_summary(summary: RunSummary) -> None:
+    errors = ", ".join(f"{code} {n}" for code, n in summary.error_counts.items()) or "none"
+    rate = summary.images_per_second
     lines = [
-        f"run {summary['run_id']} finished in {summary['seconds']:.1f} s on "
-        f"{summary['device']} ({summary['precision']})",
-        f"  files {summary['n_files']}: ok {summary['n_ok']}, "
-        f"error {summary['n_error']} ({errors})",
-        f"  images {summary['n_unique_images']} distinct: embedded {summary['n_embedded']}, "
-        f"already in the lake {summary['n_skipped']}" + (f", {rate:.1f} images/s" if rate else ""),
+        f"run {summary.run_id} finished in {summary.seconds:.1f} s on "
+        f"{summary.device} ({summary.precision})",
+        f"  files {summary.n_files}: ok {summary.n_ok}, error {summary.n_error} ({errors})",
+        f"  images {summary.n_unique_images} distinct: embedded {summary.n_embedded}, "
+        f"already in the lake {summary.n_skipped}" + (f", {rate:.1f} images/s" if rate else ""),
     ]
-    if summary.get("n_metadata_rows") is not None:
+    if summary.n_metadata_rows is not None:
         lines.append(
-            f"  metadata rows {summary['n_metadata_rows']}: without a file "
-            f"{summary['n_metadata_without_file']}; files without a row "
-            f"{summary['n_files_without_metadata']}"
+            f"  metadata rows {summary.n_metadata_rows}: without a file "
+            f"{summary.n_metadata_without_file}; files without a row "
+            f"{summary.n_files_without_metadata}"
         )
-    lines.append(f"  lake {summary['lake']}")
-    if summary.get("report"):
-        lines.append(f"  report {summary['report']}")
+    lines.append(f"  lake {summary.lake}")
+    if summary.report:
+        lines.append(f"  report {summary.report}")
     print("\n".join(lines))
 
 
@@ -386,12 +386,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # only the demo falls back to random weights, and only from the default, ImageNet's
     params = params.model_copy(update={"random_fallback": params.weights == "imagenet"})
     summary = _execute(params)
-    if summary["weights_random"] and summary["message"]:
-        print(f"{_BANNER}\n{summary['message']}\n{_BANNER}", file=sys.stderr)
+    if summary.weights_random and summary.message:
+        print(f"{_BANNER}\n{summary.message}\n{_BANNER}", file=sys.stderr)
     _print_summary(summary)
     from embedlake.tasks.lake import Lake
 
-    lake = summary["lake"]
+    lake = summary.lake
     latest = Lake.at(lake).local_dir / "reports" / "latest"
     print(
         "\ntry:\n"

@@ -8,7 +8,6 @@ once: the second waits for the first (and says so). Readers never take the lock.
 # the live annotations, and a deployment run validates `params` against RunParams
 import contextlib
 import sys
-from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
@@ -26,7 +25,7 @@ def _say_waiting(message: str) -> None:
 
 
 @flow(name="embedlake-run")
-def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any]:
+def embed_collection(params: RunParams, progress: bool = False) -> steps.RunSummary:
     """Inventory SOURCE, embed every new image with each backbone, update the neighbour graph
     and the catalog, record the run finished, then publish its report. Each stage's outcome is
     recorded once: the run ends 'finished', or 'failed' naming the stage that raised.
@@ -72,7 +71,7 @@ def embed_collection(params: RunParams, progress: bool = False) -> dict[str, Any
             raise
         with stage("report"):  # the run is finished: a failure here is the report's alone
             try:
-                summary["report"] = steps.publish_report(ctx, summary)
+                summary.report = steps.publish_report(ctx, summary)
             except Exception as exc:
                 raise steps.ReportFailed(ctx.run_id, exc) from exc
     return summary

@@ -4,6 +4,7 @@ at, its log, and the rows it writes to `runs`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import signal
@@ -24,6 +25,7 @@ from .sources import RemoteSource
 __all__ = [
     "FAILPOINT_ENV",
     "RunContext",
+    "RunSummary",
     "StageClock",
     "failpoint",
     "log",
@@ -64,6 +66,53 @@ class RunContext:
     source: Path | RemoteSource
     started_at: datetime
     params: RunParams
+
+
+@dataclass
+class RunSummary:
+    """A run's outcome as the steps hand it on and the CLI prints it: its counts (the 'embedded'
+    row), then how it ended. Its dicts are dicts here; `row()` turns them into the JSON text the
+    `runs` table holds, and nothing else does."""
+
+    run_id: str
+    lake: str
+    status: str
+    n_files: int
+    n_files_new: int
+    n_files_changed: int
+    n_files_unchanged: int
+    n_files_gone: int
+    files_snapshot: bool
+    n_ok: int
+    n_error: int
+    n_unique_images: int
+    n_embedded: int
+    n_skipped: int
+    error_counts: dict[str, int]  # error code -> files
+    n_metadata_rows: int | None
+    n_metadata_without_file: int | None
+    n_files_without_metadata: int | None
+    device: str
+    precision: str
+    weights: dict[str, str]  # backbone -> weights_id
+    weights_random: bool
+    images_per_second: float | None
+    stage_seconds: dict[str, float]  # run stages, and the engine's split of embedding
+    message: str | None
+    finished_at: datetime | None = None
+    seconds: float | None = None
+    report: str | None = None  # the report's index.html, once published
+
+    def row(self) -> dict[str, Any]:
+        """Its columns of a `runs` row, for `stage_row` (which sets run_id and status itself)."""
+        values = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("run_id", "status", "lake", "report")
+        }
+        for name in ("error_counts", "weights", "stage_seconds"):
+            values[name] = lake.to_json(values[name])
+        return values
 
 
 def log():

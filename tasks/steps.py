@@ -16,7 +16,6 @@ one final row: 'finished' when every stage passed, 'failed' naming the stage tha
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections import Counter
@@ -41,6 +40,7 @@ from .precision import candidates, choose_precision
 from .progress import Progress
 from .run_context import (
     RunContext,
+    RunSummary,
     StageClock,
     stage_row,
 )
@@ -67,6 +67,7 @@ __all__ = [
     "Inventory",
     "ReportFailed",
     "RunContext",
+    "RunSummary",
     "StageClock",
     "attach_metadata",
     "build_neighbors",
@@ -407,7 +408,7 @@ def record_embedded_fn(
     outcome: EmbedOutcome,
     sidecar: SidecarResult | None,
     stage_seconds: dict[str, float],
-) -> dict[str, Any]:
+) -> RunSummary:
     """Record the run's counts (its 'embedded' row; still running); the run summary.
 
     A file whose header passed discovery but whose pixels failed to decode gets a new version:
@@ -427,83 +428,75 @@ def record_embedded_fn(
         table = lake.rows_to_table(failed, lake.FILES_SCHEMA)
         ctx.lake.write_part(table, "files", f"{ctx.run_id}-decode-errors.parquet")
     n_new = outcome.n_embedded
-    summary = {
-        "run_id": ctx.run_id,
-        "status": "running",
+    summary = RunSummary(
+        run_id=ctx.run_id,
+        lake=str(ctx.lake),
+        status="running",
         **inventory.counts,
-        "n_files": len(inventory.rows),
-        "n_ok": len(inventory.rows) - n_error,
-        "n_error": n_error,
-        "n_unique_images": outcome.n_unique_images - len(outcome.decode_errors),
-        "n_embedded": n_new,
-        "n_skipped": outcome.n_skipped,
-        "error_counts": lake.to_json(dict(sorted(codes.items()))),
-        "n_metadata_rows": sidecar.n_rows if sidecar else None,
-        "n_metadata_without_file": sidecar.n_without_file if sidecar else None,
-        "n_files_without_metadata": sidecar.n_files_without_row if sidecar else None,
-        "device": outcome.device,
-        "precision": outcome.precision,
-        "weights": lake.to_json({b.spec.name: b.weights_id for b in backbones.loaded}),
-        "weights_random": backbones.weights_random,
-        "images_per_second": n_new / outcome.seconds if outcome.seconds > 0 else None,
-        "stage_seconds": _stage_json(stage_seconds, outcome.stage_seconds),
-        "message": backbones.message,
-    }
-    ctx.lake.write_part(
-        stage_row(ctx, "embedded", **summary), "runs", f"{ctx.run_id}-0-embedded.parquet"
-    )
-    return {**summary, "error_counts": dict(sorted(codes.items())), "lake": str(ctx.lake)}
-
-
-def _stage_json(stages: dict[str, float], engine: dict[str, float] | None = None) -> str:
-    """Seconds per run stage, and the engine's split of embedding (decode, forward, write...)."""
-    return lake.to_json({**stages, **(engine or {})})
-
-
-_SUMMARY_COLUMNS = [c for c in lake.RUNS_SCHEMA.names if c not in ("run_id", "stage", "status")]
-
-
-def _ended(
-    ctx: RunContext, stage: str, summary: dict[str, Any] | None, stages: dict[str, float], **values
-) -> dict[str, Any]:
-    finished = datetime.now(UTC)
-    row = {k: v for k, v in (summary or {}).items() if k in _SUMMARY_COLUMNS}
-    if isinstance(row.get("error_counts"), dict):  # the summary's own, decoded for the CLI
-        row["error_counts"] = lake.to_json(row["error_counts"])
-    so_far = json.loads(summary["stage_seconds"]) if summary else {}
-    row.update(
-        finished_at=finished,
-        seconds=(finished - ctx.started_at).total_seconds(),
-        stage_seconds=_stage_json(so_far, stages),
-        **values,
+        n_ok=len(inventory.rows) - n_error,
+        n_error=n_error,
+        n_unique_images=outcome.n_unique_images - len(outcome.decode_errors),
+        n_embedded=n_new,
+        n_skipped=outcome.n_skipped,
+        error_counts=dict(sorted(codes.items())),
+        n_metadata_rows=sidecar.n_rows if sidecar else None,
+        n_metadata_without_file=sidecar.n_without_file if sidecar else None,
+        n_files_without_metadata=sidecar.n_files_without_row if sidecar else None,
+        device=outcome.device,
+        precision=outcome.precision,
+        weights={b.spec.name: b.weights_id for b in backbones.loaded},
+        weights_random=backbones.weights_random,
+        images_per_second=n_new / outcome.seconds if outcome.seconds > 0 else None,
+        stage_seconds={**stage_seconds, **outcome.stage_seconds},
+        message=backbones.message,
     )
     ctx.lake.write_part(
-        stage_row(ctx, stage, stage, **row), "runs", f"{ctx.run_id}-1-{stage}.parquet"
+        stage_row(ctx, "embedded", "running", **summary.row()),
+        "runs",
+        f"{ctx.run_id}-0-embedded.parquet",
     )
-    return row
+    return summary
 
 
-def finish_run_fn(
-    ctx: RunContext, summary: dict[str, Any], stages: dict[str, float]
-) -> dict[str, Any]:
+def finish_run_fn(ctx: RunContext, summary: RunSummary, stages: dict[str, float]) -> RunSummary:
     """Record that every stage passed: the run's one final row, 'finished'."""
-    row = _ended(ctx, "finished", summary, stages)
-    row.pop("error_counts", None)  # the summary keeps its decoded dict
-    return {**summary, **row, "status": "finished"}
+    ended = datetime.now(UTC)
+    finished = dataclasses.replace(
+        summary,
+        status="finished",
+        finished_at=ended,
+        seconds=(ended - ctx.started_at).total_seconds(),
+        stage_seconds={**summary.stage_seconds, **stages},
+    )
+    _write_final_row(ctx, "finished", finished.row())
+    return finished
 
 
 def record_failure_fn(
     ctx: RunContext,
     stage: str,
     error: BaseException,
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     stages: dict[str, float],
 ) -> None:
-    """Record the run's one final row, 'failed', naming the stage that raised and why."""
+    """Record the run's one final row, 'failed', naming the stage that raised and why; with the
+    run's counts when it got as far as recording them."""
     reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}"
     detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    message = f"{stage}: {reason}" + (f": {detail}" if detail else "")
-    _ended(ctx, "failed", summary, stages, message=message)
+    ended = datetime.now(UTC)
+    row = summary.row() if summary else {}
+    row.update(
+        finished_at=ended,
+        seconds=(ended - ctx.started_at).total_seconds(),
+        stage_seconds=lake.to_json({**(summary.stage_seconds if summary else {}), **stages}),
+        message=f"{stage}: {reason}" + (f": {detail}" if detail else ""),
+    )
+    _write_final_row(ctx, "failed", row)
+
+
+def _write_final_row(ctx: RunContext, stage: str, values: dict[str, Any]) -> None:
+    row = stage_row(ctx, stage, stage, **values)
+    ctx.lake.write_part(row, "runs", f"{ctx.run_id}-1-{stage}.parquet")
 
 
 def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
@@ -541,7 +534,7 @@ def probe_labels_fn(
     ctx: RunContext,
     inventory: Inventory,
     sidecar: SidecarResult | None,
-    summary: dict[str, Any],
+    summary: RunSummary,
 ) -> list[dict[str, Any]]:
     """Linear probes and label issues per backbone and --label-column, on the stored embeddings
     of this run's images (a rerun re-probes without embedding anything)."""
@@ -555,8 +548,7 @@ def probe_labels_fn(
     for row in sorted(inventory.rows, key=lambda r: r["path"]):
         if row["status"] == "ok" and row["image_id"] is not None:
             paths.setdefault(row["image_id"], row["path"])
-    weights = json.loads(summary["weights"])
-    groups = [(name, weights_id, summary["precision"]) for name, weights_id in weights.items()]
+    groups = [(name, weights_id, summary.precision) for name, weights_id in summary.weights.items()]
     device = resolve_device(ctx.params.device)
     rows = run_probes(ctx.lake, ctx.run_id, labels, paths, groups, device, ctx.params.neighbors_k)
     for row in rows:
@@ -584,7 +576,7 @@ class ReportFailed(RuntimeError):
         self.run_id = run_id
 
 
-def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
+def publish_report_fn(ctx: RunContext, summary: RunSummary) -> str:
     """Write the finished run's HTML report, with thumbnails from the SOURCE this run read, and
     publish its summary and key tables as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -593,25 +585,22 @@ def publish_report_fn(ctx: RunContext, summary: dict[str, Any]) -> str:
 
     report = build_report(ctx.lake, ctx.run_id, source=ctx.source)
     uri = Path(report["path"]).as_uri()
-    errors = ", ".join(f"{k} {v}" for k, v in summary["error_counts"].items()) or "none"
+    errors = ", ".join(f"{k} {v}" for k, v in summary.error_counts.items()) or "none"
     banner = (
-        "\n\n**RANDOM WEIGHTS: these embeddings mean nothing.**"
-        if (summary["weights_random"])
-        else ""
+        "\n\n**RANDOM WEIGHTS: these embeddings mean nothing.**" if summary.weights_random else ""
     )
-    rate = summary.get("images_per_second")
+    rate = summary.images_per_second
     create_markdown_artifact(
         key="embedlake-run-summary",
         description=f"embedlake run {ctx.run_id}",
         markdown=(
             f"# embedlake run {ctx.run_id}{banner}\n\n"
             f"| | |\n|---|---|\n"
-            f"| files | {summary['n_files']} ({summary['n_ok']} ok, "
-            f"{summary['n_error']} errors) |\n"
+            f"| files | {summary.n_files} ({summary.n_ok} ok, {summary.n_error} errors) |\n"
             f"| errors by code | {errors} |\n"
-            f"| images embedded / skipped | {summary['n_embedded']} / {summary['n_skipped']} |\n"
+            f"| images embedded / skipped | {summary.n_embedded} / {summary.n_skipped} |\n"
             f"| throughput | {f'{rate:.1f} images/s' if rate else '-'} |\n"
-            f"| device / precision | {summary['device']} / {summary['precision']} |\n"
+            f"| device / precision | {summary.device} / {summary.precision} |\n"
             f"| lake | {ctx.lake} |\n\n"
             f"Report: [{report['path']}]({uri})\n"
         ),

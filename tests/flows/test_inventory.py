@@ -43,8 +43,8 @@ def test_an_unchanged_file_is_not_read_again_unless_rehash(prefect_api, collecti
     shutil.copytree(collection[0], source)
     lake = tmp_path / "lake"
     first = _run(source, lake)
-    assert (first["n_files_new"], first["n_files_unchanged"]) == (9, 0)
-    before = _files(lake, first["run_id"])
+    assert (first.n_files_new, first.n_files_unchanged) == (9, 0)
+    before = _files(lake, first.run_id)
     files_parts = _parts(lake, "files")
 
     # other bytes, same size and mtime: the quick check cannot tell, so the file is not read
@@ -53,14 +53,14 @@ def test_an_unchanged_file_is_not_read_again_unless_rehash(prefect_api, collecti
     target.write_bytes(bytes(reversed(target.read_bytes())))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     second = _run(source, lake)
-    assert (second["n_files_new"], second["n_files_changed"]) == (0, 0)
-    assert second["n_files_unchanged"] == 9 and second["n_embedded"] == 0
-    assert _files(lake, second["run_id"]) == before  # the stale hash proves it was not opened
+    assert (second.n_files_new, second.n_files_changed) == (0, 0)
+    assert second.n_files_unchanged == 9 and second.n_embedded == 0
+    assert _files(lake, second.run_id) == before  # the stale hash proves it was not opened
     assert _parts(lake, "files") == files_parts  # an unchanged collection stores no file rows
 
     third = _run(source, lake, rehash=True)
-    assert third["n_files_unchanged"] == 0
-    rehashed = _files(lake, third["run_id"])
+    assert third.n_files_unchanged == 0
+    rehashed = _files(lake, third.run_id)
     assert rehashed["good/coffee.jpg"] != before["good/coffee.jpg"]  # read: new bytes, error
     assert rehashed["good/coffee.jpg"][1] == "error"
 
@@ -74,14 +74,14 @@ def test_changed_and_deleted_files_are_versions_and_gone_rows(prefect_api, colle
     shutil.copy(source / "good" / "chelsea.jpg", source / "good" / "coffee.jpg")  # new bytes
     (source / "new.jpg").write_bytes((source / "good" / "rocket.jpg").read_bytes())
     second = _run(source, lake)
-    counts = [second[f"n_files_{k}"] for k in ("new", "changed", "unchanged", "gone")]
+    counts = [getattr(second, f"n_files_{k}") for k in ("new", "changed", "unchanged", "gone")]
     assert counts == [1, 1, 7, 1]
-    assert second["n_files"] == 9 and second["n_embedded"] == 0  # every image already embedded
+    assert second.n_files == 9 and second.n_embedded == 0  # every image already embedded
 
-    files = _files(lake, second["run_id"])
+    files = _files(lake, second.run_id)
     assert "copies/same_bytes.jpg" not in files and "new.jpg" in files
     assert files["good/coffee.jpg"] == files["good/chelsea.jpg"]
-    assert set(_files(lake, first["run_id"])) - set(files) == {"copies/same_bytes.jpg"}
+    assert set(_files(lake, first.run_id)) - set(files) == {"copies/same_bytes.jpg"}
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         stored = con.execute(
             "SELECT count(*) FROM read_parquet(?)", [str(lake / "files" / "*.parquet")]

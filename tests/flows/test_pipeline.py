@@ -32,14 +32,14 @@ def test_run_then_rerun_embeds_only_what_is_new(prefect_api, collection, tmp_pat
     source, meta = collection
     lake = tmp_path / "lake"
     first = embed_collection(_params(source, lake, metadata=str(meta)))
-    assert first["status"] == "finished"
-    assert first["n_files"] == 9 and first["n_error"] == 3
-    assert first["error_counts"] == {"empty_file": 1, "not_an_image": 1, "truncated": 1}
+    assert first.status == "finished"
+    assert first.n_files == 9 and first.n_error == 3
+    assert first.error_counts == {"empty_file": 1, "not_an_image": 1, "truncated": 1}
     # 4 photos + the smaller copy; the byte-identical copy is embedded once
-    assert first["n_embedded"] == 5 and first["n_skipped"] == 0
+    assert first.n_embedded == 5 and first.n_skipped == 0
 
     second = embed_collection(_params(source, lake))
-    assert (second["n_embedded"], second["n_skipped"]) == (0, 5)
+    assert (second.n_embedded, second.n_skipped) == (0, 5)
 
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         per_backbone = dict(
@@ -51,7 +51,7 @@ def test_run_then_rerun_embeds_only_what_is_new(prefect_api, collection, tmp_pat
         ).fetchall()
         assert runs == [("finished", 5, 0), ("finished", 0, 5)]
         run_ids = {r[0] for r in con.execute("SELECT DISTINCT run_id FROM embeddings").fetchall()}
-        assert run_ids == {first["run_id"]}
+        assert run_ids == {first.run_id}
         assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 6
         dims = dict(con.execute("SELECT backbone, max(dim) FROM embeddings GROUP BY 1").fetchall())
         assert dims == {"mobilenet_v1_0.25_128": 256, "xception": 2048}
@@ -80,7 +80,7 @@ def test_fsspec_source_gives_the_same_lake_as_the_folder(prefect_api, collection
         _params("memory://embedlake-test", tmp_path / "remote").model_copy(update={"workers": 1})
     )
     for key in ("n_files", "n_ok", "n_error", "n_embedded", "error_counts"):
-        assert local[key] == remote[key], key
+        assert getattr(local, key) == getattr(remote, key), key
 
     def lake_rows(lake):
         with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
@@ -165,8 +165,8 @@ def test_sidecar_rows_without_a_file_are_kept_and_counted(prefect_api, collectio
     meta = tmp_path / "meta.csv"
     meta.write_text("path,label\ngood/coffee.jpg,a\nnot/there.jpg,b\n")
     summary = embed_collection(_params(source, tmp_path / "lake", metadata=str(meta)))
-    assert summary["status"] == "finished"
-    assert (summary["n_metadata_rows"], summary["n_metadata_without_file"]) == (2, 1)
+    assert summary.status == "finished"
+    assert (summary.n_metadata_rows, summary.n_metadata_without_file) == (2, 1)
 
 
 def test_a_run_failing_after_discovery_keeps_its_inventory(prefect_api, collection, tmp_path):
@@ -234,7 +234,7 @@ def test_a_source_folder_named_in_latin1_runs_and_reports(prefect_api, collectio
     shutil.copytree(source / "good", odd)
     lake = tmp_path / "lake"
     summary = embed_collection(_params(odd, lake))
-    assert summary["status"] == "finished" and summary["n_ok"] == 4
+    assert summary.status == "finished" and summary.n_ok == 4
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         (stored,) = con.execute("SELECT source FROM runs").fetchone()
     assert stored.endswith("/caf\\xe9")
@@ -280,8 +280,8 @@ def _report_of(summary) -> tuple[dict, str, str]:
     import json
     from pathlib import Path
 
-    folder = Path(summary["report"]).parent
-    assert folder.name == summary["run_id"]
+    folder = Path(summary.report).parent
+    assert folder.name == summary.run_id
     return (
         json.loads((folder / "summary.json").read_text()),
         (folder / "index.html").read_text(),
@@ -309,7 +309,7 @@ def test_the_runs_own_report_describes_the_collection_it_embedded(
     shutil.copy(source / "good" / "coffee.jpg", source / "added" / "coffee_again.jpg")
     second = embed_collection(params)
     summary, page, duplicates = _report_of(second)
-    assert summary["status"] == "finished" and summary["run_id"] == second["run_id"]
+    assert summary["status"] == "finished" and summary["run_id"] == second.run_id
     assert "added/coffee_again.jpg|good/coffee.jpg" in duplicates.replace('"', "")
     assert "added/coffee_again.jpg" in page
 

@@ -82,7 +82,7 @@ def test_ray_lake_equals_local_lake(prefect_api, ray_cluster, collection, tmp_pa
         _params(source, tmp_path / "ray", runner=f"ray={ray_cluster}", shard_size=2, workers=0)
     )
     for key in ("n_files", "n_ok", "n_error", "n_embedded", "n_skipped", "error_counts"):
-        assert local[key] == remote[key], key
+        assert getattr(local, key) == getattr(remote, key), key
     files_l, emb_l, raw_l = _lake(tmp_path / "local")
     files_r, emb_r, raw_r = _lake(tmp_path / "ray")
     assert files_l == files_r
@@ -113,7 +113,7 @@ def test_a_shard_whose_worker_dies_is_retried_without_duplicates(
         )
     )
     assert marker.exists(), "the plugin never crashed a worker"
-    assert summary["n_embedded"] == 6 and summary["error_counts"] == {"corrupt": 1}
+    assert summary.n_embedded == 6 and summary.error_counts == {"corrupt": 1}
     files, emb, raw = _lake(lake)
     assert len(raw) == len(set(raw)) == 12
     assert dict((f[0], f[3]) for f in files)["zz_crash.img"] == "corrupt"
@@ -130,7 +130,7 @@ def test_ray_shards_write_straight_to_an_s3_lake(
     remote = with_runner(f"ray={ray_cluster}")(
         _params(source, url, runner=f"ray={ray_cluster}", shard_size=2, workers=0)
     )
-    assert remote["n_embedded"] == local["n_embedded"] == 5
+    assert remote.n_embedded == local.n_embedded == 5
     key = ("image_id", "backbone", "weights_id", "precision")
     rows = Lake.at(url).read_table("embeddings").to_pylist()
     stored = sorted(tuple(r[k] for k in key) for r in rows)
