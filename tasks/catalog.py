@@ -74,10 +74,28 @@ def _sql_files(folder: str) -> list[str]:
     )
 
 
-def _literal(location: str) -> str:
-    # the lake's location goes into DDL we write ourselves (DuckDB binds no parameters in CREATE
-    # VIEW); doubling quotes keeps any folder name a single string literal
-    return location.replace("'", "''")
+# DuckDB binds no parameters in CREATE VIEW or CREATE MACRO, so the few values the catalog's DDL
+# needs are written into it: each through _literal, _identifier or int, by _fill alone
+_MARKER = re.compile(r"@([A-Z_]+)@")
+
+
+def _literal(text: str) -> str:
+    """`text` as one SQL string literal (DuckDB's are standard: a quote is doubled, a backslash
+    is itself)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    """`name` as one quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _fill(text: str, **values: str) -> str:
+    """`text` with each @NAME@ marker replaced by values[NAME], SQL already quoted, in one pass
+    (a value that holds a marker stays as it is). A marker without a value is an error."""
+    if missing := set(_MARKER.findall(text)) - set(values):
+        raise ValueError(f"no value for the SQL marker(s) {', '.join(sorted(missing))}")
+    return _MARKER.sub(lambda found: values[found.group(1)], text)
 
 
 def latest_metadata_part(lake: str | Path | Lake) -> str:
@@ -121,16 +139,13 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, location: str) -> None:
     """The catalog's views and macros in `con`, reading the lake at `location`."""
     _use_location(con, location)
-    replacements = {
-        "@LAKE@": _literal(lake.location()),  # lake_path()'s fallback for other DuckDB clients
-        "@METADATA_PART@": _literal(latest_metadata_part(lake)),
-        "@VERSION@": _catalog_version(),
+    values = {
+        "LAKE": _literal(lake.location()),  # lake_path()'s fallback for other DuckDB clients
+        "METADATA_PART": _literal(latest_metadata_part(lake)),
+        "VERSION": _literal(_catalog_version()),
     }
     for name in _sql_files("catalog"):
-        text = sql_text("catalog", name)
-        for marker, value in replacements.items():
-            text = text.replace(marker, value)
-        con.execute(text)
+        con.execute(_fill(sql_text("catalog", name), **values))
     _create_backbone_views(con)
 
 
@@ -149,8 +164,8 @@ def _create_backbone_views(con: duckdb.DuckDBPyConnection) -> None:
         if len(found) != 1:  # consistent_dims reports it; a fixed size cannot hold both
             continue
         view = "embeddings_" + re.sub(r"[^0-9a-z]+", "_", backbone.lower()).strip("_")
-        text = template.replace("@VIEW@", view).replace("@DIM@", str(int(found.pop())))
-        con.execute(text.replace("@BACKBONE@", backbone.replace("'", "''")))
+        dim = str(int(found.pop()))
+        con.execute(_fill(template, VIEW=_identifier(view), BACKBONE=_literal(backbone), DIM=dim))
 
 
 def _catalog_version() -> str:
