@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import CLI, run_cli
+from tests.conftest import CLI, copy_lake, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -39,23 +39,18 @@ SECTIONS = [
 
 
 @pytest.fixture(scope="module")
-def reported_lake(collection, tmp_path_factory, prefect_api):
-    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+def reported_lake(pipeline_lake, collection, tmp_path_factory):
+    """The session's lake (one run, one report), copied since these tests rebuild its reports,
+    and run a second time so "what changed" has something to compare."""
     source, meta = collection
-    lake = tmp_path_factory.mktemp("report") / "lake"
-    for _ in range(2):  # a second run, so "what changed" has something to compare
-        done = run_cli(
-            "run",
-            str(source),
-            "--lake",
-            str(lake),
-            "--weights",
-            "random",
-            "--metadata",
-            str(meta),
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr
+    lake = copy_lake(pipeline_lake.path, tmp_path_factory.mktemp("report") / "lake")
+    env = pipeline_lake.env
+    done = run_cli(
+        *("run", str(source), "--lake", str(lake), "--metadata", str(meta)),
+        *("--weights", "random"),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
     return lake, env
 
 
