@@ -97,9 +97,8 @@ def _craft_manifests(lake: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, prefect_api):
-    cli_env = dict(os.environ, PREFECT_API_URL=prefect_api)
-    cli_env.pop("EMBEDLAKE_LAKE", None)
+def hostile(tmp_path_factory, session_env):
+    cli_env = session_env
     root = tmp_path_factory.mktemp("hostile")
     source = root / "source"
     make_collection(source)

@@ -5,7 +5,6 @@ wrong, run through the CLI with random weights (all CI has); the flips must rank
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +58,10 @@ def make_labelled_collection(root: Path, per_family: int = 30) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def labelled_lake(tmp_path_factory, prefect_api):
+def labelled_lake(tmp_path_factory, session_env):
     root = tmp_path_factory.mktemp("labels")
     flipped = make_labelled_collection(root, per_family=40)
-    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+    env = session_env
     lake = root / "lake"
     done = run_cli(
         *("run", str(root / "images"), "--lake", str(lake), "--metadata", str(root / "labels.csv")),
@@ -119,9 +118,9 @@ def test_report_shows_the_labels_section(labelled_lake):
     assert sum(path in section for path in flipped) >= 6  # the gallery shows the flips
 
 
-def test_a_missing_label_column_fails_before_embedding(tmp_path, prefect_api):
+def test_a_missing_label_column_fails_before_embedding(tmp_path, cli_env):
     make_labelled_collection(tmp_path, per_family=2)
-    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+    env = cli_env
     done = run_cli(
         *("run", str(tmp_path / "images"), "--lake", str(tmp_path / "lake")),
         *("--metadata", str(tmp_path / "labels.csv"), "--label-column", "specie"),

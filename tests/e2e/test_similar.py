@@ -21,9 +21,8 @@ BACKBONES = ("mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160")
 
 
 @pytest.fixture(scope="module")
-def lake(collection, tmp_path_factory, prefect_api) -> tuple[Path, dict[str, str]]:
-    env = dict(os.environ, PREFECT_API_URL=prefect_api)
-    env.pop("EMBEDLAKE_LAKE", None)
+def lake(collection, tmp_path_factory, session_env) -> tuple[Path, dict[str, str]]:
+    env = session_env
     lake = tmp_path_factory.mktemp("similar") / "lake"
     backbones = [arg for name in BACKBONES for arg in ("--backbone", name)]
     done = run_cli(

@@ -4,7 +4,6 @@ rerun, and `sql` / `query` that read it and nothing else."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -19,13 +18,12 @@ URL = f"s3://{BUCKET}/lake"
 
 
 @pytest.fixture(scope="module")
-def runs(collection, tmp_path_factory, prefect_api, s3_server):
+def runs(collection, tmp_path_factory, session_env, s3_server):
     """A local run, a run into the S3 lake, and a rerun of it, on the same collection."""
     source, meta = collection
     work = tmp_path_factory.mktemp("url-lake")
-    env = dict(os.environ, PREFECT_API_URL=prefect_api, EMBEDLAKE_CACHE=str(work / "cache"))
+    env = dict(session_env, EMBEDLAKE_CACHE=str(work / "cache"))
     env.update(s3_server)
-    env.pop("EMBEDLAKE_LAKE", None)
     s3_filesystem(s3_server).mkdir(BUCKET)
     common = ["--weights", "random", "--metadata", str(meta)]
     local = run_cli("run", str(source), "--lake", str(work / "lake"), *common, env=env)
@@ -148,7 +146,7 @@ def test_bad_lake_urls_get_one_line(runs, args, message, tmp_path):
 
 
 def test_a_second_writer_with_another_cache_waits_and_aborts_nothing(
-    collection, prefect_api, s3_server, tmp_path, monkeypatch
+    collection, cli_env, s3_server, tmp_path, monkeypatch
 ):
     """Two machines (two caches) writing one S3 lake: the second used to take its own cache's
     lock, go ahead, and mark the first's live run aborted. It now waits on the lake's lock."""
@@ -165,8 +163,7 @@ def test_a_second_writer_with_another_cache_waits_and_aborts_nothing(
     for key, value in s3_server.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache-1"))
-    env = dict(os.environ, PREFECT_API_URL=prefect_api, EMBEDLAKE_CACHE=str(tmp_path / "cache-2"))
-    env.pop("EMBEDLAKE_LAKE", None)
+    env = dict(cli_env, **s3_server, EMBEDLAKE_CACHE=str(tmp_path / "cache-2"))
     first = Lake.at(url).ensure()
     run_id = lake.new_run_id()
     live = {"run_id": run_id, "stage": "started", "status": "running"}
