@@ -4,6 +4,8 @@ rerun, and `sql` / `query` that read it and nothing else."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,18 +20,31 @@ URL = f"s3://{BUCKET}/lake"
 
 
 @pytest.fixture(scope="module")
-def runs(collection, tmp_path_factory, session_env, s3_server):
-    """A local run, a run into the S3 lake, and a rerun of it, on the same collection."""
+def runs(pipeline_lake, collection, tmp_path_factory, session_env, s3_server):
+    """The session's local lake (the same command), a run into the S3 lake, and a rerun of it,
+    on the same collection."""
     source, meta = collection
     work = tmp_path_factory.mktemp("url-lake")
     env = dict(session_env, EMBEDLAKE_CACHE=str(work / "cache"))
     env.update(s3_server)
+    # --precision auto is measured once per cache: the S3 runs take the local run's measurement,
+    # so a timing difference cannot give the two lakes different precisions
+    measured = Path(session_env["EMBEDLAKE_CACHE"]) / "precision.json"
+    if measured.is_file():
+        (work / "cache").mkdir()
+        shutil.copy(measured, work / "cache" / "precision.json")
     s3_filesystem(s3_server).mkdir(BUCKET)
     common = ["--weights", "random", "--metadata", str(meta)]
-    local = run_cli("run", str(source), "--lake", str(work / "lake"), *common, env=env)
     first = run_cli("run", str(source), "--lake", URL, *common, env=env)
     again = run_cli("run", str(source), "--lake", URL, *common, env=env)
-    return {"local": local, "first": first, "again": again, "env": env, "work": work}
+    return {
+        "local": pipeline_lake.run,
+        "local_lake": pipeline_lake.path,
+        "first": first,
+        "again": again,
+        "env": env,
+        "work": work,
+    }
 
 
 def _files(lake, run_id):
@@ -45,7 +60,7 @@ def _run_ids(lake):
 def test_s3_lake_equals_the_local_lake(runs, s3_env):
     for name in ("local", "first", "again"):
         assert runs[name].returncode == 0, runs[name].stderr
-    local, remote = Lake.at(runs["work"] / "lake"), Lake.at(URL)
+    local, remote = Lake.at(runs["local_lake"]), Lake.at(URL)
     assert _files(remote, _run_ids(remote)[0]) == _files(local, _run_ids(local)[0])
     key = ("image_id", "backbone", "weights_id", "precision", "dim")
 
