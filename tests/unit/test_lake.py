@@ -437,6 +437,7 @@ def test_a_dead_writers_s3_lock_is_taken_over_after_its_expiry(s3_env, monkeypat
 
 
 def test_a_writer_whose_s3_lock_was_taken_over_says_so(s3_env, monkeypatch):
+    import threading
     import time
 
     fs, url = _s3_lake(s3_env, "lock-lost")
@@ -444,5 +445,10 @@ def test_a_writer_whose_s3_lock_was_taken_over_says_so(s3_env, monkeypatch):
     root = lake.Lake.at(url).ensure()
     with pytest.raises(RuntimeError, match="lost its lock"), root.lock():
         fs.pipe("lock-lost/lake/.lock", b'{"holder": "a writer that took over"}')
-        time.sleep(1.0)
+        # the heartbeat thread ends when it finds the lock taken: wait for that, not a fixed
+        # second that a loaded machine can overrun
+        deadline = time.monotonic() + 60
+        while any(t.name == "lake-lock" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the heartbeat never saw the lock taken"
+            time.sleep(0.05)
     assert fs.exists("lock-lost/lake/.lock")  # the other's lock is left alone
