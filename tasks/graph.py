@@ -66,7 +66,7 @@ def group_name(backbone: str, weights_id: str, precision: str) -> str:
 
 def embedding_part_names(root: lake.Lake) -> list[str]:
     """The embedding parts' names, sorted: a listing, no footer read."""
-    return [name for name in root.part_names("embeddings") if name != "_schema.parquet"]
+    return [name for name in root.part_names("embeddings") if name != lake.SCHEMA_PART]
 
 
 def _embedding_parts(
@@ -235,7 +235,7 @@ def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = N
         return Lists.empty(k)
     con = duckdb.connect()
     con.register("parts", pa.concat_tables(tables))
-    latest = con.execute(sql_text("search", "latest_lists.sql")).to_arrow_table()
+    latest = con.sql(sql_text("search", "latest_lists.sql")).to_arrow_table()
     n = latest.num_rows
     neighbors = np.full((n, k), None, object)
     sims = np.full((n, k), -np.inf, np.float32)

@@ -128,7 +128,7 @@ def build_neighbor_graph(
         for part in root.part_names("neighbors"):
             group = part.removesuffix(".parquet").rsplit("-", 1)[0]
             stale = group not in names and part.removesuffix(".parquet") not in names
-            if stale and part != "_schema.parquet":
+            if stale and part != lake.SCHEMA_PART:
                 root.delete_part("neighbors", part)
     _write_agreement(root, keys, cka_sample)
     return written
