@@ -6,7 +6,6 @@ once: the second waits for the first (and says so). Readers never take the lock.
 
 # no `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # the live annotations, and a deployment run validates `params` against RunParams
-import contextlib
 import sys
 
 from prefect import flow, get_run_logger, unmapped
@@ -66,8 +65,12 @@ def embed_collection(params: RunParams, progress: bool = False) -> steps.RunSumm
             summary = steps.finish_run(ctx, summary, stage.seconds)
         except BaseException as exc:
             steps.record_failure(ctx, stage.current, exc, summary, stage.seconds)
-            with contextlib.suppress(Exception):  # the run's own error is the one to raise
-                steps.rebuild_catalog(lake)  # readers see the failure and what the run wrote
+            try:  # readers see the failure and what the run wrote
+                steps.rebuild_catalog(lake)
+            except Exception as catalog_error:  # the run's own error is the one to raise
+                get_run_logger().warning(
+                    "the catalog could not be rebuilt after the failure: %s", catalog_error
+                )
             raise
         with stage("report"):  # the run is finished: a failure here is the report's alone
             try:
