@@ -46,6 +46,23 @@ def _similar(lake: Path, env: dict[str, str], *args: str):
     return done
 
 
+def _similar_here(lake: Path, capfd, *args: str) -> subprocess.CompletedProcess:
+    """`_similar` through the CLI's `main` in this process: the same parsing, one-line errors and
+    exit status, without a subprocess importing torch again (the cases that guard against the
+    lake or the query running code or exhausting the process stay in subprocesses)."""
+    from embedlake.flows.cli import main
+
+    before = _listing(lake)
+    capfd.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        for handler in ("", "_FLOW_RUNS", "_TASK_RUNS"):  # main sets these for its process
+            patch.setenv(f"PREFECT_LOGGING_HANDLERS_CONSOLE{handler}_LEVEL", "CRITICAL")
+        code = main(["similar", *args, "--lake", str(lake)])
+    out, err = capfd.readouterr()
+    assert _listing(lake) == before
+    return subprocess.CompletedProcess(["similar", *args], code, out, err)
+
+
 def _copy(tmp_path: Path, name: str) -> Path:
     """A half-size copy of a lake photo, recompressed at JPEG quality 60."""
     img = photo(name)
@@ -54,10 +71,10 @@ def _copy(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_a_resized_recompressed_copy_finds_its_original_first(lake, tmp_path):
+def test_a_resized_recompressed_copy_finds_its_original_first(lake, tmp_path, capfd):
     root, env = lake
     chelsea, coffee = _copy(tmp_path, "chelsea.png"), _copy(tmp_path, "coffee.png")
-    done = _similar(root, env, str(chelsea), str(coffee), "--k", "3", "--format", "json")
+    done = _similar_here(root, capfd, str(chelsea), str(coffee), "--k", "3", "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert list(rows[0]) == ["query", "backbone", "rank", "path", "image_id", "similarity"]
@@ -72,16 +89,16 @@ def test_a_resized_recompressed_copy_finds_its_original_first(lake, tmp_path):
     assert ranks == sorted(ranks, key=lambda q: ([str(chelsea), str(coffee)].index(q[0]), q[1:]))
 
 
-def test_a_lake_image_itself_gets_its_stored_embedding_back(lake, collection):
+def test_a_lake_image_itself_gets_its_stored_embedding_back(lake, collection, capfd):
     # the same bytes, weights and precision: the stored embedding, so similarity 1 to rounding
     # (0.999 allows for a CUDA run, whose JPEGs nvJPEG decoded; the query goes through Pillow)
     root, env = lake
     query = collection[0] / "good" / "rocket.jpg"
-    done = _similar(root, env, str(query), "--backbone", BACKBONES[1], "--k", "2")
+    done = _similar_here(root, capfd, str(query), "--backbone", BACKBONES[1], "--k", "2")
     assert done.returncode == 0, done.stderr
     assert "good/rocket.jpg" in done.stdout and BACKBONES[0] not in done.stdout
     assert "(2 rows)" in done.stdout
-    done = _similar(root, env, str(query), "--k", "1", "--format", "csv")
+    done = _similar_here(root, capfd, str(query), "--k", "1", "--format", "csv")
     rows = done.stdout.splitlines()
     assert rows[0] == '"query","backbone","rank","path","image_id","similarity"'
     for row in rows[1:]:
@@ -98,33 +115,33 @@ def test_a_lake_image_itself_gets_its_stored_embedding_back(lake, collection):
         ("truncated", "truncated"),
     ],
 )
-def test_a_broken_query_image_is_one_line(lake, tmp_path, content, message):
+def test_a_broken_query_image_is_one_line(lake, tmp_path, content, message, capfd):
     root, env = lake
     query = tmp_path / "query.jpg"
     if content == "truncated":
         content = jpeg_bytes(photo("chelsea.png"))[:3000]
     if content is not None:
         query.write_bytes(content)
-    done = _similar(root, env, str(query))
+    done = _similar_here(root, capfd, str(query))
     assert done.returncode == 1, done.stdout
     assert done.stderr.startswith("embedlake: error: query image") and message in done.stderr
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
 
 
-def test_weights_that_did_not_make_the_lake_are_refused(lake, tmp_path):
+def test_weights_that_did_not_make_the_lake_are_refused(lake, tmp_path, capfd):
     root, env = lake
     query = _copy(tmp_path, "chelsea.png")
     other = tmp_path / "other.safetensors"
     _save_random_weights(BACKBONES[0], seed=1, path=other)
     weights = f"{BACKBONES[0]}={other}"
-    done = _similar(root, env, str(query), "--backbone", BACKBONES[0], "--weights", weights)
+    done = _similar_here(root, capfd, str(query), "--backbone", BACKBONES[0], "--weights", weights)
     assert done.returncode == 1
     assert done.stderr.startswith(
         f"embedlake: error: the lake holds no {BACKBONES[0]} embeddings made with weights "
         "file-other.safetensors:"
     )
     assert len(done.stderr.splitlines()) == 1
-    done = _similar(root, env, str(query), "--backbone", "xception")
+    done = _similar_here(root, capfd, str(query), "--backbone", "xception")
     assert done.returncode == 1
     assert "the lake holds no xception embeddings (it holds: mobilenet_v1_0.25_128, " in done.stderr
 
@@ -331,8 +348,8 @@ def test_a_stalled_http_server_times_out_and_internal_addresses_need_a_flag(lake
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/a.jpg", "simplecache::s3://b/a.jpg"])
-def test_urls_of_other_schemes_are_refused(lake, url):
-    root, env = lake
-    done = _similar(root, env, url)
+def test_urls_of_other_schemes_are_refused(lake, url, capfd):
+    root, _ = lake
+    done = _similar_here(root, capfd, url)
     assert done.returncode == 1
     assert done.stderr.startswith(f"embedlake: error: query image {url}: only local files and ")
