@@ -91,8 +91,7 @@ def _add_k(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def _add_query_options(parser: argparse.ArgumentParser) -> None:
     _add_lake(parser)
-    parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
-    parser.add_argument("--output", help="write the result to this file (required for parquet)")
+    _add_output(parser)
     parser.add_argument(
         "--timeout",
         type=float,
@@ -107,6 +106,81 @@ def _add_query_options(parser: argparse.ArgumentParser) -> None:
         help="DuckDB's memory limit, e.g. 4GB or 25%% of RAM (default: 50%%); past it, what "
         "DuckDB cannot spill to disk fails with its out-of-memory error",
     )
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    parser.add_argument("--output", help="write the result to this file (required for parquet)")
+
+
+def _add_similar(sub: argparse._SubParsersAction) -> None:
+    similar = sub.add_parser(
+        "similar", help="the lake's images nearest to images from outside it (writes nothing)"
+    )
+    similar.add_argument(
+        "queries",
+        nargs="+",
+        metavar="FILE_OR_URL",
+        help="query images: files, or http(s)://, s3://, gs://, az://, abfs:// URLs",
+    )
+    _add_lake(similar)
+    similar.add_argument(
+        "--backbone",
+        action="append",
+        dest="backbones",
+        metavar="NAME",
+        help="repeatable (default: every backbone the lake holds)",
+    )
+    similar.add_argument(
+        "--weights",
+        help="the weights whose embeddings to search, where the lake holds several "
+        "(default: those of the latest finished run); same forms as `run --weights`",
+    )
+    _add_k(similar, "images per query and backbone")
+    _add_output(similar)
+    similar.add_argument(
+        "--pillow-plugin",
+        action="append",
+        dest="pillow_plugins",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (or call MODULE:FUNCTION) to register more formats; repeatable. "
+        "Plugins a lake's runs recorded are never loaded: where you name fewer, a query that "
+        "decodes without them is answered (with a note), one that does not is refused",
+    )
+    similar.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="decompression-bomb limit per query image (default: run's default; never the "
+        "lake's recorded value)",
+    )
+    similar.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=None,
+        help="seconds a query image may take to download, and again to decode (default: 30, "
+        "as for run); a URL is read up to 256 MiB",
+    )
+    similar.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch http(s) URLs whose host is a loopback, private or link-local address "
+        "(refused by default, redirects included)",
+    )
+
+
+def _add_nearest(sub: argparse._SubParsersAction) -> None:
+    near = sub.add_parser(
+        "nearest",
+        help="a stored image's nearest images (the group's ANN index when it has one; "
+        "writes nothing)",
+    )
+    near.add_argument("image_id", help="an image_id of the lake (`images.image_id`)")
+    near.add_argument("--backbone", required=True, help="whose embeddings to compare")
+    _add_lake(near)
+    _add_k(near, "how many images")
+    _add_output(near)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,73 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_query_options(query)
 
-    similar = sub.add_parser(
-        "similar", help="the lake's images nearest to images from outside it (writes nothing)"
-    )
-    similar.add_argument(
-        "queries",
-        nargs="+",
-        metavar="FILE_OR_URL",
-        help="query images: files, or http(s)://, s3://, gs://, az://, abfs:// URLs",
-    )
-    _add_lake(similar)
-    similar.add_argument(
-        "--backbone",
-        action="append",
-        dest="backbones",
-        metavar="NAME",
-        help="repeatable (default: every backbone the lake holds)",
-    )
-    similar.add_argument(
-        "--weights",
-        help="the weights whose embeddings to search, where the lake holds several "
-        "(default: those of the latest finished run); same forms as `run --weights`",
-    )
-    _add_k(similar, "images per query and backbone")
-    similar.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
-    similar.add_argument("--output", help="write the result to this file (required for parquet)")
-    similar.add_argument(
-        "--pillow-plugin",
-        action="append",
-        dest="pillow_plugins",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (or call MODULE:FUNCTION) to register more formats; repeatable. "
-        "Plugins a lake's runs recorded are never loaded: where you name fewer, a query that "
-        "decodes without them is answered (with a note), one that does not is refused",
-    )
-    similar.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help="decompression-bomb limit per query image (default: run's default; never the "
-        "lake's recorded value)",
-    )
-    similar.add_argument(
-        "--decode-timeout",
-        type=float,
-        default=None,
-        help="seconds a query image may take to download, and again to decode (default: 30, "
-        "as for run); a URL is read up to 256 MiB",
-    )
-    similar.add_argument(
-        "--allow-private-urls",
-        action="store_true",
-        help="fetch http(s) URLs whose host is a loopback, private or link-local address "
-        "(refused by default, redirects included)",
-    )
-
-    near = sub.add_parser(
-        "nearest",
-        help="a stored image's nearest images (the group's ANN index when it has one; "
-        "writes nothing)",
-    )
-    near.add_argument("image_id", help="an image_id of the lake (`images.image_id`)")
-    near.add_argument("--backbone", required=True, help="whose embeddings to compare")
-    _add_lake(near)
-    _add_k(near, "how many images")
-    near.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
-    near.add_argument("--output", help="write the result to this file (required for parquet)")
+    _add_similar(sub)
+    _add_nearest(sub)
 
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     _add_lake(report)
