@@ -317,6 +317,9 @@ def _exact_update(
             device=device,
             each_block=offer,
         )
+        # Arrow's allocator keeps what each chunk's reads freed; given back, the peak follows
+        # one chunk (tests/slow: with the top-k below, peak +90 MB from 2,000 to 20,000 images)
+        pa.default_memory_pool().release_unused()
     # existing images whose list a new image enters: merge, keep the top k
     kth = current.sims[:, -1] if k else np.empty(0, np.float32)
     changed = cand_s[:, 0] > kth

@@ -75,11 +75,15 @@ def top_of_scores(scores: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     ranked by the rule above (equal scores: the lower column first)."""
     import torch
 
-    values, columns = scores.topk(k, dim=1)
-    # topk picks among scores equal to the k-th arbitrarily: where it left some out, those rows
-    # are sorted whole (stable), so the lowest columns are the ones kept
-    kth = values[:, -1:]
-    cut = torch.nonzero((scores == kth).sum(1) > (values == kth).sum(1)).flatten()
+    # topk picks among scores equal to the k-th arbitrarily: a row whose (k+1)-th best equals
+    # its k-th may have left some out, so it is sorted whole (stable) and the lowest columns are
+    # kept. One more column of topk finds those rows without a mask as large as the scores.
+    values, columns = scores.topk(min(k + 1, scores.shape[1]), dim=1)
+    if values.shape[1] > k:
+        cut = torch.nonzero(values[:, k] == values[:, k - 1]).flatten()
+        values, columns = values[:, :k].contiguous(), columns[:, :k].contiguous()
+    else:
+        cut = torch.empty(0, dtype=torch.int64)
     if len(cut):
         whole = torch.sort(scores[cut], dim=1, descending=True, stable=True)
         values[cut], columns[cut] = whole.values[:, :k], whole.indices[:, :k]
