@@ -388,28 +388,14 @@ def _folder(root: lake.Lake, name: str) -> Path:
 
 
 def _write_atomically(target: Path, text: str | bytes) -> None:
-    tmp = target.with_name(f"{target.name}{lake._TMP_MARK}{os.getpid()}-{_token()}")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(text.encode() if isinstance(text, str) else text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    lake.replace_atomically(target, lambda tmp: tmp.write_bytes(data))
 
 
 def _write_index(index, target: Path) -> None:
     import faiss
 
-    tmp = target.with_name(f"{target.name}{lake._TMP_MARK}{os.getpid()}-{_token()}")
-    try:
-        faiss.write_index(index, str(tmp))
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    lake.replace_atomically(target, lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def _pull(root: lake.UrlLake, folder: Path, name: str) -> None:

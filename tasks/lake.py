@@ -646,18 +646,27 @@ def write_part_atomically(
     table: pa.Table, target: Path, row_group_rows: int = ROW_GROUP_ROWS
 ) -> Path:
     """Write `table` to `target`: temp file in the same folder, fsync, rename, fsync folder."""
-    tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
-    try:
+
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
             pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    replace_atomically(target, write)
     _fsync_dir(target.parent)
     return target
+
+
+def replace_atomically(target: Path, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)` to a temporary name beside `target` (one `remove_stale_temporaries` knows),
+    fsync it, rename it over `target`: readers see the old file or the new one, whole."""
+    tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        write(tmp)
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def put_part_atomically(
