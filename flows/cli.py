@@ -219,7 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     _add_lake(report)
     report.add_argument("--run", dest="run_id", help="a run id (default: the latest finished run)")
-    report.add_argument("--label-column", default="label", help="sidecar column to colour by")
+    report.add_argument(
+        "--color-by", default="label", help="sidecar column the PCA plots are coloured by"
+    )
+    # `run --label-column` names the columns probed; report's colouring had the same flag (0.3)
+    report.add_argument("--label-column", dest="old_color_by", help=argparse.SUPPRESS)
     report.add_argument(
         "--source",
         help="folder or URL to read thumbnails from (default: none; never the one the lake names)",
@@ -572,9 +576,10 @@ def _cmd_nearest(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from embedlake.tasks.report import build_report
 
-    result = build_report(
-        args.lake, args.run_id, label_column=args.label_column, source=args.source
-    )
+    if args.old_color_by is not None:
+        print("note: report --label-column is now --color-by", file=sys.stderr)
+        args.color_by = args.old_color_by
+    result = build_report(args.lake, args.run_id, color_by=args.color_by, source=args.source)
     print(f"report of run {result['run_id']}: {result['path']} ({result['bytes'] / 1e6:.1f} MB)")
     if result["lake_copy"] != str(Path(result["path"]).parent):
         print(f"  uploaded to {result['lake_copy']}")

@@ -377,7 +377,7 @@ def _tradeoff_plot(probed: list[dict[str, Any]], column: str) -> str:
 def build_report(
     root: str | Path | lake.Lake,
     run_id: str | None = None,
-    label_column: str = "label",
+    color_by: str = "label",
     sample: int = 2000,
     source: str | Path | RemoteSource | None = None,
 ) -> ReportResult:
@@ -403,7 +403,7 @@ def build_report(
             _exif_section(con, run_id, tables),
             _duplicates_section(con, thumbs, tables),
             _outliers_section(con, thumbs, tables),
-            _label_structure_section(con, label_column, vectors, tables),
+            _label_structure_section(con, color_by, vectors, tables),
             _agreement_section(con, tables),
         ]
         for column in json.loads(run["params"] or "{}").get("label_columns") or []:
@@ -520,25 +520,25 @@ def _duplicates_section(con: Any, thumbs: _Thumbnails, tables: dict[str, pa.Tabl
 
 def _label_structure_section(
     con: Any,
-    label_column: str,
+    color_by: str,
     vectors: dict[str, tuple[list[str], np.ndarray]],
     tables: dict[str, pa.Table],
 ) -> tuple:
-    """A 2-D PCA of each backbone's sample, coloured by `label_column`, and its label purity."""
-    rows = _report_rows(con, "labels", column=label_column).to_pylist()
+    """A 2-D PCA of each backbone's sample, coloured by `color_by`, and its label purity."""
+    rows = _report_rows(con, "labels", column=color_by).to_pylist()
     labels = {r["image_id"]: r["label"] for r in rows}
     plots = [
-        _pca_plot(backbone, ids, found, labels, label_column)
+        _pca_plot(backbone, ids, found, labels, color_by)
         for backbone, (ids, found) in vectors.items()
         if len(ids) >= 3
     ]
-    purity = run_query(con, "label_purity", {"column": label_column})
+    purity = run_query(con, "label_purity", {"column": color_by})
     tables["label_purity"] = purity
     note = (
         ""
         if labels
         else (
-            f'<p class="muted">the sidecar has no "{_h(label_column)}"'
+            f'<p class="muted">the sidecar has no "{_h(color_by)}"'
             " column: points are uncoloured</p>"
         )
     )
