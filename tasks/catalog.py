@@ -98,37 +98,37 @@ def _fill(text: str, **values: str) -> str:
     return _MARKER.sub(lambda found: values[found.group(1)], text)
 
 
-def latest_metadata_part(lake: str | Path | Lake) -> str:
+def latest_metadata_part(root: str | Path | Lake) -> str:
     """The name of the newest run's sidecar part (the schema part when there is none)."""
-    lake = Lake.at(lake)
-    parts = [name for name in lake.part_names("metadata") if name != SCHEMA_PART]
+    root = Lake.at(root)
+    parts = [name for name in root.part_names("metadata") if name != SCHEMA_PART]
     return parts[-1] if parts else SCHEMA_PART
 
 
-def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
+def build_catalog(root: str | Path | Lake, create: bool = True) -> Path:
     """(Re)build the lake's catalog.duckdb from the Parquet parts; atomic for readers.
 
     `create=False` (a reader rebuilding a URL lake's cached catalog) writes nothing to the lake:
     a table without its schema part is an error, not a part written on the reader's behalf.
     """
-    lake = Lake.at(lake)
+    root = Lake.at(root)
     if create:
-        lake.ensure()
-    elif missing := lake.missing_tables():
+        root.ensure()
+    elif missing := root.missing_tables():
         raise FileNotFoundError(
-            f"the lake at {lake} has no {', '.join(missing)} table yet: "
-            f"run `embedlake run SOURCE --lake {lake}` once with this embedlake version"
+            f"the lake at {root} has no {', '.join(missing)} table yet: "
+            f"run `embedlake run SOURCE --lake {root}` once with this embedlake version"
         )
-    target = lake.catalog_file
+    target = root.catalog_file
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
         with duckdb.connect(str(tmp)) as con:
-            _create_views(con, lake, lake.register(con))
+            _create_views(con, root, root.register(con))
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
-        if lake.catalog_is_cache:
+        if root.catalog_is_cache:
             _version_file(target).write_text(_catalog_version())
     finally:
         tmp.unlink(missing_ok=True)
@@ -136,12 +136,12 @@ def build_catalog(lake: str | Path | Lake, create: bool = True) -> Path:
     return target
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake, location: str) -> None:
+def _create_views(con: duckdb.DuckDBPyConnection, root: Lake, location: str) -> None:
     """The catalog's views and macros in `con`, reading the lake at `location`."""
     _use_location(con, location)
     values = {
-        "LAKE": _literal(lake.location()),  # lake_path()'s fallback for other DuckDB clients
-        "METADATA_PART": _literal(latest_metadata_part(lake)),
+        "LAKE": _literal(root.location()),  # lake_path()'s fallback for other DuckDB clients
+        "METADATA_PART": _literal(latest_metadata_part(root)),
         "VERSION": _literal(_catalog_version()),
     }
     for name in _sql_files("catalog"):
@@ -187,33 +187,33 @@ def _is_current(catalog: Path) -> bool:
 
 
 def connect_read_only(
-    lake: str | Path | Lake, memory_limit: str = "4GB"
+    root: str | Path | Lake, memory_limit: str = "4GB"
 ) -> duckdb.DuckDBPyConnection:
     """A connection to the catalog that can read the lake and nothing else."""
-    lake = Lake.at(lake)
-    catalog = lake.catalog_file
-    stale = lake.catalog_is_cache and catalog.is_file() and not _is_current(catalog)
+    root = Lake.at(root)
+    catalog = root.catalog_file
+    stale = root.catalog_is_cache and catalog.is_file() and not _is_current(catalog)
     if stale or not catalog.is_file():
-        first = f"run `embedlake run SOURCE --lake {lake}` first"
-        if not lake.catalog_is_cache:
+        first = f"run `embedlake run SOURCE --lake {root}` first"
+        if not root.catalog_is_cache:
             raise FileNotFoundError(f"no catalog at {catalog}: {first}")
-        if not lake.exists():
-            raise FileNotFoundError(f"no lake at {lake}: {first}")
-        build_catalog(lake, create=False)  # a URL lake's catalog: a local cache of the Parquet
+        if not root.exists():
+            raise FileNotFoundError(f"no lake at {root}: {first}")
+        build_catalog(root, create=False)  # a URL lake's catalog: a local cache of the Parquet
     # DuckDB spills big sorts and joins beside the database file by default, which for a local
     # lake is inside it: a reader must write nothing there, so spills go to a private folder.
     # Each read connection is a DuckDB instance of its own (in memory, the catalog attached
     # read-only): its filesystem and frozen settings are its alone, and several can be open.
     config = {"memory_limit": memory_limit, "temp_directory": str(_spill_folder())}
     con = duckdb.connect(":memory:", config=config)
-    location = lake.register(con, read_only=True)
+    location = root.register(con, read_only=True)
     _use_location(con, location)
     con.execute("ATTACH $catalog AS catalog (READ_ONLY)", {"catalog": str(catalog)})
     con.execute("USE catalog")
     if not _built_here(con):  # an older embedlake's catalog: its views name absolute paths
         con.execute("USE memory")
         con.execute("DETACH catalog")
-        _create_views(con, lake, location)
+        _create_views(con, root, location)
     con.execute("SET allowed_directories = [$dir]", {"dir": location + "/"})
     con.execute("SET enable_external_access = false")
     con.execute("SET allow_persistent_secrets = false")

@@ -147,11 +147,11 @@ class Lake(abc.ABC):
     catalog_is_cache = False  # a local lake holds its catalog; a URL lake caches it locally
 
     @staticmethod
-    def at(location: str | Path | Lake) -> Lake:
+    def at(root: str | Path | Lake) -> Lake:
         """The lake at a folder path or an fsspec URL (`file://` URLs are local folders)."""
-        if isinstance(location, Lake):
-            return location
-        text = str(location)
+        if isinstance(root, Lake):
+            return root
+        text = str(root)
         if text.startswith("file://"):
             return LocalLake(Path(text.removeprefix("file://")))
         if _SCHEME.match(text):

@@ -13,6 +13,8 @@ size. The catalog's `nearest` macro answers the same question in SQL by a scan o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
@@ -59,11 +61,11 @@ def _query_vector(
     return (backbone, row[0], row[1]), np.asarray(row[2], np.float32)
 
 
-def nearest(lake_ref, image_id: str, backbone: str, k: int = 10) -> pa.Table:
+def nearest(root: str | Path | lake.Lake, image_id: str, backbone: str, k: int = 10) -> pa.Table:
     """The k images most like `image_id` under `backbone` (RESULT_SCHEMA), nearest first."""
     if k < 1:
         raise NearestError("k must be at least 1")
-    root = lake.Lake.at(lake_ref)
+    root = lake.Lake.at(root)
     key, query = _query_vector(root, image_id, backbone)
     ids, sims, method = graph.search_group(
         root, key, query[None], k, query_ids=np.array([image_id], object)
