@@ -37,8 +37,6 @@ __all__ = [
     "Embedder",
     "cpu_has_native_bf16",
     "iter_embedded_batches",
-    "resolve_device",
-    "resolve_precision",
 ]
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -54,18 +52,6 @@ class BatchResult:
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (image_id, code, message)
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {requested}: no CUDA device is available")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise ValueError(f"--device {requested!r}: expected auto, cpu or cuda[:N]")
-    return requested
-
-
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPU computes bf16 natively, so autocast pays off."""
     try:
@@ -73,19 +59,6 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(requested: str, device: str) -> str:
-    """`auto`: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
-    if requested != "auto":
-        if requested == "fp16" and not device.startswith("cuda"):
-            raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        return requested
-    if device.startswith("cuda"):
-        return "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 class Embedder:

@@ -5,9 +5,10 @@ natively, fp32; CUDA: fp16, bf16 where supported, fp32) embeds the same probe ba
 backbones and weights; the fastest candidate whose every embedding is within cosine `TOLERANCE`
 of fp32's wins. The measurement takes a few seconds, so it is cached per device, torch version,
 backbones and weights (a JSON file in embedlake's cache folder), and a later candidate must be
-more than 10 % faster than an earlier one to win, so timing noise does not flip the choice. Runs
-ask the lake first (tasks.steps): where it already holds these weights' embeddings at one
-precision the device offers, that precision is kept, so a rerun from any machine finds them.
+more than 10 % faster than an earlier one to win, so timing noise does not flip the choice.
+
+This is the "measured" step of the engine plan (tasks.engine), which alone decides a run's
+precision: a precision asked for, or the one the lake holds, comes first.
 """
 
 from __future__ import annotations

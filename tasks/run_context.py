@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from prefect import get_run_logger
@@ -21,6 +21,9 @@ from prefect import get_run_logger
 from . import discover, lake
 from .params import RunParams
 from .sources import RemoteSource
+
+if TYPE_CHECKING:  # tasks.engine logs through this module: the plan's type only, for hints
+    from .engine import EnginePlan
 
 __all__ = [
     "FAILPOINT_ENV",
@@ -102,13 +105,14 @@ class RunSummary:
     finished_at: datetime | None = None
     seconds: float | None = None
     report: str | None = None  # the report's index.html, once published
+    engine: EnginePlan | None = None  # how it embedded (device and precision are its); no column
 
     def row(self) -> dict[str, Any]:
         """Its columns of a `runs` row, for `stage_row` (which sets run_id and status itself)."""
         values = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("run_id", "status", "lake", "report")
+            if f.name not in ("run_id", "status", "lake", "report", "engine")
         }
         for name in ("error_counts", "weights", "stage_seconds"):
             values[name] = lake.to_json(values[name])

@@ -72,7 +72,8 @@ def shard_resources() -> dict[str, float]:
 
 
 def engine_for(plan: Any) -> tuple[Any, list]:
-    """This worker process's Embedder and crop plans for `plan`'s backbones, built once."""
+    """This worker process's Embedder and crop plans for `plan`'s backbones, built once, as
+    the run's engine plan (`plan.engine`, resolved on the driver) says."""
     import torch
 
     from .backbones import resolve_backbone
@@ -80,12 +81,8 @@ def engine_for(plan: Any) -> tuple[Any, list]:
     from .embed import Embedder
     from .weights import load_backbone
 
-    key = (
-        tuple(sorted(plan.weights_ids.items())),
-        plan.outcome.device,
-        plan.outcome.precision,
-        plan.compile,
-    )
+    engine = plan.engine  # the driver's plan: device, precision and compile are its
+    key = (tuple(sorted(plan.weights_ids.items())), engine.device, engine.precision, engine.compile)
     if key not in _ENGINES:
         loaded = []
         for name, expected in plan.weights_ids.items():
@@ -99,9 +96,7 @@ def engine_for(plan: Any) -> tuple[Any, list]:
         # one shard task per CPU slot: keep torch to the slot's share of the node
         torch.set_num_threads(1)
         crop = crop_plans({b.spec.name: b.spec.data_config() for b in loaded})
-        embedder = Embedder(
-            loaded, plan.outcome.device, plan.outcome.precision, compile=plan.compile
-        )
+        embedder = Embedder(loaded, engine.device, engine.precision, compile=engine.compile)
         _ENGINES[key] = (embedder, crop)
     return _ENGINES[key]
 

@@ -59,6 +59,7 @@ from .weights import WeightsError, WeightsSource, parse_weights_spec
 if TYPE_CHECKING:
     import duckdb
 
+    from .engine import EnginePlan
     from .lake import Lake
 
 __all__ = [
@@ -87,8 +88,6 @@ RESULT_SCHEMA = pa.schema(
         ("similarity", pa.float32()),
     ]
 )
-
-_QUERY_BATCH = 32
 
 # the run's per-file decode limit; a query gets it for its download, and again for its decode
 DEFAULT_TIMEOUT: float = RunParams.model_fields["decode_timeout"].default
@@ -435,16 +434,6 @@ def _finished_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     ]
 
 
-def _precision_here(precision: str, device: str) -> tuple[str, str | None]:
-    """The lake's precision, or fp32 where this device cannot compute fp16 (with a note)."""
-    if precision == "fp16" and not device.startswith("cuda"):
-        return "fp32", (
-            f"the lake's embeddings are fp16, which {device} does not compute: the queries were "
-            "embedded at fp32 (fp16 stays within cosine 0.999 of fp32)"
-        )
-    return precision, None
-
-
 def find_similar(
     lake: str | Path,
     queries: list[str],
@@ -467,7 +456,7 @@ def find_similar(
     are the caller's (`decode_queries`), never the lake's.
     """
     from .catalog import connect_read_only, sql_text
-    from .embed import resolve_device
+    from .engine import plan_query
     from .graph import group_keys
     from .lake import Lake
     from .weights import load_backbone
@@ -504,13 +493,12 @@ def find_similar(
         if missing:
             notes.append(f"{_plugins_note(missing)} (the queries decoded without them)")
         paths = dict(con.execute(sql_text("search", "current_paths.sql")).fetchall())
-    device = resolve_device(device)
-    found = {
-        group.backbone: _search(
-            root, group, _embed_group(group, loaded, crops, device, notes), k, paths, device
-        )
-        for group in groups
-    }
+    found = {}
+    for group in groups:  # one engine plan per group: the device, at the group's precision
+        engine, note = plan_query(device, group.precision)
+        notes.extend([note] if note else [])
+        vectors = _embed_group(group, loaded, crops, engine)
+        found[group.backbone] = _search(root, group, vectors, k, paths, engine.device)
     rows = [
         {
             "query": query,
@@ -546,11 +534,10 @@ def _embed_group(
     group: LakeGroup,
     loaded: dict[str, Any],
     crops: dict[str, list[np.ndarray]],
-    device: str,
-    notes: list[str],
+    engine: EnginePlan,
 ) -> np.ndarray:
     """The queries' vectors in `group`: its weights (refused unless they reproduce its
-    weights_id), at its precision where this device computes it."""
+    weights_id), on the engine plan's device at its precision (`engine.plan_query`)."""
     from .embed import Embedder
     from .weights import load_backbone
 
@@ -562,11 +549,8 @@ def _embed_group(
             f"{group.weights_id}, but {backbone.source.kind} weights give "
             f"{backbone.weights_id}: pass --weights with the weights that made them"
         )
-    precision, note = _precision_here(group.precision, device)
-    if note:
-        notes.append(note)
-    embedder = Embedder([backbone], device, precision)
-    return _embed_queries(embedder, spec.name, crops[spec.name])
+    embedder = Embedder([backbone], engine.device, engine.precision)
+    return _embed_queries(embedder, spec.name, crops[spec.name], engine.batch_size)
 
 
 def _decode_queries(
@@ -610,12 +594,14 @@ def _plugins_note(missing: list[str]) -> str:
     )
 
 
-def _embed_queries(embedder: Any, name: str, crops: list[np.ndarray]) -> np.ndarray:
+def _embed_queries(
+    embedder: Any, name: str, crops: list[np.ndarray], batch_size: int
+) -> np.ndarray:
     import torch
 
     out = []
-    for start in range(0, len(crops), _QUERY_BATCH):
-        batch = np.stack(crops[start : start + _QUERY_BATCH])
+    for start in range(0, len(crops), batch_size):
+        batch = np.stack(crops[start : start + batch_size])
         embeddings, _ = embedder.embed({name: torch.from_numpy(batch)})
         out.append(embeddings[name])
     return np.concatenate(out)

@@ -16,7 +16,7 @@ one final row: 'finished' when every stage passed, 'failed' naming the stage tha
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,11 +32,11 @@ from . import catalog, discover, lake
 from .backbones import resolve_backbone
 from .decode import crop_plans
 from .decode_pool import DecodeJob
-from .embed import Embedder, iter_embedded_batches, resolve_device, resolve_precision
+from .embed import Embedder, iter_embedded_batches
+from .engine import EnginePlan, decode_workers, plan_run, resolve_device
 from .inventory import Inventory, discover_source_fn
 from .metadata import SidecarResult, join_sidecar, read_sidecar, validate_sidecar
-from .params import COMPILE_AUTO_MIN_IMAGES, RunParams
-from .precision import candidates, choose_precision
+from .params import RunParams
 from .progress import Progress
 from .run_context import (
     RunContext,
@@ -101,8 +101,7 @@ class BackboneSet:
 
 @dataclass
 class EmbedOutcome:
-    device: str
-    precision: str
+    engine: EnginePlan
     n_unique_images: int = 0
     n_embedded: int = 0
     n_skipped: int = 0
@@ -164,48 +163,8 @@ def load_backbones_fn(params: RunParams) -> BackboneSet:
         return BackboneSet([load_backbone(s, random[s.name]) for s in specs], True, message)
 
 
-def _auto_workers(requested: int) -> int:
-    # at least one: only a worker process can be replaced when a decoder hangs
-    if requested >= 0:
-        return requested
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def _decode_on_device(requested: str, device: str) -> bool:
-    # `requested` is one of RunParams.decode's values; which is possible depends on the device
-    if requested == "device" and not device.startswith("cuda"):
-        raise ValueError("--decode device needs a CUDA device")
-    return requested == "device" or (requested == "auto" and device.startswith("cuda"))
-
-
-def _compile_models(requested: str, device: str, n_images: int) -> bool:
-    # `requested` is one of RunParams.compile's values
-    if requested == "auto":
-        return device.startswith("cuda") and n_images >= COMPILE_AUTO_MIN_IMAGES
-    return requested == "on"
-
-
-def _choose_precision(
-    requested: str, device: str, backbones: BackboneSet, location: lake.Lake
-) -> str:
-    """`auto`: the precision the lake already holds these weights' embeddings at, when the
-    device offers it, so a rerun (from any machine) finds them; else measured here (cached per
-    machine); a cluster's GPU that this process cannot reach gets fp16 (`resolve_precision`)."""
-    import torch
-
-    if requested != "auto":
-        return resolve_precision(requested, device)
-    weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}
-    usable = lake.stored_precisions(location, weights_ids) & set(candidates(device))
-    if len(usable) == 1:
-        (held,) = usable
-        _log().info("precision auto -> %s: the lake holds these weights' embeddings at it", held)
-        return held
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return resolve_precision(requested, device)
-    choice = choose_precision(backbones.loaded, device, lake.cache_root() / "precision.json")
-    _log().info(choice.describe())
-    return choice.precision
+# bench/throughput.py reads the run's automatic decode workers by this name
+_auto_workers = decode_workers
 
 
 @dataclass
@@ -217,38 +176,42 @@ class EmbedPlan:
     missing: dict[str, set[str]]
     weights_ids: dict[str, str]
     sources: dict[str, WeightsSource]
-    decode_on_device: bool
-    batch_size: int
-    compile: bool = False
+    engine: EnginePlan
 
 
 def _plan_embedding(
-    ctx: RunContext, inventory: Inventory, backbones: BackboneSet, device: str | None = None
+    ctx: RunContext, inventory: Inventory, backbones: BackboneSet, cluster_gpus: float = 0.0
 ) -> EmbedPlan:
-    params = ctx.params
-    device = device or resolve_device(params.device)
-    precision = _choose_precision(params.precision, device, backbones, ctx.lake)
-    outcome = EmbedOutcome(device=device, precision=precision)
+    """The run's engine plan (logged in one line), and the images it lacks at its precision."""
     first_path: dict[str, Path | str] = {}
     formats: dict[str, str | None] = {}
     for row in inventory.rows:
         if row["status"] == "ok" and row["image_id"] not in first_path:
             first_path[row["image_id"]] = discover.fs_path(ctx.source, row)
             formats[row["image_id"]] = row["format"]
-    outcome.n_unique_images = len(first_path)
     weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}
-    missing = lake.missing_image_ids(ctx.lake, first_path, weights_ids, precision)
-    todo = sorted(set().union(*missing.values())) if missing else []
+
+    @functools.cache  # read once: the plan asks at its precision, then so do the items
+    def missing_at(precision: str) -> dict[str, set[str]]:
+        return lake.missing_image_ids(ctx.lake, first_path, weights_ids, precision)
+
+    def lacking(precision: str) -> set[str]:
+        return set().union(*missing_at(precision).values())
+
+    engine = plan_run(
+        ctx.params, backbones.loaded, ctx.lake, lambda p: len(lacking(p)), cluster_gpus
+    )
+    _log().info(engine.line())
+    todo = sorted(lacking(engine.precision))
+    outcome = EmbedOutcome(engine, n_unique_images=len(first_path))
     outcome.n_skipped = len(first_path) - len(todo)
     return EmbedPlan(
         outcome=outcome,
         items=[DecodeJob(i, first_path[i], formats[i]) for i in todo],
-        missing=missing,
+        missing=missing_at(engine.precision),
         weights_ids=weights_ids,
         sources={b.spec.name: b.source for b in backbones.loaded},
-        decode_on_device=_decode_on_device(params.decode, device),
-        batch_size=params.batch_size or (256 if device.startswith("cuda") else 16),
-        compile=_compile_models(params.compile, device, len(todo)),
+        engine=engine,
     )
 
 
@@ -263,8 +226,8 @@ def _embed_items(
     progress: bool,
 ) -> EmbedOutcome:
     """Decode, embed and write `items`; the outcome counts what happened to them."""
-    params = ctx.params
-    outcome = EmbedOutcome(device=plan.outcome.device, precision=plan.outcome.precision)
+    params, engine = ctx.params, plan.engine
+    outcome = EmbedOutcome(engine)
     timings: Counter[str] = Counter()
     writer = lake.PartWriter(ctx.lake.folder("embeddings"), prefix, part_rows)
     started = time.perf_counter()
@@ -274,14 +237,14 @@ def _embed_items(
                 items,
                 embedder,
                 crop,
-                batch_size=plan.batch_size,
-                workers=_auto_workers(params.workers),
+                batch_size=engine.batch_size,
+                workers=engine.workers,
                 max_pixels=params.max_pixels,
                 decode_timeout=params.decode_timeout,
                 pillow_plugins=params.pillow_plugins,
                 reader=ctx.source.read if isinstance(ctx.source, RemoteSource) else None,
                 timings=timings,
-                decode_on_device=plan.decode_on_device,
+                decode_on_device=engine.decode_on_device,
             ):
                 for image_id, code, message in batch.errors:
                     outcome.decode_errors[image_id] = (code, message)
@@ -293,7 +256,7 @@ def _embed_items(
                                 image_ids=[batch.ok_ids[i] for i in keep],
                                 backbone=name,
                                 weights_id=weights_id,
-                                precision=outcome.precision,
+                                precision=engine.precision,
                                 vectors=batch.embeddings[name][keep],
                                 norms=batch.norms[name][keep],
                                 run_id=ctx.run_id,
@@ -318,18 +281,11 @@ def embed_images_fn(
     plan = _plan_embedding(ctx, inventory, backbones)
     if not plan.items:
         return plan.outcome
-    device, precision = plan.outcome.device, plan.outcome.precision
     _log().info(
-        "embedding %d images (%d already in the lake) on %s at %s, batch %d, %d decode workers%s",
-        len(plan.items),
-        plan.outcome.n_skipped,
-        device,
-        precision,
-        plan.batch_size,
-        _auto_workers(ctx.params.workers),
-        ", models compiled" if plan.compile else "",
+        "embedding %d images (%d already in the lake)", len(plan.items), plan.outcome.n_skipped
     )
-    embedder = Embedder(backbones.loaded, device, precision, compile=plan.compile)
+    engine = plan.engine
+    embedder = Embedder(backbones.loaded, engine.device, engine.precision, compile=engine.compile)
     crop = crop_plans({b.spec.name: b.spec.data_config() for b in backbones.loaded})
     done = _embed_items(
         ctx, plan, plan.items, embedder, crop, ctx.run_id, ctx.params.part_rows, progress
@@ -344,10 +300,7 @@ def plan_shards_fn(ctx: RunContext, inventory: Inventory, backbones: BackboneSet
     With `--device auto`, the device is the cluster's: CUDA when the Ray cluster has GPUs (each
     shard then asks for one), so precision, and what counts as already embedded, follow it.
     """
-    device = None
-    if ctx.params.device == "auto" and cluster_gpus() > 0:
-        device = "cuda"
-    plan = _plan_embedding(ctx, inventory, backbones, device)
+    plan = _plan_embedding(ctx, inventory, backbones, cluster_gpus())
     shard_plan = split_plan(plan, ctx.params.shard_size)
     _log().info(
         "embedding %d images (%d already in the lake) in %d shards on %s",
@@ -363,7 +316,8 @@ def embed_shard_fn(ctx: RunContext, plan: EmbedPlan, shard: Shard) -> EmbedOutco
     """One shard on a worker: backbones loaded once per process, one part written at the end."""
     embedder, crop = engine_for(plan)
     embedder.seconds.clear()
-    shard_plan = dataclasses.replace(plan, missing=shard.missing)
+    node = plan.engine.on_this_node(ctx.params.workers)  # its own cores decode
+    shard_plan = dataclasses.replace(plan, missing=shard.missing, engine=node)
     prefix = f"{ctx.run_id}-s{shard.index:05d}"
     return _embed_items(ctx, shard_plan, shard.items, embedder, crop, prefix, 1 << 62, False)
 
@@ -442,13 +396,14 @@ def record_embedded_fn(
         n_metadata_rows=sidecar.n_rows if sidecar else None,
         n_metadata_without_file=sidecar.n_without_file if sidecar else None,
         n_files_without_metadata=sidecar.n_files_without_row if sidecar else None,
-        device=outcome.device,
-        precision=outcome.precision,
+        device=outcome.engine.device,
+        precision=outcome.engine.precision,
         weights={b.spec.name: b.weights_id for b in backbones.loaded},
         weights_random=backbones.weights_random,
         images_per_second=n_new / outcome.seconds if outcome.seconds > 0 else None,
         stage_seconds={**stage_seconds, **outcome.stage_seconds},
         message=backbones.message,
+        engine=outcome.engine,
     )
     ctx.lake.write_part(
         stage_row(ctx, "embedded", "running", **summary.row()),
@@ -503,6 +458,7 @@ def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
     """Add the images not yet in the neighbour graph; recompute backbone agreement (CKA)."""
     from .neighbors import build_neighbor_graph
 
+    # this process's device (the engine plan's `local_device`); the flow hands this step no plan
     device = resolve_device(ctx.params.device)
     written = build_neighbor_graph(
         ctx.lake, k=ctx.params.neighbors_k, device=device, ann_threshold=ctx.params.ann_threshold
@@ -548,9 +504,12 @@ def probe_labels_fn(
     for row in sorted(inventory.rows, key=lambda r: r["path"]):
         if row["status"] == "ok" and row["image_id"] is not None:
             paths.setdefault(row["image_id"], row["path"])
-    groups = [(name, weights_id, summary.precision) for name, weights_id in summary.weights.items()]
-    device = resolve_device(ctx.params.device)
-    rows = run_probes(ctx.lake, ctx.run_id, labels, paths, groups, device, ctx.params.neighbors_k)
+    engine = summary.engine
+    if engine is None:
+        raise RuntimeError("probes need the run's engine plan: its summary carries none")
+    groups = [(name, weights_id, engine.precision) for name, weights_id in summary.weights.items()]
+    k = ctx.params.neighbors_k
+    rows = run_probes(ctx.lake, ctx.run_id, labels, paths, groups, engine.local_device, k)
     for row in rows:
         _log().info(
             "probe %s on %s: accuracy %s (chance %s), %s label issues",

@@ -3,21 +3,21 @@
 import pytest
 from pydantic import ValidationError
 
+from embedlake.tasks.engine import _compile
 from embedlake.tasks.params import COMPILE_AUTO_MIN_IMAGES, RunParams, explain
-from embedlake.tasks.steps import _compile_models
 
 pytestmark = pytest.mark.unit
 
 
 def test_auto_compiles_only_large_cuda_runs():
-    assert _compile_models("auto", "cuda", COMPILE_AUTO_MIN_IMAGES)
-    assert not _compile_models("auto", "cuda", COMPILE_AUTO_MIN_IMAGES - 1)
-    assert not _compile_models("auto", "cpu", 10 * COMPILE_AUTO_MIN_IMAGES)
+    assert _compile("auto", "cuda", COMPILE_AUTO_MIN_IMAGES)
+    assert not _compile("auto", "cuda", COMPILE_AUTO_MIN_IMAGES - 1)
+    assert not _compile("auto", "cpu", 10 * COMPILE_AUTO_MIN_IMAGES)
 
 
 def test_on_and_off_are_obeyed_and_anything_else_refused():
-    assert _compile_models("on", "cpu", 1)
-    assert not _compile_models("off", "cuda:0", 10**9)
+    assert _compile("on", "cpu", 1)
+    assert not _compile("off", "cuda:0", 10**9)
     with pytest.raises(ValidationError) as refused:  # RunParams holds the allowed values
         RunParams(source=".", compile="yes")
     assert explain(refused.value).startswith("--compile 'yes'")

@@ -59,7 +59,8 @@ def test_auto_keeps_the_precision_the_lake_holds_for_these_weights(tmp_path):
     import numpy as np
 
     from embedlake.tasks import lake as lakes
-    from embedlake.tasks.steps import BackboneSet, _choose_precision
+    from embedlake.tasks.engine import plan_run
+    from embedlake.tasks.params import RunParams
 
     loaded = _loaded(["mobilenet_v1"])
     location = lakes.Lake.at(tmp_path / "lake")
@@ -74,9 +75,10 @@ def test_auto_keeps_the_precision_the_lake_holds_for_these_weights(tmp_path):
         run_id="r1",
     )
     location.write_part(part, "embeddings", "r1.parquet")
-    backbones = BackboneSet(loaded, False, "")
-    assert _choose_precision("auto", "cpu", backbones, location) == "fp32"
+    params = RunParams(source=".", lake=str(location), device="cpu")
+    held = plan_run(params, loaded, location, lambda precision: 0)
+    assert held.precision == "fp32" and held.why == "lake holds"
     # other weights: nothing stored for them, so auto measures (and never picks a failing one)
     other = _loaded(["mobilenet_v1_0.25_128"])
-    chosen = _choose_precision("auto", "cpu", BackboneSet(other, False, ""), location)
-    assert chosen in precision.candidates("cpu")
+    chosen = plan_run(params, other, location, lambda precision: 0)
+    assert chosen.precision in precision.candidates("cpu") and chosen.why == "measured"

@@ -18,7 +18,6 @@ from embedlake.tasks.similar import (
     QueryImageError,
     SimilarError,
     _is_global,
-    _precision_here,
     choose_groups,
     decode_queries,
     download,
@@ -272,8 +271,19 @@ def test_a_server_that_answers_drop_by_drop_is_cut_at_the_deadline():
     assert time.monotonic() - started < 2 + 20  # room for a loaded machine
 
 
-def test_fp16_lakes_are_queried_at_fp32_on_a_cpu_and_said_so():
-    assert _precision_here("fp16", "cuda") == ("fp16", None)
-    assert _precision_here("bf16", "cpu") == ("bf16", None)
-    precision, note = _precision_here("fp16", "cpu")
+def test_fp16_lakes_are_queried_at_fp32_on_a_cpu_and_said_so(monkeypatch):
+    import torch
+
+    from embedlake.tasks.engine import plan_query
+
+    def precision_here(held, device):
+        plan, note = plan_query(device, held)
+        assert plan.device == device
+        return plan.precision, note
+
+    with monkeypatch.context() as cuda_here:  # the plan, as on a machine with a GPU
+        cuda_here.setattr(torch.cuda, "is_available", lambda: True)
+        assert precision_here("fp16", "cuda") == ("fp16", None)
+    assert precision_here("bf16", "cpu") == ("bf16", None)
+    precision, note = precision_here("fp16", "cpu")
     assert precision == "fp32" and "fp16" in note
