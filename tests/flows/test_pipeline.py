@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 
 import duckdb
@@ -28,18 +30,54 @@ def _params(source, lake, **extra):
     )
 
 
+@contextlib.contextmanager
+def _task_log():
+    """The lines the runs' tasks log at INFO and above (the session logs WARNING by default)."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("prefect.task_runs")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _engine_line(summary, why: str) -> str:
+    decode = "device" if summary.device.startswith("cuda") else "pillow"
+    return (
+        f"engine: device={summary.device} precision={summary.precision} ({why}) "
+        f"decode={decode} compile=off workers=0 batch=4"
+    )
+
+
 def test_run_then_rerun_embeds_only_what_is_new(prefect_api, collection, tmp_path):
     source, meta = collection
     lake = tmp_path / "lake"
-    first = embed_collection(_params(source, lake, metadata=str(meta)))
+    with _task_log() as logged:
+        first = embed_collection(_params(source, lake, metadata=str(meta)))
+    # the engine plan, once: a fresh lake holds nothing, so auto measured here
+    assert [line for line in logged if line.startswith("engine:")] == [
+        _engine_line(first, "measured")
+    ]
     assert first.status == "finished"
     assert first.n_files == 9 and first.n_error == 3
     assert first.error_counts == {"empty_file": 1, "not_an_image": 1, "truncated": 1}
     # 4 photos + the smaller copy; the byte-identical copy is embedded once
     assert first.n_embedded == 5 and first.n_skipped == 0
 
-    second = embed_collection(_params(source, lake))
+    with _task_log() as logged:
+        second = embed_collection(_params(source, lake))
     assert (second.n_embedded, second.n_skipped) == (0, 5)
+    # the rerun keeps what the lake holds
+    assert second.precision == first.precision
+    assert [line for line in logged if line.startswith("engine:")] == [
+        _engine_line(second, "lake holds")
+    ]
 
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         per_backbone = dict(
