@@ -10,7 +10,8 @@ from embedlake.tasks.backbones import resolve_backbone
 from embedlake.tasks.decode import crop_plans, decode_for_backbones
 from embedlake.tasks.decode_pool import DecodeJob
 from embedlake.tasks.discover import DEFAULT_MAX_PIXELS
-from embedlake.tasks.embed import Embedder, iter_embedded_batches, resolve_precision
+from embedlake.tasks.embed import Embedder, iter_embedded_batches
+from embedlake.tasks.engine import _default_precision
 from embedlake.tasks.weights import load_backbone, parse_weights_spec
 from tests.conftest import PHOTOS, jpeg_bytes, photo
 
@@ -57,7 +58,7 @@ def _embed(paths, embedder, plans, batch_size=4, **options):
 
 
 def test_auto_precision_on_cuda_is_fp16():
-    assert resolve_precision("auto", "cuda") == "fp16"
+    assert _default_precision("cuda") == "fp16"
 
 
 def test_cuda_fp16_and_device_decode_stay_within_cosine_0999_of_cpu_fp32(setup):
