@@ -7,10 +7,17 @@ device, on uint8 batches, in `tasks.embed` with the same arithmetic.
 
 Before cropping, an image is brought to 8-bit RGB the way a user expects: EXIF orientation
 applied, first frame of an animation or multi-page file, alpha composited on white, 16-bit and
-float modes scaled (not clipped) to 8 bits. Large JPEGs decode at a reduced size (libjpeg's DCT
-scaling) when the reduced image is still at least twice every crop's resize target. An image more
-than `MAX_ASPECT` times longer than wide is cut to its central window first (`central_window`):
-the crops only see its centre, and resizing a whole 1x20000 strip would take gigabytes.
+float modes scaled (not clipped) to 8 bits. An image more than `MAX_ASPECT` times longer than wide
+is cut to its central window first (`central_window`): the crops only see its centre, and resizing
+a whole 1x20000 strip would take gigabytes.
+
+Large JPEGs decode at the smallest DCT scale (1/2, 1/4 or 1/8, libjpeg's) whose short side still
+covers every crop's resize target, and each crop is then resampled straight from the reduced image
+(`resize_centre_crop`: the centre crop's pixels only, not the whole resized image). A 4032x3024
+photo decodes at 504x378 for Xception's 333-pixel short side. The crops are then close to timm's
+(embeddings within cosine 0.999), not equal: libjpeg's scaled IDCT stands in for the first part of
+the bicubic downscale. Every other image (not a JPEG, or too small to reduce) goes through timm's
+own stages and is bit-identical to its eval transform.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ __all__ = [
     "central_window",
     "crop_plans",
     "decode_for_backbones",
+    "resize_centre_crop",
+    "resized_size",
     "to_rgb",
 ]
 
@@ -71,7 +80,11 @@ def crop_plans(data_configs: dict[str, dict[str, Any]]) -> list[CropPlan]:
         if len(pil_stages) != 2 or len(full.transforms) != 4:
             raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
         resize, crop = pil_stages
-        if cfg["interpolation"] != "bicubic" or not isinstance(resize.size, int):
+        if (
+            cfg["interpolation"] != "bicubic"
+            or not isinstance(resize.size, int)
+            or crop.size[0] > resize.size  # a crop wider than the resized image would be padded
+        ):
             raise RuntimeError(f"unexpected timm eval transform for {name}: {full}")
         plans.append(CropPlan(name, resize.size, crop.size[0], transforms.Compose(pil_stages)))
     return plans
@@ -132,8 +145,11 @@ def decode_for_backbones(
                         "decompression_bomb",
                         f"{img.width}x{img.height} pixels exceeds the limit of {max_pixels}",
                     )
-                if reduce_jpeg and img.format == "JPEG":
-                    _draft(img, max(p.resize_short_side for p in plans))
+                reduced = (
+                    reduce_jpeg
+                    and img.format == "JPEG"
+                    and draft_jpeg(img, max(p.resize_short_side for p in plans))
+                )
                 img.seek(0)
                 img.load()
                 rgb = to_rgb(ImageOps.exif_transpose(img))
@@ -155,19 +171,58 @@ def decode_for_backbones(
         raise DecodeError(code, f"{type(exc).__name__}: {text}") from exc
     except Exception as exc:  # Pillow plugins raise ValueError, SyntaxError, struct.error...
         raise DecodeError("corrupt", f"{type(exc).__name__}: {exc}") from exc
+    if reduced:
+        return {
+            plan.backbone: np.asarray(
+                resize_centre_crop(rgb, plan.resize_short_side, plan.crop_size), dtype=np.uint8
+            )
+            for plan in plans
+        }
     return {plan.backbone: np.asarray(plan.stages(rgb), dtype=np.uint8) for plan in plans}
 
 
-def _draft(img: Image.Image, short_side: int) -> None:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the short side stays >= 2 x short_side.
+def draft_jpeg(img: Image.Image, short_side: int) -> bool:
+    """Have libjpeg decode `img` at the smallest of 1/2, 1/4, 1/8 whose short side stays at least
+    `short_side` (the largest resize target of the crops); True when it will decode reduced.
 
-    The 2x margin keeps the bicubic resize that follows a real downscale, so a drafted image's
-    crop stays close to the full decode's; photos under 2x the target decode in full (bit-exact
-    parity with timm's pipeline).
+    Call before loading. `img.size` becomes the reduced size: the file's own size is discover's
+    (metadata), read from the header without drafting.
     """
     short = min(img.size)
     scale = 1
-    while scale < 8 and short // (scale * 2) >= 2 * short_side:
+    while scale < 8 and short // (scale * 2) >= short_side:
         scale *= 2
-    if scale > 1:
-        img.draft("RGB", (img.width // scale, img.height // scale))
+    if scale == 1:
+        return False
+    # Pillow picks the largest scale with size // requested >= scale: this one
+    img.draft("RGB", (img.width // scale, img.height // scale))
+    return min(img.size) < short
+
+
+def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """torchvision's Resize(int) geometry: the short side becomes `short_side`, long truncates."""
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
+
+
+def resize_centre_crop(img: Image.Image, short_side: int, crop_size: int) -> Image.Image:
+    """timm's Resize(short_side, bicubic) then CenterCrop(crop_size), computing only the crop.
+
+    Pillow resamples the box of `img` that the crop covers at the full resize's scale: the same
+    kernel centres and support as the full resize, for a fraction of the pixels (299x299 instead
+    of 444x333 from a 504x378 image, and only the rows the crop needs). Not bit-identical to it:
+    Pillow may run its two 8-bit passes in the other order for the box, which moves a pixel by a
+    few levels at most.
+    """
+    new_h, new_w = resized_size(img.height, img.width, short_side)
+    top = int(round((new_h - crop_size) / 2.0))
+    left = int(round((new_w - crop_size) / 2.0))
+    scale_x, scale_y = img.width / new_w, img.height / new_h
+    box = (
+        left * scale_x,
+        top * scale_y,
+        (left + crop_size) * scale_x,
+        (top + crop_size) * scale_y,
+    )
+    return img.resize((crop_size, crop_size), Image.Resampling.BICUBIC, box=box)

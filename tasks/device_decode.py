@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .decode import CropPlan, central_window
+from .decode import CropPlan, central_window, resized_size
 
 if TYPE_CHECKING:
     import torch
@@ -33,13 +33,6 @@ def read_into_buffer(path: str | os.PathLike) -> bytearray:
                 raise OSError(f"{path}: file shrank while being read")
             filled += n
     return buffer
-
-
-def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """torchvision's Resize(int) geometry: the short side becomes `short_side`, long truncates."""
-    if height <= width:
-        return short_side, int(short_side * width / height)
-    return int(short_side * height / width), short_side
 
 
 def crops_on_device(images: list[torch.Tensor], plans: list[CropPlan]) -> dict[str, torch.Tensor]:
