@@ -17,7 +17,7 @@ measurement, starting the decode worker) stay out of every rate:
     workers and part size). The first `--warmup-batches` batches are skipped; the window then
     lasts `--seconds`, and ends while the decode queue is still full (the job list cycles over
     the photos, so the stream never drains inside the window). Done for 640x480 photos and for
-    12-megapixel photos.
+    12-megapixel phone-sized photos (4032x3024), which decode at a reduced JPEG scale.
 Peak RSS: a full `embedlake run` (subprocess) of N and 10N 640x480 photos, summed over its process
 tree (see bench/tree_rss.py for the sampling interval and the two bounds).
 
@@ -57,6 +57,7 @@ PHOTOS = (
 )
 BACKBONES = ("mobilenet_v1", "xception")
 BATCH = 16  # the engine's CPU batch size (tasks.steps), and the naive recipe's
+PHONE_PHOTO = (4032, 3024)  # 12 MP, a phone camera's 4:3 frame
 
 
 def _sources() -> list[Image.Image]:
@@ -207,13 +208,13 @@ def engine_rate(
 def decode_cost(engine: Engine, paths: list[Path]) -> dict:
     """CPU ms per image (this process, best of two passes): the JPEG decode alone (at the scale
     the engine's draft decoding picks), and all of `decode_for_backbones` (decode, both crops)."""
-    from embedlake.tasks.decode import _draft, decode_for_backbones
+    from embedlake.tasks.decode import decode_for_backbones, draft_jpeg
 
     short_side = max(p.resize_short_side for p in engine.plans)
 
     def jpeg_only(path: Path) -> None:
         with Image.open(path) as img:
-            _draft(img, short_side)
+            draft_jpeg(img, short_side)
             img.load()
 
     def crops(path: Path) -> None:
@@ -325,12 +326,13 @@ def table(r: dict) -> str:
     (n_small, small), (n_large, large) = sorted(rss.items(), key=lambda kv: int(kv[0]))
     b = r["b_naive"]["images_per_second"]
     c, c12 = p640["c_engine"]["images_per_second"], p12["c_engine"]["images_per_second"]
+    precision = r["precision"]
     rows = [
-        (f"(a) forward-only limit ({r['precision']}, 640x480 photos' crops)", a, 1.0),
+        (f"(a) forward-only limit ({precision}, 640x480 photos' crops)", a, 1.0),
         ("(b) naive timm recipe (Pillow, create_transform, fp32)", b, b / a),
-        ("(c) embedlake engine, 640x480 JPEG files -> Parquet", c, p640["c_over_a"]),
-        ("(a) forward-only limit (12 MP photos' crops)", a12, 1.0),
-        ("(c) embedlake engine, 12 MP JPEG files -> Parquet", c12, p12["c_over_a"]),
+        (f"(c) embedlake engine ({precision}), 640x480 JPEGs -> Parquet", c, p640["c_over_a"]),
+        (f"(a) forward-only limit ({precision}, 12 MP photos' crops)", a12, 1.0),
+        (f"(c) embedlake engine ({precision}), 12 MP JPEGs -> Parquet", c12, p12["c_over_a"]),
     ]
     costs = [
         f"{label}: decode and crops {p['decode_cpu_cost']['decode_and_crops_ms']:.1f} CPU ms per "
@@ -341,6 +343,7 @@ def table(r: dict) -> str:
         for label, p in (("640x480", p640), ("12 MP", p12))
     ]
     lines = [
+        f"{r['precision_choice']}; native bf16 on this CPU: {r.get('cpu_native_bf16', '?')}",
         f"{r['cpu_count']} CPU cores, {r['torch_threads']} torch threads, "
         f"{r['c_640x480']['c_engine']['decode_workers']} decode worker(s), batch {BATCH}, "
         f"windows of {r['args']['seconds']:g} s (c) and {r['args']['forward_seconds']:g} s (a)",
@@ -381,6 +384,8 @@ def main() -> int:
 
     import torch
 
+    from embedlake.tasks.embed import cpu_has_native_bf16
+
     env = dict(os.environ, HF_HUB_OFFLINE="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     results: dict = {
         "started_at": datetime.now(UTC).isoformat(),
@@ -390,21 +395,27 @@ def main() -> int:
         "torch": torch.__version__,
         "loadavg_at_start": os.getloadavg(),  # other work on the machine, 1/5/15 min
     }
+    # written again after each stage, so a late failure (a run's Prefect server) keeps the rates
+    out_file = Path(args.out) / f"throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="embedlake-bench-") as tmp:
         work = Path(tmp)
         env["PREFECT_HOME"] = str(work / "prefect")
         env["EMBEDLAKE_CACHE"] = os.environ["EMBEDLAKE_CACHE"] = str(work / "cache")
         print("photos ...", flush=True)
         p640 = make_photos(work / "p640", args.photos, (640, 480))
-        p12 = make_photos(work / "p12mp", args.photos_12mp, (4000, 3000))
+        p12 = make_photos(work / "p12mp", args.photos_12mp, PHONE_PHOTO)
         engine = Engine(work / "cache")
         print(f"    {engine.choice.describe()}", flush=True)
         results["precision"] = engine.choice.precision
         results["precision_choice"] = engine.choice.describe()
+        results["cpu_native_bf16"] = cpu_has_native_bf16()
         print("(a), (c) 640x480 ...", flush=True)
         results["c_640x480"] = measure_resolution(engine, p640, work / "c640", args)
+        out_file.write_text(json.dumps(results, indent=2))
         print("(a), (c) 12 MP ...", flush=True)
         results["c_12mp"] = measure_resolution(engine, p12, work / "c12mp", args)
+        out_file.write_text(json.dumps(results, indent=2))
         del engine
         print("(b) naive recipe ...", flush=True)
         results["b_naive"] = naive_baseline(p640[: args.naive_images])
@@ -412,8 +423,6 @@ def main() -> int:
         results["peak_rss"] = peak_rss(p640, args.rss_small, work, env)
 
     results["loadavg_at_end"] = os.getloadavg()
-    out_file = Path(args.out) / f"throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"JSON: {out_file}")
