@@ -32,10 +32,10 @@ import pyarrow.dataset as ds
 
 from . import lake, topk
 from .ann_index import GroupIndex, check_group_name, remove_index
+from .lake import GroupKey
 
 __all__ = [
     "ANN_METHOD",
-    "GroupKey",
     "embedding_part_names",
     "group_ids",
     "group_keys",
@@ -46,8 +46,6 @@ __all__ = [
     "search_group",
     "update_group",
 ]
-
-GroupKey = tuple[str, str, str]  # backbone, weights_id, precision
 
 ANN_METHOD = "faiss_ivf_sq8"
 _PART = re.compile(r"^(?P<group>.+)-(?P<version>\d{8})\.parquet$")
@@ -104,7 +102,7 @@ def group_keys(root: lake.Lake) -> list[GroupKey]:
     for _, part in _embedding_parts(root):
         table = part.to_table(columns=["backbone", "weights_id", "precision"])
         for row in table.group_by(table.column_names).aggregate([]).to_pylist():
-            keys.add((row["backbone"], row["weights_id"], row["precision"]))
+            keys.add(GroupKey(**row))
     return sorted(keys)
 
 
@@ -257,11 +255,12 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
     lists = Lists(lists.ids[order], lists.neighbors[order], lists.sims[order])
     n, k = lists.neighbors.shape
     valid = lists.neighbors.reshape(-1) != None  # noqa: E711 (element-wise)
+    backbone, weights_id, precision = key
     rows = pa.table(
         {
-            "backbone": pa.array([key[0]] * (n * k), pa.string()),
-            "weights_id": pa.array([key[1]] * (n * k), pa.string()),
-            "precision": pa.array([key[2]] * (n * k), pa.string()),
+            "backbone": pa.array([backbone] * (n * k), pa.string()),
+            "weights_id": pa.array([weights_id] * (n * k), pa.string()),
+            "precision": pa.array([precision] * (n * k), pa.string()),
             "image_id": pa.array(np.repeat(lists.ids, k), pa.string()),
             "neighbor_id": pa.array(lists.neighbors.reshape(-1), pa.string()),
             "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int16), n)),
@@ -568,5 +567,5 @@ def update_group(
             written = len(lists.ids)
     for old in old_parts:
         root.delete_part("neighbors", old)
-    _log.info("neighbour graph %s: %d lists written", key[0], written)
+    _log.info("neighbour graph %s: %d lists written", key.backbone, written)
     return written

@@ -67,6 +67,7 @@ from .schemas import (  # re-exported: callers name them lake.X
     RUNS_SCHEMA,
     SCHEMA_PART,
     TABLES,
+    GroupKey,
 )
 from .schemas import SCHEMAS as _SCHEMAS
 
@@ -83,6 +84,7 @@ __all__ = [
     "RUNS_SCHEMA",
     "SCHEMA_PART",
     "TABLES",
+    "GroupKey",
     "VECTOR_STORAGE",
     "VectorStorage",
     "Lake",

@@ -40,7 +40,7 @@ class NearestError(ValueError):
 
 def _query_vector(
     root: lake.Lake, image_id: str, backbone: str
-) -> tuple[graph.GroupKey, np.ndarray]:
+) -> tuple[lake.GroupKey, np.ndarray]:
     """The image's stored vector under `backbone` (its latest, when several groups hold it).
 
     DuckDB reads the parts' footers, skips the row groups whose image_id min/max exclude the id
@@ -58,7 +58,7 @@ def _query_vector(
     ).fetchone()
     if row is None:
         raise NearestError(f"the lake holds no {backbone} embedding of image {image_id}")
-    return (backbone, row[0], row[1]), np.asarray(row[2], np.float32)
+    return lake.GroupKey(backbone, row[0], row[1]), np.asarray(row[2], np.float32)
 
 
 def nearest(root: str | Path | lake.Lake, image_id: str, backbone: str, k: int = 10) -> pa.Table:

@@ -134,13 +134,13 @@ def build_neighbor_graph(
     return written
 
 
-def _write_agreement(root: lake.Lake, keys: list[graph.GroupKey], cka_sample: int) -> None:
+def _write_agreement(root: lake.Lake, keys: list[lake.GroupKey], cka_sample: int) -> None:
     rows = []
     pairs = [
         (key_a, key_b)
         for i, key_a in enumerate(keys)
         for key_b in keys[i + 1 :]
-        if key_a[0] != key_b[0] and key_a[2] == key_b[2]
+        if key_a.backbone != key_b.backbone and key_a.precision == key_b.precision
     ]
     # the ids of the groups that have a partner alone (one backbone: none are read)
     ids = {key: graph.group_ids(root, key) for key in {k for pair in pairs for k in pair}}
@@ -153,11 +153,11 @@ def _write_agreement(root: lake.Lake, keys: list[graph.GroupKey], cka_sample: in
             shared = shared.take(pa.array(np.sort(pick)))
         rows.append(
             {
-                "backbone_a": key_a[0],
-                "weights_id_a": key_a[1],
-                "backbone_b": key_b[0],
-                "weights_id_b": key_b[1],
-                "precision": key_a[2],
+                "backbone_a": key_a.backbone,
+                "weights_id_a": key_a.weights_id,
+                "backbone_b": key_b.backbone,
+                "weights_id_b": key_b.weights_id,
+                "precision": key_a.precision,
                 "n_images": len(shared),
                 "linear_cka": _blocked_cka(root, key_a, key_b, shared),
             }
@@ -165,7 +165,9 @@ def _write_agreement(root: lake.Lake, keys: list[graph.GroupKey], cka_sample: in
     root.write_part(lake.rows_to_table(rows, AGREEMENT_SCHEMA), "agreement", "agreement.parquet")
 
 
-def _blocked_cka(root: lake.Lake, key_a, key_b, shared: pa.Array, chunk: int = 8192) -> float:
+def _blocked_cka(
+    root: lake.Lake, key_a: lake.GroupKey, key_b: lake.GroupKey, shared: pa.Array, chunk: int = 8192
+) -> float:
     """CKA over `shared` ids, a chunk of ids at a time: memory follows the chunk, not N."""
     sums = None
     for c0 in range(0, len(shared), chunk):
@@ -177,7 +179,7 @@ def _blocked_cka(root: lake.Lake, key_a, key_b, shared: pa.Array, chunk: int = 8
     return sums.value()
 
 
-def _vectors_in_order(root: lake.Lake, key: graph.GroupKey, ids: pa.Array) -> np.ndarray:
+def _vectors_in_order(root: lake.Lake, key: lake.GroupKey, ids: pa.Array) -> np.ndarray:
     where = {image_id: i for i, image_id in enumerate(ids.to_pylist())}
     out = None
     for block_ids, vectors in graph.iter_group_blocks(root, key, only=ids):

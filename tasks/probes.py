@@ -233,7 +233,7 @@ def run_probes(
     run_id: str,
     labels_by_column: dict[str, dict[str, str]],
     paths: dict[str, str],
-    groups: Sequence[tuple[str, str, str]],
+    groups: Sequence[lake.GroupKey],
     device: str = "cpu",
     k: int = 10,
 ) -> list[dict[str, Any]]:
@@ -244,20 +244,13 @@ def run_probes(
     knn_accuracy, from the group's current lists). Returns the probes rows."""
     probes, predictions, issues = [], [], []
     measured: dict[str, tuple[int, float]] = {}
-    for backbone, weights_id, precision in groups:
-        if backbone not in measured:
-            measured[backbone] = _backbone_cost(backbone, device)
-        macs, ms = measured[backbone]
-        group = (backbone, weights_id, precision)
+    for group in groups:
+        if group.backbone not in measured:
+            measured[group.backbone] = _backbone_cost(group.backbone, device)
+        macs, ms = measured[group.backbone]
         edges = graph.graph_edges(root, group, k)
         for column, labels in labels_by_column.items():
-            key = {
-                "backbone": backbone,
-                "weights_id": weights_id,
-                "precision": precision,
-                "column": column,
-                "run_id": run_id,
-            }
+            key = {**group._asdict(), "column": column, "run_id": run_id}
             ids, vectors = graph.group_vectors(root, group, pa.array(sorted(labels), pa.string()))
             row, predicted, flagged = _probe_column(key, list(ids), vectors, labels, edges, paths)
             probes.append({**row, "macs": macs, "ms_per_image": ms})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pyarrow as pa
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "SCHEMAS",
     "SCHEMA_PART",
     "TABLES",
+    "GroupKey",
 ]
 
 TABLES = (
@@ -105,6 +108,16 @@ FILES_SCHEMA = pa.schema(
 
 # a path the source's previous run had and this run no longer found
 FILES_GONE_SCHEMA = pa.schema([("run_id", pa.string()), ("path", pa.string())])
+
+
+class GroupKey(NamedTuple):
+    """Embeddings comparable with each other: the `embeddings` (and `neighbors`) rows that share
+    these three columns. A tuple: it sorts, hashes and compares as the plain 3-tuple."""
+
+    backbone: str
+    weights_id: str
+    precision: str
+
 
 # The embeddings as readers see them: `embedding` as float32 lists. A part may store the vectors
 # as float16 (`embeddings_table(storage="float16")`, the default: half the bytes, recall@10 of the

@@ -54,6 +54,7 @@ from .backbones import resolve_backbone
 from .decode import CropPlan
 from .discover import DEFAULT_MAX_PIXELS, NotARegularFile, open_regular_file
 from .params import RunParams
+from .schemas import GroupKey  # lake.GroupKey, without importing the lake module
 from .weights import WeightsError, WeightsSource, parse_weights_spec
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_QUERY_BYTES",
     "RESULT_SCHEMA",
-    "LakeGroup",
+    "ChosenGroup",
     "QueryImageError",
     "SimilarError",
     "SimilarResult",
@@ -111,13 +112,13 @@ class QueryImageError(SimilarError):
 
 
 @dataclass(frozen=True)
-class LakeGroup:
-    """Stored embeddings that are comparable with each other, and the run that made them."""
+class ChosenGroup:
+    """The group `choose_groups` picked for a backbone, and the params of the run that made it
+    (empty when no finished run did): how the queries are decoded, and what to say about its
+    weights."""
 
-    backbone: str
-    weights_id: str
-    precision: str
-    run_params: dict[str, Any] = field(default_factory=dict, compare=False)
+    key: GroupKey
+    run_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,11 +128,11 @@ class SimilarResult:
 
 
 def choose_groups(
-    stored: Iterable[tuple[str, str, str]],
+    stored: Iterable[GroupKey],
     finished_runs: list[dict[str, Any]],
     backbones: list[str] | None = None,
     weights_ids: dict[str, str] | None = None,
-) -> list[LakeGroup]:
+) -> list[ChosenGroup]:
     """The group to search per backbone (default: every backbone with stored embeddings).
 
     `stored`: the lake's (backbone, weights_id, precision) groups. `finished_runs`: newest first,
@@ -142,19 +143,20 @@ def choose_groups(
     stored = sorted(set(stored))
     chosen = []
     for backbone in held_backbones(stored, backbones):
-        options = [g for g in stored if g[0] == backbone]
+        options = [g for g in stored if g.backbone == backbone]
         if weights_ids and backbone in weights_ids:
-            options = [g for g in options if g[1] == weights_ids[backbone]]
+            options = [g for g in options if g.weights_id == weights_ids[backbone]]
             if not options:
-                have = ", ".join(sorted({g[1] for g in stored if g[0] == backbone}))
+                have = ", ".join(sorted({g.weights_id for g in stored if g.backbone == backbone}))
                 raise SimilarError(
                     f"the lake holds no {backbone} embeddings made with weights "
                     f"{weights_ids[backbone]} (it holds: {have})"
                 )
         for run in finished_runs:
-            key = (backbone, (run.get("weights") or {}).get(backbone), run.get("precision"))
+            weights = (run.get("weights") or {}).get(backbone)
+            key = GroupKey(backbone, weights, run.get("precision"))
             if key in options:
-                chosen.append(LakeGroup(*key, run_params=run.get("params") or {}))
+                chosen.append(ChosenGroup(key, run.get("params") or {}))
                 break
         else:
             if len(options) > 1:
@@ -162,13 +164,11 @@ def choose_groups(
                     f"the lake holds {backbone} embeddings of {len(options)} weights or "
                     f"precisions, none from a finished run: choose with --weights"
                 )
-            chosen.append(LakeGroup(*options[0]))
+            chosen.append(ChosenGroup(options[0]))
     return chosen
 
 
-def held_backbones(
-    stored: Iterable[tuple[str, str, str]], backbones: list[str] | None = None
-) -> list[str]:
+def held_backbones(stored: Iterable[GroupKey], backbones: list[str] | None = None) -> list[str]:
     """`backbones` (default: every one with stored embeddings); raises for one the lake lacks."""
     held = sorted({backbone for backbone, _, _ in stored})
     if not held:
@@ -182,27 +182,29 @@ def held_backbones(
     return list(backbones or held)
 
 
-def weights_source_for(group: LakeGroup) -> WeightsSource:
-    """Where the weights of `group` come from, read off its weights_id: seeded random weights and
-    timm's pretrained ones are reloaded; a weights file is never opened from the path the lake's
-    runs recorded (a lake may name any file of the reader's machine): the caller names it."""
-    origin = group.weights_id.rpartition(":")[0]
-    spec = resolve_backbone(group.backbone)
+def weights_source_for(chosen: ChosenGroup) -> WeightsSource:
+    """Where the weights of the chosen group come from, read off its weights_id: seeded random
+    weights and timm's pretrained ones are reloaded; a weights file is never opened from the path
+    the lake's runs recorded (a lake may name any file of the reader's machine): the caller
+    names it."""
+    backbone, weights_id, _ = chosen.key
+    origin = weights_id.rpartition(":")[0]
+    spec = resolve_backbone(backbone)
     if origin.startswith("random-seed"):
         return WeightsSource("random")
     if origin == spec.pretrained_name:
         return WeightsSource("imagenet")
     if origin.startswith("file-"):
-        given = str(group.run_params.get("weights", ""))
+        given = str(chosen.run_params.get("weights", ""))
         recorded = f" (its run recorded {given!r})" if given else ""
         raise WeightsError(
-            f"the lake's {group.backbone} embeddings were made with the weights file "
+            f"the lake's {backbone} embeddings were made with the weights file "
             f"{origin.removeprefix('file-')!r}{recorded}; embedlake opens no path a lake names: "
-            f"pass --weights {group.backbone}=PATH"
+            f"pass --weights {backbone}=PATH"
         )
     raise WeightsError(
-        f"the lake's {group.backbone} embeddings were made with weights {group.weights_id!r}, "
-        f"whose origin embedlake does not know: pass --weights {group.backbone}=PATH"
+        f"the lake's {backbone} embeddings were made with weights {weights_id!r}, "
+        f"whose origin embedlake does not know: pass --weights {backbone}=PATH"
     )
 
 
@@ -494,35 +496,34 @@ def find_similar(
             notes.append(f"{_plugins_note(missing)} (the queries decoded without them)")
         paths = dict(con.execute(sql_text("search", "current_paths.sql")).fetchall())
     found = {}
-    for group in groups:  # one engine plan per group: the device, at the group's precision
-        engine, note = plan_query(device, group.precision)
+    for chosen in groups:  # one engine plan per group: the device, at the group's precision
+        engine, note = plan_query(device, chosen.key.precision)
         notes.extend([note] if note else [])
-        vectors = _embed_group(group, loaded, crops, engine)
-        found[group.backbone] = _search(root, group, vectors, k, paths, engine.device)
+        vectors = _embed_group(chosen, loaded, crops, engine)
+        found[chosen.key.backbone] = _search(root, chosen.key, vectors, k, paths, engine.device)
     rows = [
         {
             "query": query,
-            "backbone": group.backbone,
+            "backbone": chosen.key.backbone,
             "rank": rank,
             "path": paths[image_id],
             "image_id": image_id,
             "similarity": similarity,
         }
         for position, query in enumerate(queries)
-        for group in groups
-        for rank, (image_id, similarity) in enumerate(found[group.backbone][position], start=1)
+        for chosen in groups
+        for rank, (image_id, similarity) in enumerate(found[chosen.key.backbone][position], start=1)
     ]
     return SimilarResult(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), notes)
 
 
 def _search(
-    root: Lake, group: LakeGroup, vectors: np.ndarray, k: int, paths: dict[str, str], device: str
+    root: Lake, key: GroupKey, vectors: np.ndarray, k: int, paths: dict[str, str], device: str
 ) -> list[list[tuple[str, float]]]:
     """Per query vector, its k nearest (image_id, similarity) in the group, among the lake's
     current collection only (an image no longer in it is not an answer)."""
     from .graph import search_group
 
-    key = (group.backbone, group.weights_id, group.precision)
     ids, sims, _ = search_group(root, key, vectors, k, among=paths, device=device)
     return [
         [(image_id, float(s)) for image_id, s in zip(row, row_s, strict=True) if image_id]
@@ -531,18 +532,19 @@ def _search(
 
 
 def _embed_group(
-    group: LakeGroup,
+    chosen: ChosenGroup,
     loaded: dict[str, Any],
     crops: dict[str, list[np.ndarray]],
     engine: EnginePlan,
 ) -> np.ndarray:
-    """The queries' vectors in `group`: its weights (refused unless they reproduce its
+    """The queries' vectors in the chosen group: its weights (refused unless they reproduce its
     weights_id), on the engine plan's device at its precision (`engine.plan_query`)."""
     from .embed import Embedder
     from .weights import load_backbone
 
+    group = chosen.key
     spec = resolve_backbone(group.backbone)
-    backbone = loaded.get(spec.name) or load_backbone(spec, weights_source_for(group))
+    backbone = loaded.get(spec.name) or load_backbone(spec, weights_source_for(chosen))
     if backbone.weights_id != group.weights_id:
         raise WeightsError(
             f"the lake's {group.backbone} embeddings were made with weights "
@@ -554,7 +556,7 @@ def _embed_group(
 
 
 def _decode_queries(
-    queries: list[str], groups: list[LakeGroup], fallback: dict[str, Any], limits: dict[str, Any]
+    queries: list[str], groups: list[ChosenGroup], fallback: dict[str, Any], limits: dict[str, Any]
 ) -> dict[str, list[np.ndarray]]:
     """Per backbone, each query's crop, cut as the run that made its group cut its images: with
     the crop plans of all its backbones (a large JPEG's reduced decode depends on the largest
@@ -563,23 +565,24 @@ def _decode_queries(
 
     decoded: dict[tuple[str, ...], list[dict[str, np.ndarray]]] = {}
     out = {}
-    for group in groups:
-        params = group.run_params or fallback
-        names = tuple(sorted({*(params.get("backbones") or []), group.backbone}))
+    for chosen in groups:
+        backbone = chosen.key.backbone
+        params = chosen.run_params or fallback
+        names = tuple(sorted({*(params.get("backbones") or []), backbone}))
         if names not in decoded:
             plans = crop_plans({n: resolve_backbone(n).data_config() for n in names})
             decoded[names] = decode_queries(queries, plans, **limits)
-        out[group.backbone] = [crops[group.backbone] for crops in decoded[names]]
+        out[backbone] = [crops[backbone] for crops in decoded[names]]
     return out
 
 
 def _plugins_not_loaded(
-    groups: list[LakeGroup], fallback: dict[str, Any], plugins: list[str]
+    groups: list[ChosenGroup], fallback: dict[str, Any], plugins: list[str]
 ) -> list[str]:
     """The Pillow plugins the groups' runs recorded that the caller did not name."""
     used: set[str] = set()
-    for group in groups:
-        recorded = (group.run_params or fallback).get("pillow_plugins")
+    for chosen in groups:
+        recorded = (chosen.run_params or fallback).get("pillow_plugins")
         if isinstance(recorded, list):
             used.update(str(name) for name in recorded)
     return sorted(used - set(plugins))

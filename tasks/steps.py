@@ -507,7 +507,9 @@ def probe_labels_fn(
     engine = summary.engine
     if engine is None:
         raise RuntimeError("probes need the run's engine plan: its summary carries none")
-    groups = [(name, weights_id, engine.precision) for name, weights_id in summary.weights.items()]
+    groups = [
+        lake.GroupKey(name, weights, engine.precision) for name, weights in summary.weights.items()
+    ]
     k = ctx.params.neighbors_k
     rows = run_probes(ctx.lake, ctx.run_id, labels, paths, groups, engine.local_device, k)
     for row in rows:

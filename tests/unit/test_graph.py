@@ -15,7 +15,7 @@ from embedlake.tasks.neighbors import build_neighbor_graph, exact_topk, linear_c
 
 pytestmark = pytest.mark.unit
 
-KEY = ("mobilenet_v1", "w-m", "fp32")
+KEY = lake.GroupKey("mobilenet_v1", "w-m", "fp32")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -177,7 +177,7 @@ def test_a_cached_segment_cut_short_is_fetched_again(tmp_path, monkeypatch):
     url = f"memory://{tmp_path.name}/lake"
     _indexed_lake(url)
     root = lake.Lake.at(url)
-    ids = sorted(graph.group_ids(root, ("mobilenet_v1", "w-m", "fp32")).to_pylist())
+    ids = sorted(graph.group_ids(root, lake.GroupKey("mobilenet_v1", "w-m", "fp32")).to_pylist())
     import shutil
 
     shutil.rmtree(root.local_dir / "index")  # another machine: nothing cached

@@ -127,10 +127,9 @@ def probed_lake(tmp_path_factory):
     probes.measure_backbone = lambda name, device: (1000, 2.0)  # no real model for a unit test
     try:
         stale = {i: "A" for i in ids[:10]} | {i: "B" for i in ids[10:20]}
-        probes.run_probes(root, RUNS[0], {"label": stale}, paths, [("mobilenet_v1", "w", "fp32")])
-        rows = probes.run_probes(
-            root, RUNS[1], {"label": labels}, paths, [("mobilenet_v1", "w", "fp32")]
-        )
+        group = lake.GroupKey("mobilenet_v1", "w", "fp32")
+        probes.run_probes(root, RUNS[0], {"label": stale}, paths, [group])
+        rows = probes.run_probes(root, RUNS[1], {"label": labels}, paths, [group])
     finally:
         probes.measure_backbone = measure
     build_catalog(root)

@@ -13,8 +13,9 @@ import time
 import numpy as np
 import pytest
 
+from embedlake.tasks.lake import GroupKey
 from embedlake.tasks.similar import (
-    LakeGroup,
+    ChosenGroup,
     QueryImageError,
     SimilarError,
     _is_global,
@@ -74,10 +75,10 @@ def test_an_image_stored_twice_counts_once():
 
 
 STORED = [
-    ("xception", "random-seed0:aaaa", "fp32"),
-    ("xception", "random-seed0:aaaa", "bf16"),
-    ("xception", "file-x.safetensors:bbbb", "fp32"),
-    (MOBILE, "random-seed0:cccc", "bf16"),
+    GroupKey("xception", "random-seed0:aaaa", "fp32"),
+    GroupKey("xception", "random-seed0:aaaa", "bf16"),
+    GroupKey("xception", "file-x.safetensors:bbbb", "fp32"),
+    GroupKey(MOBILE, "random-seed0:cccc", "bf16"),
 ]
 
 
@@ -91,19 +92,20 @@ def test_the_latest_finished_run_chooses_the_group():
         _run({"xception": "random-seed0:aaaa", MOBILE: "random-seed0:cccc"}, "bf16"),
     ]
     groups = choose_groups(STORED, runs)
-    assert groups == [
-        LakeGroup(MOBILE, "random-seed0:cccc", "bf16"),
-        LakeGroup("xception", "file-x.safetensors:bbbb", "fp32"),
+    assert [chosen.key for chosen in groups] == [
+        GroupKey(MOBILE, "random-seed0:cccc", "bf16"),
+        GroupKey("xception", "file-x.safetensors:bbbb", "fp32"),
     ]
     assert groups[1].run_params == {"weights": "xception=/w/x.safetensors"}
     # the older run's xception: --weights picks it, at that run's precision
     picked = choose_groups(STORED, runs, ["xception"], {"xception": "random-seed0:aaaa"})
-    assert picked == [LakeGroup("xception", "random-seed0:aaaa", "bf16")]
+    assert [chosen.key for chosen in picked] == [GroupKey("xception", "random-seed0:aaaa", "bf16")]
 
 
 def test_groups_without_a_finished_run():
     # one group per backbone: taken; several: the user must choose
-    assert choose_groups(STORED, [], [MOBILE]) == [LakeGroup(MOBILE, "random-seed0:cccc", "bf16")]
+    (only,) = choose_groups(STORED, [], [MOBILE])
+    assert only.key == GroupKey(MOBILE, "random-seed0:cccc", "bf16")
     with pytest.raises(SimilarError, match="none from a finished run: choose with --weights"):
         choose_groups(STORED, [], ["xception"])
 
@@ -118,11 +120,12 @@ def test_backbones_and_weights_the_lake_lacks_are_refused():
 
 
 def test_weights_source_read_off_the_weights_id(tmp_path):
-    assert weights_source_for(LakeGroup(MOBILE, "random-seed0:cccc", "fp32")).kind == "random"
-    imagenet = LakeGroup("xception", "legacy_xception.tf_in1k:abcd", "fp16")
+    random = ChosenGroup(GroupKey(MOBILE, "random-seed0:cccc", "fp32"))
+    assert weights_source_for(random).kind == "random"
+    imagenet = ChosenGroup(GroupKey("xception", "legacy_xception.tf_in1k:abcd", "fp16"))
     assert weights_source_for(imagenet) == WeightsSource("imagenet")
     with pytest.raises(WeightsError, match="origin embedlake does not know"):
-        weights_source_for(LakeGroup("xception", "somewhere:1", "fp32"))
+        weights_source_for(ChosenGroup(GroupKey("xception", "somewhere:1", "fp32")))
 
 
 def test_a_weights_file_the_lake_names_is_never_opened(tmp_path):
@@ -131,9 +134,9 @@ def test_a_weights_file_the_lake_names_is_never_opened(tmp_path):
     fifo = tmp_path / "xception.safetensors"
     os.mkfifo(fifo)
     for given in (str(tmp_path), f"{MOBILE}=/gone.pt,xception={fifo}", "/dev/zero"):
-        group = LakeGroup("xception", "file-xception.safetensors:1", "fp32", {"weights": given})
+        key = GroupKey("xception", "file-xception.safetensors:1", "fp32")
         with pytest.raises(WeightsError, match="opens no path a lake names: pass --weights "):
-            weights_source_for(group)
+            weights_source_for(ChosenGroup(key, {"weights": given}))
 
 
 @pytest.fixture(scope="module")
