@@ -55,7 +55,7 @@ def embed_collection(params: RunParams, progress: bool = False) -> steps.RunSumm
                     ctx, inventory, backbones, outcome, sidecar, stage.seconds
                 )
             with stage("neighbors"):
-                steps.build_neighbors(ctx)
+                steps.build_neighbors(ctx, summary.engine)
             with stage("probes"):  # --label-column: linear probes and label issues
                 steps.probe_labels(ctx, inventory, sidecar, summary)
             # views read the Parquet when queried: the 'finished' row written next shows

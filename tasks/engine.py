@@ -2,9 +2,10 @@
 
 One `EnginePlan` says where the models run and how: device, precision (and why that one), JPEG
 decoding, torch.compile, decode worker processes and batch size. A run resolves it once, from
-its options, the device and the lake (`plan_run`), logs it in one line, and its steps, its Ray
-shards and its probes read it; `similar` resolves one per lake group it queries (`plan_query`);
-`reindex` and the graph read the device (`resolve_device`). Nothing else chooses any of these.
+its options, the device and the lake (`plan_run`), logs it in one line, and its steps (the
+neighbour graph included), its Ray shards and its probes read it; `similar` resolves one per lake
+group it queries (`plan_query`); `reindex` reads the device (`resolve_device`). Nothing else
+chooses any of these.
 
 `--precision`, in this order (the first that answers wins; `why` records which):
 - asked: a precision named on the command line (fp16 needs CUDA; bf16 on a CPU without native

@@ -454,14 +454,16 @@ def _write_final_row(ctx: RunContext, stage: str, values: dict[str, Any]) -> Non
     ctx.lake.write_part(row, "runs", f"{ctx.run_id}-1-{stage}.parquet")
 
 
-def build_neighbors_fn(ctx: RunContext) -> dict[str, int]:
-    """Add the images not yet in the neighbour graph; recompute backbone agreement (CKA)."""
+def build_neighbors_fn(ctx: RunContext, engine: EnginePlan) -> dict[str, int]:
+    """Add the images not yet in the neighbour graph; recompute backbone agreement (CKA). The
+    graph is computed on this process's device, the run's engine plan's `local_device`."""
     from .neighbors import build_neighbor_graph
 
-    # this process's device (the engine plan's `local_device`); the flow hands this step no plan
-    device = resolve_device(ctx.params.device)
     written = build_neighbor_graph(
-        ctx.lake, k=ctx.params.neighbors_k, device=device, ann_threshold=ctx.params.ann_threshold
+        ctx.lake,
+        k=ctx.params.neighbors_k,
+        device=engine.local_device,
+        ann_threshold=ctx.params.ann_threshold,
     )
     _log().info("neighbour graph: lists written per group %s", written)
     return written
