@@ -37,7 +37,6 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ERROR_CODES",
     "STABLE_ERRORS",
-    "FILE_COLUMNS",
     "discover_files",
     "iter_discovered",
     "fs_path",
@@ -64,8 +63,8 @@ ERROR_CODES = {
     "unreadable": "the file could not be read (permissions, I/O error)",
 }
 
-# a row's fields as discovery fills them; the caller stamps run_id, the writer recorded_at
-FILE_COLUMNS = [name for name in FILES_SCHEMA.names if name not in ("run_id", "recorded_at")]
+# FILES_SCHEMA's fields that discovery fills; the caller stamps run_id, the writer recorded_at
+_DISCOVERED_COLUMNS = [name for name in FILES_SCHEMA.names if name not in ("run_id", "recorded_at")]
 
 _HASH_CHUNK = 1 << 20
 
@@ -173,7 +172,7 @@ def probe_remote_file(
 
 
 def _new_row(rel: bytes) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(FILE_COLUMNS)
+    row: dict[str, Any] = dict.fromkeys(_DISCOVERED_COLUMNS)
     row["path"], row["status"] = readable_path(rel), "ok"
     if row["path"].encode("utf-8") != rel:
         row["path_bytes"] = rel  # the exact name, where `path` is not it

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from embedlake.flows.pipeline import embed_collection
+from embedlake.tasks.lake import SCHEMA_PART
 from embedlake.tasks.params import RunParams
 
 pytestmark = pytest.mark.flows
@@ -35,7 +36,7 @@ def _files(lake, run_id) -> dict[str, tuple[str, str]]:
 
 
 def _parts(lake, table) -> set[str]:
-    return {p.name for p in (lake / table).glob("*.parquet") if p.name != "_schema.parquet"}
+    return {p.name for p in (lake / table).glob("*.parquet") if p.name != SCHEMA_PART}
 
 
 def test_an_unchanged_file_is_not_read_again_unless_rehash(prefect_api, collection, tmp_path):

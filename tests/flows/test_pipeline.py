@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from embedlake.flows.pipeline import embed_collection
+from embedlake.tasks.lake import SCHEMA_PART
 from embedlake.tasks.params import RunParams
 from embedlake.tasks.weights import WeightsError
 
@@ -144,9 +145,7 @@ def test_checks_pass_and_catch_a_missing_embedding(prefect_api, collection, tmp_
     assert set(results) == {"consistent_dims", "every_ok_image_embedded", "no_duplicate_embeddings"}
     assert all(rows == [] for rows in results.values()), results
 
-    parts = sorted(
-        p for p in (lake / "embeddings").glob("*.parquet") if p.name != "_schema.parquet"
-    )
+    parts = sorted(p for p in (lake / "embeddings").glob("*.parquet") if p.name != SCHEMA_PART)
     parts[0].unlink()  # lose some embeddings behind the lake's back
     shutil.copy(parts[1], parts[1].with_name("copy-" + parts[1].name))  # and store some twice
     build_catalog(lake)
@@ -191,7 +190,7 @@ def test_a_bad_sidecar_fails_before_any_image_is_read(
     meta.write_text(rows)
     with pytest.raises(MetadataError, match=match):
         embed_collection(_params(source, lake, metadata=str(meta)))
-    assert not [p for p in (lake / "files").glob("*.parquet") if p.name != "_schema.parquet"]
+    assert not [p for p in (lake / "files").glob("*.parquet") if p.name != SCHEMA_PART]
     assert _count(lake, "SELECT count(*) FROM embedding_rows") == 0
     ((stage, status, message),) = [r for r in _raw_runs(lake) if r[0] != "started"]
     assert (stage, status) == ("failed", "failed")

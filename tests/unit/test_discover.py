@@ -17,7 +17,7 @@ from embedlake.tasks.discover import (
     probe_file,
     readable_path,
 )
-from embedlake.tasks.lake import FILES_SCHEMA, rows_to_table
+from embedlake.tasks.lake import FILES_SCHEMA, SCHEMA_PART, rows_to_table
 from tests.conftest import jpeg_bytes, make_collection, photo
 
 pytestmark = pytest.mark.unit
@@ -101,7 +101,7 @@ def test_a_url_lake_under_a_url_source_is_not_inventoried():
 
     fs = fsspec.filesystem("memory")
     fs.pipe("/skip-test/photos/a.jpg", jpeg_bytes(photo("chelsea.png")))
-    fs.pipe("/skip-test/photos/lake/runs/_schema.parquet", b"PAR1")
+    fs.pipe(f"/skip-test/photos/lake/runs/{SCHEMA_PART}", b"PAR1")
     fs.pipe("/skip-test/photos/lakeside.jpg", b"not a lake, not an image")
     source = open_source("memory://skip-test/photos")
     rows = discover_files(source, skip=["memory:///skip-test/photos/lake"])

@@ -79,12 +79,12 @@ def test_incremental_updates_equal_a_full_rebuild(tmp_path):
     assert build_neighbor_graph(root, k=5) == {graph.group_name(*KEY): 0}
     expected = _brute_force(ids, x, 5)
     _assert_same(_graph(root), expected)
-    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != "_schema.parquet"]
+    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != lake.SCHEMA_PART]
     assert len(parts) == 6  # one per update that added images
     # and a rebuild gives the same lists, in one part per group
     build_neighbor_graph(root, k=5, rebuild=True)
     _assert_same(_graph(root), expected)
-    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != "_schema.parquet"]
+    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != lake.SCHEMA_PART]
     assert len(parts) == 1
 
 
@@ -230,7 +230,7 @@ def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
     assert main(["reindex", "--lake", str(root), "--device", "cpu"]) == 0
     assert "reindexed" in capsys.readouterr().out
     _assert_same(_graph(root), _brute_force(ids, x, 10))  # reindex keeps `run`'s default k
-    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != "_schema.parquet"]
+    parts = [p for p in lake.Lake.at(root).part_names("neighbors") if p != lake.SCHEMA_PART]
     assert parts == [f"{graph.group_name(*KEY)}-00000100.parquet"]
     assert main(["reindex", "--lake", str(tmp_path / "nowhere")]) == 1
 

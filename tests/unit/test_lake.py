@@ -352,7 +352,7 @@ def test_a_reader_rebuilding_a_url_lakes_catalog_writes_nothing_to_the_lake(s3_e
     fs = s3_filesystem(s3_env)
     fs.mkdir("old-lake")
     root = lake.Lake.at("s3://old-lake/lake").ensure()
-    fs.rm("old-lake/lake/agreement/_schema.parquet")  # as a lake made before that table
+    fs.rm(f"old-lake/lake/agreement/{lake.SCHEMA_PART}")  # as a lake made before that table
     before = sorted(fs.find("old-lake"))
     with pytest.raises(FileNotFoundError, match="no agreement table yet"):
         connect_read_only(root)
