@@ -241,7 +241,12 @@ def run_probes(
     `predictions`, `label_issues` and `probes` parts (probes last: its rows say the run probed).
 
     `paths`: image_id -> path, for the label_issues rows; `k`: the graph's list length (for
-    knn_accuracy, from the group's current lists). Returns the probes rows."""
+    knn_accuracy, from the group's current lists). Returns the probes rows.
+
+    Reviewed labels win: where a review relabelled an image for a column (tasks.reviews), the
+    probe learns and judges that label; the given one stays beside it (`given_label`,
+    `reviewed_label`) and the probes row counts them (`n_reviewed_labels`)."""
+    reviewed = _reviewed_labels(root, labels_by_column, paths)
     probes, predictions, issues = [], [], []
     measured: dict[str, tuple[int, float]] = {}
     for group in groups:
@@ -249,9 +254,11 @@ def run_probes(
             measured[group.backbone] = _backbone_cost(group.backbone, device)
         macs, ms = measured[group.backbone]
         edges = graph.graph_edges(root, group, k)
-        for column, labels in labels_by_column.items():
+        for column, given in labels_by_column.items():
             key = {**group._asdict(), "column": column, "run_id": run_id}
-            ids, vectors = graph.group_vectors(root, group, pa.array(sorted(labels), pa.string()))
+            wanted = pa.array(sorted({*given, *reviewed[column]}), pa.string())
+            ids, vectors = graph.group_vectors(root, group, wanted)
+            labels = _Labels(given, reviewed[column])
             row, predicted, flagged = _probe_column(key, list(ids), vectors, labels, edges, paths)
             probes.append({**row, "macs": macs, "ms_per_image": ms})
             predictions += predicted
@@ -266,16 +273,48 @@ def run_probes(
     return probes
 
 
+def _reviewed_labels(
+    root: lake.Lake, labels_by_column: dict[str, dict[str, str]], paths: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Per column, image_id -> reviewed label for this run's images; said in the run's log."""
+    from .reviews import reviewed_labels
+    from .run_context import log
+
+    reviewed = {}
+    for column in labels_by_column:
+        reviewed[column] = reviewed_labels(root, column, paths)
+        if reviewed[column]:
+            log().info(
+                "probes of %s use %d reviewed label(s) in place of the given ones",
+                column,
+                len(reviewed[column]),
+            )
+    return reviewed
+
+
+@dataclass
+class _Labels:
+    """One column's labels: as given, and as reviewed (these win)."""
+
+    given: dict[str, str]
+    reviewed: dict[str, str]
+
+    def __getitem__(self, image_id: str) -> str:
+        found = self.reviewed.get(image_id)
+        return found if found is not None else self.given[image_id]
+
+
 def _probe_column(
     key: dict[str, str],
     ids: list[str],
     vectors: np.ndarray,
-    labels: dict[str, str],
+    labels: _Labels,
     edges: list[tuple[str, str, int]],
     paths: dict[str, str],
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """One group's probe of one column: its probes row (without the cost), and its predictions
-    and label_issues rows (none when fewer than two classes can be probed)."""
+    and label_issues rows (none when fewer than two classes can be probed). The labels probed
+    are the reviewed ones where there are any."""
     given = [labels[i] for i in ids]
     plan = plan_folds(given)
     kept = set(plan.kept)
@@ -287,6 +326,7 @@ def _probe_column(
         "n_set_aside": len(ids) - len(rows),
         "set_aside_labels": plan.set_aside,
         "n_folds": plan.n_folds,
+        "n_reviewed_labels": sum(ids[j] in labels.reviewed for j in rows),
         "knn_accuracy": knn_accuracy({ids[j]: given[j] for j in rows}, edges),
     }
     predictions, issues = [], []
@@ -296,7 +336,12 @@ def _probe_column(
     row.update(result.metrics, n_issues=int(result.is_issue.sum()))
     for pos, j in enumerate(rows):
         guess = result.classes[result.predicted[pos]]
-        image = {**key, "image_id": ids[j], "given_label": given[j]}
+        image = {
+            **key,
+            "image_id": ids[j],
+            "given_label": labels.given.get(ids[j]),
+            "reviewed_label": labels.reviewed.get(ids[j]),
+        }
         probability = float(result.probabilities[pos].max())
         predictions.append({**image, "predicted_label": guess, "probability": probability})
         issues.append(

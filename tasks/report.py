@@ -37,7 +37,7 @@ from .discover import fs_path, open_regular_file
 from .queries import run_query
 from .sources import RemoteSource, open_source, readable_path
 
-__all__ = ["ReportResult", "build_report"]
+__all__ = ["ReportResult", "build_report", "csv_safe"]
 
 _THUMB = 128
 _PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
@@ -611,7 +611,7 @@ def _write_report(
     (folder / "index.html").write_text(_page(run_id, sections))
     for name, table in tables.items():
         if table.num_columns:
-            pacsv.write_csv(_csv_safe(table), folder / _csv_name(name))
+            pacsv.write_csv(csv_safe(table), folder / _csv_name(name))
     summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
     summary["sections"] = [t for t, _ in sections]
     summary["tables"] = {name: t.num_rows for name, t in tables.items()}
@@ -666,7 +666,7 @@ def _csv_name(table: str) -> str:
     return re.sub(r"[^0-9A-Za-z_-]", "_", table) + ".csv"
 
 
-def _csv_safe(table: pa.Table) -> pa.Table:
+def csv_safe(table: pa.Table) -> pa.Table:
     """CSV has no lists: join them with '|'. Text that a spreadsheet would run as a formula gets
     a leading apostrophe, in the header and in every cell."""
     columns = {}

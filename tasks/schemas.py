@@ -16,6 +16,7 @@ __all__ = [
     "NEIGHBORS_SCHEMA",
     "PREDICTIONS_SCHEMA",
     "PROBES_SCHEMA",
+    "REVIEWS_SCHEMA",
     "RUNS_SCHEMA",
     "SCHEMAS",
     "SCHEMA_PART",
@@ -34,6 +35,7 @@ TABLES = (
     "probes",
     "predictions",
     "label_issues",
+    "reviews",
 )
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -185,6 +187,7 @@ PROBES_SCHEMA = pa.schema(
         ("chance", pa.float64()),
         ("knn_accuracy", pa.float64()),
         ("n_issues", pa.int64()),
+        ("n_reviewed_labels", pa.int64()),  # probed images whose reviewed label was used
         ("macs", pa.int64()),
         ("ms_per_image", pa.float64()),
         ("run_id", pa.string()),
@@ -196,6 +199,7 @@ PREDICTIONS_SCHEMA = pa.schema(
         *_PROBE_KEY,
         ("image_id", pa.string()),
         ("given_label", pa.string()),
+        ("reviewed_label", pa.string()),  # a review's relabel: probed in the given one's place
         ("predicted_label", pa.string()),
         ("probability", pa.float64()),
         ("run_id", pa.string()),
@@ -208,10 +212,25 @@ LABEL_ISSUES_SCHEMA = pa.schema(
         ("image_id", pa.string()),
         ("path", pa.string()),
         ("given_label", pa.string()),
+        ("reviewed_label", pa.string()),  # a review's relabel: probed in the given one's place
         ("suggested_label", pa.string()),
         ("label_quality", pa.float64()),
         ("is_issue", pa.bool_()),
         ("run_id", pa.string()),
+    ]
+)
+
+# people's decisions about images (tasks.reviews), appended, never rewritten
+REVIEWS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("decision", pa.string()),  # keep | exclude | relabel | tag
+        ("value", pa.string()),  # a relabel's label, a tag's tag
+        ("label_column", pa.string()),  # the label column a relabel corrects
+        ("note", pa.string()),
+        ("who", pa.string()),
+        ("made_at", _TS),
+        ("run_id", pa.string()),  # the latest finished run when it was made
     ]
 )
 
@@ -232,4 +251,5 @@ SCHEMAS = {
     "probes": PROBES_SCHEMA,
     "predictions": PREDICTIONS_SCHEMA,
     "label_issues": LABEL_ISSUES_SCHEMA,
+    "reviews": REVIEWS_SCHEMA,
 }
