@@ -183,6 +183,43 @@ def _add_nearest(sub: argparse._SubParsersAction) -> None:
     _add_output(near)
 
 
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    review = sub.add_parser(
+        "review", help="record a decision about images in the lake's reviews table"
+    )
+    review.add_argument("image_ids", nargs="+", metavar="IMAGE_ID", help="`images.image_id`")
+    decision = review.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--keep", action="store_true", help="keep (undoes an exclude)")
+    decision.add_argument("--exclude", action="store_true", help="leave out of `export`")
+    decision.add_argument("--relabel", metavar="VALUE", help="the image's right label")
+    decision.add_argument("--tag", metavar="VALUE", help="a tag for the image")
+    review.add_argument(
+        "--label-column",
+        metavar="COL",
+        help="the label column a --relabel corrects (default: label)",
+    )
+    review.add_argument("--note", metavar="TEXT", help="why")
+    review.add_argument("--who", help="who decided (default: the OS user)")
+    _add_lake(review)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write the curated collection (current images minus excluded ones, with reviewed "
+        "labels) for a training job",
+    )
+    export.add_argument("--format", default="parquet", choices=["parquet", "csv"])
+    export.add_argument("--output", required=True, metavar="FILE", help="outside the lake")
+    export.add_argument(
+        "--label-column",
+        default="label",
+        metavar="COL",
+        help="the label column whose reviewed labels go in reviewed_label (default: label)",
+    )
+    _add_lake(export)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedlake",
@@ -215,6 +252,8 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_similar(sub)
     _add_nearest(sub)
+    _add_review(sub)
+    _add_export(sub)
 
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     _add_lake(report)
@@ -274,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         "nearest": _cmd_nearest,
         "serve": _cmd_serve,
         "reindex": _cmd_reindex,
+        "review": _cmd_review,
+        "export": _cmd_export,
     }
     try:
         return commands[args.command](args)
@@ -597,6 +638,35 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
     written = reindex_fn(root, device)
     print(f"reindexed {root}: " + ", ".join(f"{g} {n} lists" for g, n in written.items()))
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from embedlake.tasks.reviews import add_reviews
+
+    kinds = {"relabel": args.relabel, "tag": args.tag, "keep": None, "exclude": None}
+    decision = next(k for k in kinds if getattr(args, k) not in (None, False))
+    rows = [
+        {
+            "image_id": image_id,
+            "decision": decision,
+            "value": kinds[decision],
+            "label_column": args.label_column,
+            "note": args.note,
+            "who": args.who,
+        }
+        for image_id in args.image_ids
+    ]
+    written = add_reviews(args.lake, rows, on_wait=lambda m: print(m, file=sys.stderr))
+    print(f"recorded {written} review(s): {decision}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from embedlake.tasks.reviews import export_collection
+
+    rows = export_collection(args.lake, args.output, args.format, args.label_column)
+    print(f"exported {rows} image(s) to {args.output} ({args.format})")
     return 0
 
 
