@@ -109,23 +109,19 @@ def build_catalog(root: str | Path | Lake, create: bool = True) -> Path:
     """(Re)build the lake's catalog.duckdb from the Parquet parts; atomic for readers.
 
     `create=False` (a reader rebuilding a URL lake's cached catalog) writes nothing to the lake:
-    a table without its schema part is an error, not a part written on the reader's behalf.
+    it reads the lake as readers do, tables an older embedlake did not write shown empty
+    (`Lake.schema_stand_ins`) rather than written on the reader's behalf.
     """
     root = Lake.at(root)
     if create:
         root.ensure()
-    elif missing := root.missing_tables():
-        raise FileNotFoundError(
-            f"the lake at {root} has no {', '.join(missing)} table yet: "
-            f"run `embedlake run SOURCE --lake {root}` once with this embedlake version"
-        )
     target = root.catalog_file
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
         with duckdb.connect(str(tmp)) as con:
-            _create_views(con, root, root.register(con))
+            _create_views(con, root, root.register(con, read_only=not create))
             con.execute("CHECKPOINT")
         os.replace(tmp, target)
         if root.catalog_is_cache:

@@ -110,6 +110,8 @@ __all__ = [
 
 _TMP_MARK = ".tmp-"
 INDEX_FOLDER = "index"  # the ANN indexes (tasks.ann_index), a folder per group
+# shown to readers, never written: today's columns beside an older lake's schema part
+_CURRENT_SCHEMA_PART = "_schema_current.parquet"
 # The temporary names embedlake's writers make, and only those: a part or an index file
 # (`write_part_atomically`, `put_part_atomically` beside its target, ann_index), an index
 # manifest, the catalog being built (catalog.build_catalog, its `.wal` too) and a staged upload.
@@ -217,6 +219,20 @@ class Lake(abc.ABC):
             if not self._exists(table, SCHEMA_PART) or not self._schema_has(table, schema):
                 self.write_part(schema.empty_table(), table, SCHEMA_PART)
         return self
+
+    def schema_stand_ins(self) -> dict[str, bytes]:
+        """What a reader is shown in place of schema parts an older embedlake's lake lacks (path
+        in the lake -> a zero-row Parquet file's bytes; see tasks.read_only_fs): a missing table
+        reads as empty, and a table whose schema part predates columns added since gains them
+        (null in its old parts), so today's views bind. Nothing is written: `ensure`, a writer's,
+        migrates the lake itself."""
+        stand_ins = {}
+        for table, schema in _SCHEMAS.items():
+            if not self._exists(table, SCHEMA_PART):
+                stand_ins[f"{table}/{SCHEMA_PART}"] = _parquet_bytes(schema.empty_table())
+            elif not self._schema_has(table, schema):
+                stand_ins[f"{table}/{_CURRENT_SCHEMA_PART}"] = _parquet_bytes(schema.empty_table())
+        return stand_ins
 
     def _schema_has(self, table: str, schema: pa.Schema) -> bool:
         stored = pq.read_schema(
@@ -334,7 +350,10 @@ class LocalLake(Lake):
 
         from .read_only_fs import LOCAL_PROTOCOL, ReadOnlyFileSystem
 
-        con.register_filesystem(ReadOnlyFileSystem(LocalFileSystem(), self.url, LOCAL_PROTOCOL))
+        fs = ReadOnlyFileSystem(
+            LocalFileSystem(), self.url, LOCAL_PROTOCOL, virtual=self.schema_stand_ins()
+        )
+        con.register_filesystem(fs)
         return f"{LOCAL_PROTOCOL}://{self.url}"
 
     def write_part(self, table: pa.Table, folder: str, name: str) -> str:
@@ -432,7 +451,9 @@ class UrlLake(Lake):
         if read_only:  # the same URLs, served by a wrapper that only reads
             from .read_only_fs import ReadOnlyFileSystem
 
-            con.register_filesystem(ReadOnlyFileSystem(self.fs, self.root, self.fs.protocol))
+            stand_ins = self.schema_stand_ins()
+            fs = ReadOnlyFileSystem(self.fs, self.root, self.fs.protocol, virtual=stand_ins)
+            con.register_filesystem(fs)
         else:
             con.register_filesystem(self.fs)
         return self.url
@@ -873,3 +894,9 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()

@@ -8,13 +8,21 @@ every other operation and every path outside its root, and `allowed_directories`
 paths under the wrapper's protocol. A local lake is read as `embedlake-ro:///abs/lake/...` (the
 local filesystem itself stays out of reach); a URL lake keeps its own protocol (`s3://...`), now
 served by the wrapper instead of the writable filesystem.
+
+A lake written by an older embedlake lacks the tables added since (no folder, no schema part),
+and a view over a glob that matches nothing does not bind, so every query failed until a writer
+ran. The wrapper can show such a table as its zero-row schema part (`virtual`: bytes it serves
+from memory, listed beside what is really there): the table reads as empty, which it is, and
+nothing is written to the lake to make it so.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import posixpath
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
@@ -22,6 +30,7 @@ from fsspec.spec import AbstractFileSystem
 __all__ = ["LOCAL_PROTOCOL", "ReadOnlyFileSystem"]
 
 LOCAL_PROTOCOL = "embedlake-ro"
+_EPOCH = datetime.fromtimestamp(0, UTC)  # a virtual file's modification time
 
 
 class ReadOnlyFileSystem(AbstractFileSystem):
@@ -29,11 +38,22 @@ class ReadOnlyFileSystem(AbstractFileSystem):
 
     cachable = False  # one per connection, never shared through fsspec's instance cache
 
-    def __init__(self, fs: AbstractFileSystem, root: str, protocol: str | tuple[str, ...]):
+    def __init__(
+        self,
+        fs: AbstractFileSystem,
+        root: str,
+        protocol: str | tuple[str, ...],
+        virtual: dict[str, bytes] | None = None,
+    ):
+        """`virtual`: files shown under the root that are not there (path relative to the root
+        -> bytes), for tables an older lake lacks; a real file of the same name wins."""
         super().__init__()
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.protocol = protocol
+        self.virtual = {
+            posixpath.join(self.root, name): data for name, data in (virtual or {}).items()
+        }
 
     def _inside(self, path: str) -> str:
         """`path` without its protocol, normalised; refused unless it lies under the root."""
@@ -46,34 +66,67 @@ class ReadOnlyFileSystem(AbstractFileSystem):
             raise PermissionError(f"{path}: outside the lake")
         return norm
 
+    def _shown(self, path: str) -> str | None:
+        """The virtual file at `path` (inside the root) when nothing real is there."""
+        if path in self.virtual and not self.fs.exists(path):
+            return path
+        return None
+
+    def _virtual_info(self, path: str) -> dict:
+        return {"name": path, "size": len(self.virtual[path]), "type": "file", "mtime": 0}
+
+    def _virtual_in(self, folder: str) -> list[str]:
+        return [p for p in self.virtual if posixpath.dirname(p) == folder and self._shown(p)]
+
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode not in ("rb", "r"):
             raise PermissionError(f"{path}: the lake is read-only here")
-        return _ThreadSafeReader(self.fs.open(self._inside(path), "rb", **kwargs))
+        inside = self._inside(path)
+        if self._shown(inside):
+            return io.BytesIO(self.virtual[inside])
+        return _ThreadSafeReader(self.fs.open(inside, "rb", **kwargs))
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list:
-        return self.fs.ls(self._inside(path), detail=detail, **kwargs)
+        inside = self._inside(path)
+        extra = self._virtual_in(inside.rstrip("/"))
+        if extra and not self.fs.isdir(inside):
+            return [self._virtual_info(p) if detail else p for p in extra]
+        found = self.fs.ls(inside, detail=detail, **kwargs)
+        return found + [self._virtual_info(p) if detail else p for p in extra]
 
     def info(self, path: str, **kwargs: Any) -> dict:
-        return self.fs.info(self._inside(path), **kwargs)
+        inside = self._inside(path)
+        if self._shown(inside):
+            return self._virtual_info(inside)
+        if self._virtual_in(inside.rstrip("/")) and not self.fs.exists(inside):
+            return {"name": inside, "size": 0, "type": "directory"}
+        return self.fs.info(inside, **kwargs)
 
     def glob(self, path: str, **kwargs: Any) -> Any:
-        return self.fs.glob(self._inside(path), **kwargs)
+        inside = self._inside(path)
+        found = list(self.fs.glob(inside, **kwargs))
+        extra = [p for p in self.virtual if fnmatch.fnmatchcase(p, inside) and self._shown(p)]
+        return sorted(found + extra)
 
     def exists(self, path: str, **kwargs: Any) -> bool:
-        return self.fs.exists(self._inside(path), **kwargs)
+        inside = self._inside(path)
+        return bool(self._shown(inside)) or self.fs.exists(inside, **kwargs)
 
     def isdir(self, path: str) -> bool:
-        return self.fs.isdir(self._inside(path))
+        inside = self._inside(path)
+        return self.fs.isdir(inside) or bool(self._virtual_in(inside.rstrip("/")))
 
     def isfile(self, path: str) -> bool:
-        return self.fs.isfile(self._inside(path))
+        inside = self._inside(path)
+        return bool(self._shown(inside)) or self.fs.isfile(inside)
 
     def modified(self, path: str) -> Any:
-        return self.fs.modified(self._inside(path))
+        inside = self._inside(path)
+        return _EPOCH if self._shown(inside) else self.fs.modified(inside)
 
     def size(self, path: str) -> int | None:
-        return self.fs.size(self._inside(path))
+        inside = self._inside(path)
+        return len(self.virtual[inside]) if self._shown(inside) else self.fs.size(inside)
 
     def invalidate_cache(self, path: str | None = None) -> None:
         self.fs.invalidate_cache(None if path is None else self._inside(path))
