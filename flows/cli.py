@@ -333,13 +333,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def one_line(exc: BaseException) -> str:
     """What went wrong, in one line: the message's first line; for an error DuckDB passes on from
-    Python code (a registered filesystem's), which quotes the whole traceback, its last line."""
+    Python code (a registered filesystem's), which quotes the whole traceback and may follow it
+    with the query's line and a caret, the traceback's exception line."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     if lines[0].startswith("Traceback (most recent call last)"):
-        return lines[-1]
+        raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+        return raised[-1] if raised else lines[-1]
     return lines[0]
+
+
+# a traceback's last line: `FileNotFoundError: ...`, `fsspec.x.SomeError: ...`
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*")
 
 
 def _configure_prefect(debug: bool) -> None:

@@ -27,6 +27,17 @@ def test_a_write_refused_by_the_read_only_filesystem_is_one_line_naming_why(tmp_
     assert not list(tmp_path.iterdir())
 
 
+def test_a_python_error_under_a_query_line_and_caret_is_its_exception_line():
+    quoted = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\n'
+        "FileNotFoundError: [Errno 2] No such file: '/lake/t/x.parquet'\n\n"
+        "LINE 9: FROM read_parquet(lake_path('t/*.parquet'))\n             ^^^^^^^^^^"
+    )
+    assert one_line(duckdb.Error(quoted)) == (
+        "FileNotFoundError: [Errno 2] No such file: '/lake/t/x.parquet'"
+    )
+
+
 def test_one_line_of_an_ordinary_error():
     assert one_line(ValueError("first\nsecond")) == "first"
     assert one_line(ValueError("")) == "ValueError"
