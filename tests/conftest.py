@@ -15,19 +15,32 @@ from pathlib import Path
 import pytest
 
 # Set before anything imports prefect or huggingface_hub: no network, no telemetry, no ~/.prefect.
-_PREFECT_HOME = tempfile.mkdtemp(prefix="embedlake-prefect-")
+# Each folder made here is this test process's and goes at its session's end.
+_SESSION_DIRS = {
+    name: tempfile.mkdtemp(prefix=f"embedlake-{tag}-")
+    for name, tag in (
+        ("PREFECT_HOME", "prefect"),
+        # no model cache of this machine's: pretrained weights are absent on every machine alike
+        ("HF_HOME", "hf"),
+        ("TORCH_HOME", "torch"),
+        # embedlake's cache (the measured precision choice, URL lakes' catalogs)
+        ("EMBEDLAKE_CACHE", "cache"),
+    )
+}
+os.environ.update(_SESSION_DIRS)
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["PREFECT_HOME"] = _PREFECT_HOME
-# no model cache of this machine's: pretrained weights are absent on every machine alike
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="embedlake-hf-")
-os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="embedlake-torch-")
 for _override in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # these would win over HF_HOME
     os.environ.pop(_override, None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# embedlake's cache (the measured precision choice, URL lakes' catalogs): one per test session
-os.environ["EMBEDLAKE_CACHE"] = tempfile.mkdtemp(prefix="embedlake-cache-")
+
+
+def pytest_unconfigure(config) -> None:
+    """The session's temporary homes and cache go with it (they piled up in /tmp before)."""
+    for folder in _SESSION_DIRS.values():
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 
@@ -106,6 +119,34 @@ def run_cli(
     return subprocess.run(
         [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`embedlake ARGS...` through the CLI's `main` in this process: the same parsing, one-line
+    errors and exit status as `run_cli` without a subprocess's 10-15 s of imports. For commands
+    that load nothing but the catalog (sql, query, queries, backbones), and for `run` (with
+    `prefect_api`, and `--workers 0`) where a test reads the lake it makes. A test about the
+    process itself (a signal, a hang, its memory, decode workers, code a lake names, the
+    installed environment) runs it as a user does, in `run_cli`."""
+    import contextlib
+
+    from embedlake.flows.cli import main
+
+    # text streams with a byte buffer under them, as sys.stdout has (csv and parquet write bytes)
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
+    with pytest.MonkeyPatch.context() as patch:
+        for handler in ("", "_FLOW_RUNS", "_TASK_RUNS"):  # main sets these for its process
+            patch.setenv(f"PREFECT_LOGGING_HANDLERS_CONSOLE{handler}_LEVEL", "CRITICAL")
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's exit 2
+                code = exc.code
+    text = []
+    for stream in (out, err):
+        stream.flush()
+        text.append(stream.buffer.getvalue().decode())
+    return subprocess.CompletedProcess(["embedlake", *args], code, *text)
 
 
 @pytest.fixture(scope="session")
