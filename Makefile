@@ -7,7 +7,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench bench-rerun bench-neighbors bench-ray clean
+.PHONY: demo test test-heavy lint bench bench-rerun bench-neighbors bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/embedlake demo
 
+# the suite in two tiers: `make test` the fast one, `make test-heavy` the cases marked heavy
+# (tens of seconds each: kill points, serve, a process worker, Ray); CI runs both
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-heavy: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -13,7 +13,7 @@ import pytest
 
 from embedlake.flows.cli import main
 from embedlake.tasks.lake import TABLES
-from tests.conftest import CLI, run_cli
+from tests.conftest import CLI, cli_here, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -167,17 +167,19 @@ def test_bad_arguments_get_one_line_and_nonzero(args, message, cli_env, tmp_path
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_imagenet_weights_unavailable_is_one_line(collection, cli_env, tmp_path):
+def test_imagenet_weights_unavailable_is_one_line(collection, prefect_api, tmp_path):
     source, _ = collection
-    done = run_cli("run", str(source), "--lake", str(tmp_path / "lake"), env=cli_env)
+    # in this process, on the session's Prefect server: the run stops when it loads the weights,
+    # so a subprocess would spend its time importing torch
+    done = cli_here("run", str(source), "--lake", str(tmp_path / "lake"))
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("embedlake: error: ImageNet weights for") and "--weights random" in last
     assert "Traceback" not in done.stderr
 
 
-def test_backbones_json_reproduces_the_papers(cli_env):
-    done = run_cli("backbones", "--json", env=cli_env)
+def test_backbones_json_reproduces_the_papers():
+    done = cli_here("backbones", "--json")  # in this process: torch is imported once
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert rows["xception"]["params_with_classifier"] == 22_855_952
@@ -250,18 +252,18 @@ def test_resized_copy_is_the_first_neighbour(lake_run):
     ],
 )
 def test_sql_refuses_escapes_and_the_lake_survives(lake_run, statement, tmp_path):
-    _, lake, env = lake_run
+    _, lake, _ = lake_run
     outside = tmp_path / "secret.csv"
     outside.write_text("a\n1\n")
     before = sorted(p.name for p in lake.rglob("*"))
-    done = run_cli(
-        "sql", statement.format(lake=lake, outside=outside), "--lake", str(lake), env=env
-    )
+    # in this process (sql loads nothing but the catalog); test_sql_command_formats_and_refuses_
+    # writes refuses a write in a subprocess, as a user runs it
+    done = cli_here("sql", statement.format(lake=lake, outside=outside), "--lake", str(lake))
     assert done.returncode == 1, done.stdout
     assert done.stderr.startswith("embedlake: error:") and len(done.stderr.splitlines()) == 1
     assert sorted(p.name for p in lake.rglob("*")) == before
-    check = run_cli(
-        "sql", "SELECT count(*) AS n FROM files", "--lake", str(lake), "--format", "csv", env=env
+    check = cli_here(
+        "sql", "SELECT count(*) AS n FROM files", "--lake", str(lake), "--format", "csv"
     )
     assert check.returncode == 0 and check.stdout.splitlines()[1] == "9"
 
@@ -331,26 +333,23 @@ def test_queries_takes_lake_like_every_lake_command(cli_env, tmp_path):
 
 
 def test_output_formats_keep_duckdb_types(lake_run):
-    _, lake, env = lake_run
-    as_json = run_cli(
+    _, lake, _ = lake_run
+    as_json = cli_here(
         "sql",
         "SELECT sum(size_bytes) AS bytes, count(*) AS n FROM files",
         "--lake",
         str(lake),
         "--format",
         "json",
-        env=env,
     )
     assert as_json.returncode == 0, as_json.stderr
     row = json.loads(as_json.stdout)
     assert isinstance(row["bytes"], int) and row["bytes"] > 0 and row["n"] == 9
-    table = run_cli(
-        "sql", "SELECT path, width FROM files ORDER BY path", "--lake", str(lake), env=env
-    )
+    table = cli_here("sql", "SELECT path, width FROM files ORDER BY path", "--lake", str(lake))
     assert table.returncode == 0, table.stderr
     widths = dict(line.split() for line in table.stdout.splitlines()[1:-1])
     assert widths["broken/empty.jpg"] == "NULL" and widths["good/astronaut.jpg"] == "512"
-    as_csv = run_cli("query", "duplicates", "--lake", str(lake), "--format", "csv", env=env)
+    as_csv = cli_here("query", "duplicates", "--lake", str(lake), "--format", "csv")
     assert as_csv.returncode == 0, as_csv.stderr
     (row,) = csv.DictReader(io.StringIO(as_csv.stdout))
     assert sorted(json.loads(row["paths"])) == ["copies/same_bytes.jpg", "good/astronaut.jpg"]

@@ -1,4 +1,6 @@
-"""Exactly once under SIGKILL, and two writers on one lake, with the CLI in subprocesses."""
+"""Exactly once under SIGKILL, and two writers on one lake, with the CLI in subprocesses.
+
+Heavy (`make test-heavy`): each case runs the pipeline twice in subprocesses, 25-40 s apiece."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 
 from tests.conftest import CLI, make_distinct_photos, run_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 RUN = [*CLI, "run"]
 

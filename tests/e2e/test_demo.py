@@ -55,6 +55,7 @@ def without_extras(folder: Path) -> str:
     return str(folder)
 
 
+@pytest.mark.heavy  # the whole demo in a fresh process (.ci/run's `make demo` runs it too)
 def test_demo_in_the_base_install_falls_back_to_random_weights_and_says_so(cli_env, tmp_path):
     # the README's first command, as a newcomer runs it: no optional extra installed (the test
     # extras install faiss, ray and s3fs; here they cannot be imported)

@@ -14,7 +14,8 @@ import pytest
 
 from embedlake.flows.serve import LocalPrefectServer
 
-pytestmark = pytest.mark.e2e
+# heavy: a Prefect server, `prefect deploy` and a process worker running the flow (about a minute)
+pytestmark = [pytest.mark.e2e, pytest.mark.heavy]
 
 REPO = Path(__file__).resolve().parents[2]
 

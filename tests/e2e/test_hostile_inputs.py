@@ -111,6 +111,7 @@ def regular_files(root: Path) -> set[bytes]:
     return found
 
 
+@pytest.mark.heavy  # a run in a subprocess, its decode workers on a 400-megapixel bomb and more
 def test_hostile_corpus_runs_and_every_regular_file_is_recorded_once(tmp_path, cli_env):
     src, lake = tmp_path / "src", tmp_path / "lake"
     build_hostile_corpus(src)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import PHOTOS, jpeg_bytes, photo, run_cli
+from tests.conftest import PHOTOS, cli_here, jpeg_bytes, photo, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +79,7 @@ def _query(lake: Path, env: dict, *args: str) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+@pytest.mark.heavy  # labelled_lake: 160 images through xception (a minute)
 def test_planted_flips_rank_first_in_label_issues(labelled_lake):
     lake, env, flipped = labelled_lake
     rows = _query(lake, env, "label_issues", "--param", "limit=16")
@@ -89,6 +90,7 @@ def test_planted_flips_rank_first_in_label_issues(labelled_lake):
     assert lowest["xception"] >= flipped, sorted(lowest["xception"] - flipped)
 
 
+@pytest.mark.heavy  # labelled_lake: 160 images through xception (a minute)
 def test_probes_fill_all_three_views(labelled_lake):
     lake, env, _ = labelled_lake
     sql = (
@@ -107,6 +109,7 @@ def test_probes_fill_all_three_views(labelled_lake):
         assert json.loads(done.stdout)["n"] == 320, view
 
 
+@pytest.mark.heavy  # labelled_lake: 160 images through xception (a minute)
 def test_report_shows_the_labels_section(labelled_lake):
     lake, _, flipped = labelled_lake
     page = (lake / "reports" / "latest" / "index.html").read_text()
@@ -118,14 +121,12 @@ def test_report_shows_the_labels_section(labelled_lake):
     assert sum(path in section for path in flipped) >= 6  # the gallery shows the flips
 
 
-def test_a_missing_label_column_fails_before_embedding(tmp_path, cli_env):
+def test_a_missing_label_column_fails_before_embedding(tmp_path, prefect_api):
     make_labelled_collection(tmp_path, per_family=2)
-    env = cli_env
-    done = run_cli(
+    done = cli_here(  # in this process: the run stops after reading the sidecar
         *("run", str(tmp_path / "images"), "--lake", str(tmp_path / "lake")),
         *("--metadata", str(tmp_path / "labels.csv"), "--label-column", "specie"),
         *("--weights", "random", "--backbone", "mobilenet_v1_0.25_128"),
-        env=env,
     )
     assert done.returncode == 1
     assert (

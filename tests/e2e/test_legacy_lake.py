@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +41,15 @@ def _files_per_run(lake: Path) -> list[tuple[str, int, int]]:
         ).fetchall()
 
 
-def test_a_lake_from_0_1_keeps_working(tmp_path, cli_env):
+def test_a_lake_from_0_1_keeps_working(tmp_path, prefect_api):
     source, lake = _legacy_lake(tmp_path)
     args = ("run", str(source), "--lake", str(lake), "--weights", "random")
     # the fixture's embeddings are bf16: `auto` keeps that only on a CPU that computes bf16
     # natively (elsewhere it re-embeds at fp32, as it should), so the test names the precision
     # and tests the 0.1 layout alone, on any machine
     args += ("--backbone", "mobilenet_v1_0.25_128", "--precision", "bf16")
-    first = run_cli(*args, env=cli_env)
+    args += ("--workers", "0")  # runs in this process: the lake's layout is the subject
+    first = cli_here(*args)
     assert first.returncode == 0, first.stderr
     # the 0.1 runs: 4 files then 3 (photo_2.jpg deleted); this run: the same 3, nothing embedded
     assert _files_per_run(lake) == [("finished", 4, 3), ("finished", 3, 2), ("finished", 3, 2)]
@@ -63,7 +64,7 @@ def test_a_lake_from_0_1_keeps_working(tmp_path, cli_env):
     assert images == ["photo_0.jpg", "photo_1.jpg"] and stored == 3
 
     # the first 0.2 run read every file once (0.1 rows have no mtime in ns); the next reads none
-    again = run_cli(*args, env=cli_env)
+    again = cli_here(*args)
     assert again.returncode == 0, again.stderr
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         run_id, unchanged, changed = con.execute(

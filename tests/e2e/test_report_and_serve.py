@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import CLI, copy_lake, run_cli
+from tests.conftest import CLI, cli_here, copy_lake
 
 pytestmark = pytest.mark.e2e
 
@@ -39,19 +39,18 @@ SECTIONS = [
 
 
 @pytest.fixture(scope="module")
-def reported_lake(pipeline_lake, collection, tmp_path_factory):
+def reported_lake(pipeline_lake, collection, tmp_path_factory, prefect_api):
     """The session's lake (one run, one report), copied since these tests rebuild its reports,
-    and run a second time so "what changed" has something to compare."""
+    and run a second time (in this process: nothing new to embed, a second report) so "what
+    changed" has something to compare."""
     source, meta = collection
     lake = copy_lake(pipeline_lake.path, tmp_path_factory.mktemp("report") / "lake")
-    env = pipeline_lake.env
-    done = run_cli(
+    done = cli_here(
         *("run", str(source), "--lake", str(lake), "--metadata", str(meta)),
-        *("--weights", "random"),
-        env=env,
+        *("--weights", "random", "--workers", "0"),
     )
     assert done.returncode == 0, done.stderr
-    return lake, env
+    return lake, pipeline_lake.env
 
 
 def test_each_run_leaves_a_self_contained_report(reported_lake):
@@ -79,9 +78,9 @@ def test_each_run_leaves_a_self_contained_report(reported_lake):
 
 
 def test_report_command_rebuilds_it(reported_lake):
-    lake, env = reported_lake
+    lake, _ = reported_lake
     shutil.rmtree(lake / "reports")
-    done = run_cli("report", "--lake", str(lake), env=env, timeout=300)
+    done = cli_here("report", "--lake", str(lake))  # test_hostile_lake runs one in a subprocess
     assert done.returncode == 0, done.stderr
     assert (lake / "reports" / "latest" / "index.html").is_file()
     assert "index.html" in done.stdout
@@ -248,6 +247,7 @@ def _api_status(url: str, auth: str | None) -> int:
         return exc.code
 
 
+@pytest.mark.heavy  # serve starts its own Prefect server (and runs)
 def test_serve_runs_on_its_own_schedule_then_stops_cleanly(collection, start_serve):
     source, _ = collection
     served = start_serve(source, "--interval", "10")
@@ -280,6 +280,7 @@ def test_serve_runs_on_its_own_schedule_then_stops_cleanly(collection, start_ser
     assert not prefect_files
 
 
+@pytest.mark.heavy  # serve starts its own Prefect server (and runs)
 def test_serve_stops_within_seconds_of_sigterm_mid_run_and_kills_the_run(
     collection, start_serve, tmp_path
 ):
@@ -308,6 +309,7 @@ def test_serve_stops_within_seconds_of_sigterm_mid_run_and_kills_the_run(
     assert not list((served.lake / "runs").glob("*-1-*.parquet"))
 
 
+@pytest.mark.heavy  # serve starts its own Prefect server (and runs)
 def test_serve_stops_within_seconds_of_sigint_while_its_server_starts(collection, start_serve):
     source, _ = collection
     served = start_serve(source, "--interval", "10")

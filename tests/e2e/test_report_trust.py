@@ -12,26 +12,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from tests.conftest import make_distinct_photos, run_cli
+from tests.conftest import cli_here, make_distinct_photos
 
 pytestmark = pytest.mark.e2e
 
 BACKBONE = "mobilenet_v1_0.25_128"
 
 
-def _run(source: Path, lake: Path, env: dict[str, str], *extra: str):
-    return run_cli(
-        "run",
-        str(source),
-        "--lake",
-        str(lake),
-        "--weights",
-        "random",
-        "--backbone",
-        BACKBONE,
-        *extra,
-        env=env,
-    )
+def _run(source: Path, lake: Path, *extra: str):
+    """`embedlake run` in this process (the tests read what its report shows, not the process)."""
+    args = ["--weights", "random", "--backbone", BACKBONE, "--workers", "0"]
+    return cli_here("run", str(source), "--lake", str(lake), *args, *extra)
 
 
 def _photos_with_a_copy(folder: Path) -> list[Path]:
@@ -40,39 +31,39 @@ def _photos_with_a_copy(folder: Path) -> list[Path]:
     return photos
 
 
-def test_report_reads_thumbnails_only_from_a_source_the_user_names(cli_env, tmp_path):
+def test_report_reads_thumbnails_only_from_a_source_the_user_names(prefect_api, tmp_path):
     private = tmp_path / "private_photos"  # what the lake's runs.source names
     _photos_with_a_copy(private)
     lake = tmp_path / "lake"
-    assert _run(private, lake, cli_env).returncode == 0
+    assert _run(private, lake).returncode == 0
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT source FROM runs").fetchone()[0] == str(private)
     shutil.rmtree(lake / "reports")
 
-    done = run_cli("report", "--lake", str(lake), env=cli_env)
+    done = cli_here("report", "--lake", str(lake))
     assert done.returncode == 0, done.stderr
     page = (lake / "reports" / "latest" / "index.html").read_text()
     assert "data:image/jpeg" not in page  # nothing read from the folder the lake names
     assert "--source DIR_OR_URL" in page  # and the page says why there are no thumbnails
     assert "copy_of_0.jpg" in page  # the duplicate is still listed, by name
 
-    done = run_cli("report", "--lake", str(lake), "--source", str(private), env=cli_env)
+    done = cli_here("report", "--lake", str(lake), "--source", str(private))
     assert done.returncode == 0, done.stderr
     page = (lake / "reports" / "latest" / "index.html").read_text()
     assert page.count("data:image/jpeg;base64,") >= 2
     assert f"from {private}" in page
 
-    missing = run_cli("report", "--lake", str(lake), "--source", str(tmp_path / "no"), env=cli_env)
+    missing = cli_here("report", "--lake", str(lake), "--source", str(tmp_path / "no"))
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
 
 
-def test_a_lake_path_through_a_symlink_out_of_the_source_is_not_read(cli_env, tmp_path):
+def test_a_lake_path_through_a_symlink_out_of_the_source_is_not_read(prefect_api, tmp_path):
     source = tmp_path / "photos"
     photos = _photos_with_a_copy(source)
     (source / "album").mkdir()
     shutil.copy(photos[1], source / "album" / "again.jpg")
     lake = tmp_path / "lake"
-    assert _run(source, lake, cli_env).returncode == 0
+    assert _run(source, lake).returncode == 0
     # the lake names album/again.jpg; album now leads out of the source
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -80,7 +71,7 @@ def test_a_lake_path_through_a_symlink_out_of_the_source_is_not_read(cli_env, tm
     shutil.rmtree(source / "album")
     (source / "album").symlink_to(outside, target_is_directory=True)
 
-    done = run_cli("report", "--lake", str(lake), "--source", str(source), env=cli_env)
+    done = cli_here("report", "--lake", str(lake), "--source", str(source))
     assert done.returncode == 0, done.stderr
     page = (lake / "reports" / "latest" / "index.html").read_text()
     assert "album/again.jpg&#x27; leads outside the source" in page
@@ -95,7 +86,7 @@ HOSTILE = {
 }
 
 
-def test_labels_from_data_are_text_in_plots_html_and_csv(cli_env, tmp_path):
+def test_labels_from_data_are_text_in_plots_html_and_csv(prefect_api, tmp_path):
     source = tmp_path / "photos"
     photos = make_distinct_photos(source, 8)
     labels = list(HOSTILE.values())
@@ -103,7 +94,7 @@ def test_labels_from_data_are_text_in_plots_html_and_csv(cli_env, tmp_path):
     rows = [{"path": p.name, "label": labels[i % len(labels)]} for i, p in enumerate(photos)]
     pacsv.write_csv(pa.Table.from_pylist(rows), meta)
     lake = tmp_path / "lake"
-    done = _run(source, lake, cli_env, "--metadata", str(meta), "--label-column", "label")
+    done = _run(source, lake, "--metadata", str(meta), "--label-column", "label")
     assert done.returncode == 0, done.stderr
     (report,) = [p for p in (lake / "reports").iterdir() if p.name != "latest"]
     page = (report / "index.html").read_text()
@@ -120,16 +111,16 @@ def test_labels_from_data_are_text_in_plots_html_and_csv(cli_env, tmp_path):
     assert {HOSTILE["math"], HOSTILE["html"], HOSTILE["terminal"]} <= set(purity)
 
 
-def test_a_report_that_fails_leaves_the_run_finished_and_says_so(cli_env, tmp_path):
+def test_a_report_that_fails_leaves_the_run_finished_and_says_so(prefect_api, tmp_path):
     source = tmp_path / "photos"
     _photos_with_a_copy(source)
     lake = tmp_path / "lake"
-    assert _run(source, lake, cli_env).returncode == 0
+    assert _run(source, lake).returncode == 0
     shutil.rmtree(lake / "reports")
     (lake / "reports").write_text("a file where the report folder goes")  # the report fails
     shutil.copy(source / "photo_001.jpg", source / "copy_of_1.jpg")
 
-    done = _run(source, lake, cli_env)
+    done = _run(source, lake)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "finished" in line and "report failed" in line, line

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import jpeg_bytes, photo, run_cli
+from tests.conftest import cli_here, jpeg_bytes, photo, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -21,15 +21,15 @@ BACKBONES = ("mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160")
 
 
 @pytest.fixture(scope="module")
-def lake(collection, tmp_path_factory, session_env) -> tuple[Path, dict[str, str]]:
-    env = session_env
+def lake(collection, tmp_path_factory, session_env, prefect_api) -> tuple[Path, dict[str, str]]:
     lake = tmp_path_factory.mktemp("similar") / "lake"
     backbones = [arg for name in BACKBONES for arg in ("--backbone", name)]
-    done = run_cli(
-        "run", str(collection[0]), "--lake", str(lake), *backbones, "--weights", "random", env=env
-    )
+    # built in this process (the queries are the subject); the lake is what a user's run writes
+    source = str(collection[0])
+    options = ("--weights", "random", "--workers", "0", "--precision", "fp32")
+    done = cli_here("run", source, "--lake", str(lake), *backbones, *options)
     assert done.returncode == 0, done.stderr
-    return lake, env
+    return lake, session_env
 
 
 def _listing(lake: Path) -> dict[str, tuple[int, int]]:
@@ -198,6 +198,7 @@ def plugin_lake(lake, tmp_path) -> Path:
     return copy
 
 
+@pytest.mark.heavy  # `similar` in subprocesses (torch imported in each): 20-30 s
 def test_plugins_named_by_the_lake_are_never_loaded(plugin_lake, lake, tmp_path):
     _, env = lake
     query = _copy(tmp_path, "chelsea.png")
@@ -217,6 +218,7 @@ def test_plugins_named_by_the_lake_are_never_loaded(plugin_lake, lake, tmp_path)
     assert "'os:abort', 'this'" in done.stderr and len(done.stderr.splitlines()) == 1
 
 
+@pytest.mark.heavy  # `similar` in subprocesses (torch imported in each): 20-30 s
 def test_plugins_named_on_the_command_line_decode_within_the_time_limit(lake, tmp_path):
     # tests.slow_plugin claims the file and then hangs in load(): the worker is killed
     root, env = lake
@@ -274,6 +276,7 @@ def _watched(lake: Path, env: dict[str, str], *args: str, max_rss: int = 3 << 30
     return subprocess.CompletedProcess(child.args, child.returncode, out, err), seconds, peak
 
 
+@pytest.mark.heavy  # `similar` in subprocesses (torch imported in each): 20-30 s
 def test_a_fifo_or_a_device_is_refused_without_being_read(lake, tmp_path):
     root, env = lake
     fifo = tmp_path / "query.jpg"
@@ -286,6 +289,7 @@ def test_a_fifo_or_a_device_is_refused_without_being_read(lake, tmp_path):
         )
 
 
+@pytest.mark.heavy  # `similar` in subprocesses (torch imported in each): 20-30 s
 def test_a_large_non_image_is_not_an_image_read_no_further_than_its_header(lake, tmp_path):
     root, env = lake
     baseline = _watched(root, env, str(_copy(tmp_path, "coffee.png")), "--k", "1")
@@ -324,6 +328,7 @@ def _stalled_server() -> tuple[socket.socket, list[float]]:
     return server, held
 
 
+@pytest.mark.heavy  # `similar` in subprocesses (torch imported in each): 20-30 s
 def test_a_stalled_http_server_times_out_and_internal_addresses_need_a_flag(lake):
     root, env = lake
     server, held = _stalled_server()

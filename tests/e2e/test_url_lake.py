@@ -57,6 +57,7 @@ def _run_ids(lake):
     return sorted({r["run_id"] for r in lake.read_table("runs").to_pylist()})
 
 
+@pytest.mark.heavy  # runs: two runs into the S3 lake (a minute)
 def test_s3_lake_equals_the_local_lake(runs, s3_env):
     for name in ("local", "first", "again"):
         assert runs[name].returncode == 0, runs[name].stderr
@@ -81,6 +82,7 @@ def test_s3_lake_equals_the_local_lake(runs, s3_env):
     assert (runs["work"] / "cache" / "lakes" / remote.local_dir.name / "catalog.duckdb").is_file()
 
 
+@pytest.mark.heavy  # runs: two runs into the S3 lake (a minute)
 def test_rerun_embeds_nothing_new_and_duplicates_nothing(runs):
     assert "embedded 0, already in the lake 5" in runs["again"].stdout, runs["again"].stdout
     out = run_cli(
@@ -98,6 +100,7 @@ def test_rerun_embeds_nothing_new_and_duplicates_nothing(runs):
     assert json.loads(out.stdout) == {"stored": 10, "distinct_keys": 10, "finished": 2}
 
 
+@pytest.mark.heavy  # runs: two runs into the S3 lake (a minute)
 def test_sql_and_query_read_the_s3_lake_with_a_rebuilt_catalog(runs):
     env = runs["env"]
     catalogs = list((runs["work"] / "cache" / "lakes").glob("*/catalog.duckdb"))
@@ -122,6 +125,7 @@ def test_sql_and_query_read_the_s3_lake_with_a_rebuilt_catalog(runs):
     assert labels.returncode == 0 and labels.stdout.split() == ['"label"', '"astronaut"']
 
 
+@pytest.mark.heavy  # runs: two runs into the S3 lake (a minute)
 @pytest.mark.parametrize(
     "statement",
     [
@@ -153,13 +157,15 @@ def test_sql_on_the_s3_lake_reads_nothing_outside_and_writes_nothing(
         (["sql", "SELECT 1", "--lake", f"s3://{BUCKET}/no-lake-here"], "no lake at"),
     ],
 )
-def test_bad_lake_urls_get_one_line(runs, args, message, tmp_path):
-    done = run_cli(*args, env=runs["env"], cwd=tmp_path)
+def test_bad_lake_urls_get_one_line(cli_env, s3_server, args, message, tmp_path):
+    env = dict(cli_env, **s3_server, EMBEDLAKE_CACHE=str(tmp_path / "cache"))
+    done = run_cli(*args, env=env, cwd=tmp_path)
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.heavy  # a run that waits on a lock, then runs (35 s)
 def test_a_second_writer_with_another_cache_waits_and_aborts_nothing(
     collection, cli_env, s3_server, tmp_path, monkeypatch
 ):

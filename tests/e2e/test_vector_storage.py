@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -26,9 +26,10 @@ def _copy(source, names, into):
         shutil.copy(source / name, into / name)
 
 
-def _run(source, lake, env, *extra):
+def _run(source, lake, *extra):
+    """`embedlake run` in this process (the parts it writes are the subject, not the process)."""
     args = ["run", str(source), "--lake", str(lake), "--weights", "random", "--backbone", BACKBONE]
-    done = run_cli(*args, *extra, env=env)
+    done = cli_here(*args, "--workers", "0", "--precision", "fp32", *extra)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -50,15 +51,15 @@ def _vectors(con) -> dict[str, tuple[str, np.ndarray]]:
     return {image_id: (run_id, np.asarray(vector, np.float32)) for image_id, run_id, vector in rows}
 
 
-def test_float16_and_float32_parts_share_a_lake(collection, cli_env, tmp_path):
+def test_float16_and_float32_parts_share_a_lake(collection, prefect_api, tmp_path):
     source, _ = collection
     mixed, reference = tmp_path / "mixed", tmp_path / "reference"
     work = tmp_path / "src"
     _copy(source, FIRST, work)
-    _run(work, mixed, cli_env, "--vector-storage", "float32")
+    _run(work, mixed, "--vector-storage", "float32")
     _copy(source, LATER, work)
-    _run(work, mixed, cli_env)  # the default: float16
-    _run(work, reference, cli_env, "--vector-storage", "float32")
+    _run(work, mixed)  # the default: float16
+    _run(work, reference, "--vector-storage", "float32")
 
     with duckdb.connect(str(mixed / "catalog.duckdb"), read_only=True) as con:
         storage = dict(

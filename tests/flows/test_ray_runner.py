@@ -17,7 +17,8 @@ from embedlake.tasks.params import RunParams
 from tests.conftest import make_distinct_photos, s3_filesystem
 
 pytest.importorskip("prefect_ray")
-pytestmark = pytest.mark.flows
+# heavy: a local Ray cluster, and shard workers importing torch (25 s a case)
+pytestmark = [pytest.mark.flows, pytest.mark.heavy]
 
 BACKBONES = ["mobilenet_v1_0.25_128", "xception"]
 REPO = Path(__file__).resolve().parents[2]

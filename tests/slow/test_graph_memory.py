@@ -1,5 +1,5 @@
-"""Heavy cases, marked `slow`: `make test` runs them (CI included); `-m "not slow"` skips them
-for a quick local loop. Each takes tens of seconds to minutes on a 2-core machine."""
+"""Heavy cases, marked `heavy`: `make test-heavy` runs them (CI runs it after `make test`).
+Each takes tens of seconds to minutes on a 2-core machine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.heavy
 
 
 _PEAK = """
