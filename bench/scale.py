@@ -79,7 +79,7 @@ def stage_index(lake_dir: str) -> dict:
     from embedlake.tasks import graph, lake
 
     root = lake.Lake.at(lake_dir)
-    key = (BACKBONE, WEIGHTS, PRECISION)
+    key = lake.GroupKey(BACKBONE, WEIGHTS, PRECISION)
     started = time.perf_counter()
     index = graph._new_index(root, key, graph.group_size(root, key))
     trained = time.perf_counter()
@@ -115,7 +115,7 @@ def stage_synthetic_lists(lake_dir: str, n: int) -> dict:
     from embedlake.tasks import graph, lake
 
     root = lake.Lake.at(lake_dir)
-    key = (BACKBONE, WEIGHTS, PRECISION)
+    key = lake.GroupKey(BACKBONE, WEIGHTS, PRECISION)
     rng = np.random.default_rng(3)
     for p0 in range(0, n, PART_ROWS):
         rows = min(PART_ROWS, n - p0)
@@ -198,7 +198,7 @@ def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
     from embedlake.tasks import graph, lake
 
     root = lake.Lake.at(lake_dir)
-    key = (BACKBONE, WEIGHTS, PRECISION)
+    key = lake.GroupKey(BACKBONE, WEIGHTS, PRECISION)
     picks = np.random.default_rng(2).choice(np.arange(lo, hi), min(sample, hi - lo), replace=False)
     query_ids = [_ids(int(p), 1)[0] for p in picks]
     wanted = pa.array(query_ids, pa.string())
@@ -223,7 +223,7 @@ def stage_nprobe(lake_dir: str, total: int, sample: int) -> dict:
     from embedlake.tasks import graph, lake
 
     root = lake.Lake.at(lake_dir)
-    key = (BACKBONE, WEIGHTS, PRECISION)
+    key = lake.GroupKey(BACKBONE, WEIGHTS, PRECISION)
     picks = np.random.default_rng(5).choice(total, sample, replace=False)
     query_ids = [_ids(int(p), 1)[0] for p in picks]
     found = {

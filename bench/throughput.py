@@ -103,9 +103,9 @@ class Engine:
         from embedlake.tasks.backbones import resolve_backbone
         from embedlake.tasks.decode import crop_plans
         from embedlake.tasks.embed import Embedder
+        from embedlake.tasks.engine import decode_workers
         from embedlake.tasks.params import RunParams
         from embedlake.tasks.precision import choose_precision
-        from embedlake.tasks.steps import _auto_workers
         from embedlake.tasks.weights import load_backbone, parse_weights_spec
 
         sources = parse_weights_spec("random", list(BACKBONES))
@@ -114,7 +114,7 @@ class Engine:
         self.embedder = Embedder(self.loaded, "cpu", self.choice.precision)
         self.plans = crop_plans({b.spec.name: b.spec.data_config() for b in self.loaded})
         self.params = RunParams(source=".")
-        self.workers = _auto_workers(self.params.workers)
+        self.workers = decode_workers(self.params.workers)
 
     def crops(self, paths: list[Path]) -> dict:
         """One batch of the engine's own uint8 crops of `paths` (decoded here)."""
@@ -343,7 +343,7 @@ def table(r: dict) -> str:
         for label, p in (("640x480", p640), ("12 MP", p12))
     ]
     lines = [
-        f"{r['precision_choice']}; native bf16 on this CPU: {r.get('cpu_native_bf16', '?')}",
+        f"{r.get('precision_choice', '?')}; native bf16 on this CPU: {r.get('cpu_native_bf16', '?')}",
         f"{r['cpu_count']} CPU cores, {r['torch_threads']} torch threads, "
         f"{r['c_640x480']['c_engine']['decode_workers']} decode worker(s), batch {BATCH}, "
         f"windows of {r['args']['seconds']:g} s (c) and {r['args']['forward_seconds']:g} s (a)",

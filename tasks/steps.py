@@ -33,7 +33,7 @@ from .backbones import resolve_backbone
 from .decode import crop_plans
 from .decode_pool import DecodeJob
 from .embed import Embedder, iter_embedded_batches
-from .engine import EnginePlan, decode_workers, plan_run, resolve_device
+from .engine import EnginePlan, plan_run, resolve_device
 from .inventory import Inventory, discover_source_fn
 from .metadata import SidecarResult, join_sidecar, read_sidecar, validate_sidecar
 from .params import RunParams
@@ -161,10 +161,6 @@ def load_backbones_fn(params: RunParams) -> BackboneSet:
         _log().warning(message)
         random = parse_weights_spec("random", names)
         return BackboneSet([load_backbone(s, random[s.name]) for s in specs], True, message)
-
-
-# bench/throughput.py reads the run's automatic decode workers by this name
-_auto_workers = decode_workers
 
 
 @dataclass
