@@ -343,7 +343,8 @@ def table(r: dict) -> str:
         for label, p in (("640x480", p640), ("12 MP", p12))
     ]
     lines = [
-        f"{r.get('precision_choice', '?')}; native bf16 on this CPU: {r.get('cpu_native_bf16', '?')}",
+        f"{r.get('precision_choice', '?')}; "
+        f"native bf16 on this CPU: {r.get('cpu_native_bf16', '?')}",
         f"{r['cpu_count']} CPU cores, {r['torch_threads']} torch threads, "
         f"{r['c_640x480']['c_engine']['decode_workers']} decode worker(s), batch {BATCH}, "
         f"windows of {r['args']['seconds']:g} s (c) and {r['args']['forward_seconds']:g} s (a)",
