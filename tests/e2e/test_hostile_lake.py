@@ -208,6 +208,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return cli_here(*args)
 
 
+@pytest.mark.heavy  # nearest, similar and report in subprocesses (torch imported in each): 30 s
 def test_every_reading_command_on_a_hostile_lake(hostile, cli_env):
     lake, root = hostile["lake"], hostile["root"]
     before = _snapshot(lake, skip=("reports",))
