@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,26 +71,31 @@ def run_embedlake(
         *extra,
     ]
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    root = psutil.Process(proc.pid)
-    peak, peak_by_role, hwm, samples = 0, {}, {}, 0
-    while proc.poll() is None:
-        total, by_role = 0, {}
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                rss = p.memory_info().rss
-                total += rss
-                role = _role(p.cmdline())
-                by_role[role] = by_role.get(role, 0) + rss
-                hwm[p.pid] = max(hwm.get(p.pid, 0), _high_water_mark(p.pid))
-        except psutil.Error:
-            pass  # a process ended between listing and reading it: the next sample counts again
-        samples += 1
-        if total > peak:
-            peak, peak_by_role = total, by_role
-        time.sleep(interval)
-    wall = time.perf_counter() - started
-    out, err = proc.communicate()
+    # stderr to a file, not a pipe: the loop below never reads a pipe, so a run (or the Prefect
+    # server it starts, which inherits it) that wrote more than a pipe holds would block
+    with tempfile.TemporaryFile() as err_file:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+        root = psutil.Process(proc.pid)
+        peak, peak_by_role, hwm, samples = 0, {}, {}, 0
+        while proc.poll() is None:
+            total, by_role = 0, {}
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    rss = p.memory_info().rss
+                    total += rss
+                    role = _role(p.cmdline())
+                    by_role[role] = by_role.get(role, 0) + rss
+                    hwm[p.pid] = max(hwm.get(p.pid, 0), _high_water_mark(p.pid))
+            except psutil.Error:
+                pass  # a process ended between listing and reading it: the next sample counts again
+            samples += 1
+            if total > peak:
+                peak, peak_by_role = total, by_role
+            time.sleep(interval)
+        wall = time.perf_counter() - started
+        proc.wait()
+        err_file.seek(0)
+        err = err_file.read()
     if proc.returncode != 0:
         raise RuntimeError(f"embedlake run failed: {err.decode()[-2000:]}")
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
