@@ -9,10 +9,10 @@ WITH stages AS (
     SELECT run_id, stage, source, started_at, files_snapshot
     FROM read_parquet(lake_path('runs/*.parquet'), union_by_name = true)
 ),
-legacy AS (
-    SELECT DISTINCT run_id
-    FROM read_parquet(lake_path('files/*.parquet'), union_by_name = true, filename = true)
-    WHERE regexp_matches(filename, 'Z-[0-9a-f]{6}\.parquet$')
+legacy AS (  -- a 0.1 lake's parts are named by their run: listed, not read
+    SELECT regexp_extract(file, '(\d{8}T\d{6}Z-[0-9a-f]{6})\.parquet$', 1) AS run_id
+    FROM glob(lake_path('files/*.parquet'))
+    WHERE regexp_matches(file, '\d{8}T\d{6}Z-[0-9a-f]{6}\.parquet$')
 )
 SELECT run_id, any_value(source) AS source, min(started_at) AS started_at,
     bool_or(coalesce(files_snapshot, false) OR run_id IN (SELECT run_id FROM legacy)) AS snapshot
