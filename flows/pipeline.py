@@ -72,6 +72,8 @@ def embed_collection(params: RunParams, progress: bool = False) -> steps.RunSumm
                     "the catalog could not be rebuilt after the failure: %s", catalog_error
                 )
             raise
+        if ctx.params.no_report:
+            return summary
         with stage("report"):  # the run is finished: a failure here is the report's alone
             try:
                 summary.report = steps.publish_report(ctx, summary)

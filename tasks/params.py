@@ -147,6 +147,11 @@ class RunParams(BaseModel):
         description="read and hash every file again; by default a file whose path, size and "
         "mtime match the previous run is not opened (rsync's quick check)",
     )
+    no_report: Annotated[bool, Flag("--no-report")] = Field(
+        default=False,
+        description="finish without writing the HTML report (runs nobody reads, e.g. frequent "
+        "scheduled ones); `embedlake report` builds it later from the lake",
+    )
     # only `embedlake demo` sets this: random weights when ImageNet's cannot be had, said loudly
     random_fallback: bool = False
 
