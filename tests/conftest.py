@@ -152,10 +152,15 @@ def cli_here(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def prefect_api():
     """One Prefect test server for the whole session; yields its API URL for subprocesses."""
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # no flow-run heartbeats in this process: a finishing flow waits up to a second for the
+    # heartbeat thread's sleep, about 0.6 s per in-process run here (runs in subprocesses, as a
+    # user's, keep them)
+    with prefect_test_harness(server_startup_timeout=60), temporary_settings(
+        updates={"flows.heartbeat_frequency": None}
+    ):
         yield PREFECT_API_URL.value()
 
 

@@ -22,6 +22,7 @@ FAST = ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160"]
 
 
 def _params(source, lake, **extra):
+    extra.setdefault("no_report", True)  # ~2 s a run; tests of the report ask for it
     return RunParams(
         source=str(source),
         lake=str(lake),
@@ -72,6 +73,8 @@ def test_run_then_rerun_embeds_only_what_is_new(prefect_api, collection, tmp_pat
     assert first.error_counts == {"empty_file": 1, "not_an_image": 1, "truncated": 1}
     # 4 photos + the smaller copy; the byte-identical copy is embedded once
     assert first.n_embedded == 5 and first.n_skipped == 0
+    # --no-report (these tests' default): the run finishes without one
+    assert first.report is None and not (lake / "reports").exists()
 
     with _task_log() as logged:
         second = embed_collection(_params(source, lake))
@@ -272,7 +275,7 @@ def test_a_source_folder_named_in_latin1_runs_and_reports(prefect_api, collectio
     odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")  # not UTF-8: a surrogate-escaped str
     shutil.copytree(source / "good", odd)
     lake = tmp_path / "lake"
-    summary = embed_collection(_params(odd, lake))
+    summary = embed_collection(_params(odd, lake, no_report=False))
     assert summary.status == "finished" and summary.n_ok == 4
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         (stored,) = con.execute("SELECT source FROM runs").fetchone()
@@ -334,7 +337,7 @@ def test_the_runs_own_report_describes_the_collection_it_embedded(
     source = tmp_path / "images"
     shutil.copytree(collection[0], source)
     lake = tmp_path / "lake"
-    params = _params(source, lake).model_copy(update={"backbones": FAST[:1]})
+    params = _params(source, lake, no_report=False).model_copy(update={"backbones": FAST[:1]})
     first = embed_collection(params)
     summary, page, duplicates = _report_of(first)
     assert summary["status"] == "finished"
