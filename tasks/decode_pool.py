@@ -3,7 +3,9 @@
 pebble's ProcessPool kills a worker whose task outlives its timeout and starts a fresh one, which
 multiprocessing's and DataLoader's pools cannot do; the file becomes a `timeout` error row and
 the run goes on. At most `window` files are in flight, so memory does not grow with the run.
-Results come back as they complete (order does not matter downstream).
+Results come back as they complete (order does not matter downstream). A job may also ask for
+the image's thumbnail (`DecodeJob.thumbnail`), made from the same decode, or for the thumbnail
+alone (`DecodeJob.crops` False: an image embedded before, decoded again only for its thumbnail).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import CropPlan, DecodeError, decode_for_backbones
+from .decode import CropPlan, DecodeError, Thumbnail, decode_image
 
 __all__ = ["DecodeJob", "Decoded", "load_pillow_plugins", "iter_decoded"]
 
@@ -30,14 +32,18 @@ class DecodeJob:
     image_id: str
     location: Path | str
     format: str | None = None  # from the header, so JPEGs can go to the device decoder
+    thumbnail: bool = False  # make its thumbnail too (the lake lacks one)
+    crops: bool = True  # False: the thumbnail only (its embeddings are in the lake)
 
 
 @dataclass
 class Decoded:
     image_id: str
-    crops: dict[str, np.ndarray] | None
+    crops: dict[str, np.ndarray] | None  # {} for a thumbnail-only job
     error: tuple[str, str] | None = None
     seconds: float = 0.0  # decode time in the worker
+    thumbnail: Thumbnail | None = None
+    embed: bool = True  # False: a thumbnail-only job (nothing to embed)
 
 
 def load_pillow_plugins(specs: list[str]) -> None:
@@ -59,10 +65,12 @@ def _init_worker(plans: list[CropPlan], max_pixels: int, plugins: list[str]) -> 
     load_pillow_plugins(plugins)
 
 
-def _decode_in_worker(file: Path | bytes) -> tuple[dict[str, np.ndarray] | tuple[str, str], float]:
+def _decode_in_worker(
+    file: Path | bytes, thumbnail: bool = False, crops: bool = True
+) -> tuple[tuple[dict[str, np.ndarray], Thumbnail | None] | tuple[str, str], float]:
     started = time.perf_counter()
     try:
-        result = decode_for_backbones(file, _PLANS, _MAX_PIXELS)
+        result = decode_image(file, _PLANS if crops else [], _MAX_PIXELS, thumbnail=thumbnail)
     except DecodeError as exc:
         result = exc.code, exc.message
     return result, time.perf_counter() - started
@@ -71,10 +79,14 @@ def _decode_in_worker(file: Path | bytes) -> tuple[dict[str, np.ndarray] | tuple
 def _decode_here(
     file: Path | bytes, job: DecodeJob, plans: list[CropPlan], max_pixels: int
 ) -> Decoded:
+    started = time.perf_counter()
     try:
-        return Decoded(job.image_id, decode_for_backbones(file, plans, max_pixels))
+        crops, thumb = decode_image(
+            file, plans if job.crops else [], max_pixels, thumbnail=job.thumbnail
+        )
     except DecodeError as exc:
-        return Decoded(job.image_id, None, (exc.code, exc.message))
+        return Decoded(job.image_id, None, (exc.code, exc.message), embed=job.crops)
+    return Decoded(job.image_id, crops, None, time.perf_counter() - started, thumb, job.crops)
 
 
 def iter_decoded(
@@ -98,7 +110,8 @@ def iter_decoded(
         return reader(str(job.location)) if reader else job.location
 
     def unreadable(job: DecodeJob, exc: OSError) -> Decoded:
-        return Decoded(job.image_id, None, ("unreadable", f"{type(exc).__name__}: {exc}"))
+        error = ("unreadable", f"{type(exc).__name__}: {exc}")
+        return Decoded(job.image_id, None, error, embed=job.crops)
 
     if workers == 0:
         load_pillow_plugins(plugins)
@@ -134,7 +147,9 @@ def iter_decoded(
                     except OSError as exc:  # gone or unreadable since it was discovered
                         yield unreadable(job, exc)
                         continue
-                    future = pool.schedule(_decode_in_worker, args=(data,), timeout=timeout)
+                    future = pool.schedule(
+                        _decode_in_worker, args=(data, job.thumbnail, job.crops), timeout=timeout
+                    )
                     pending[future] = job
                 if not pending:
                     break
@@ -150,11 +165,12 @@ def _outcome(job: DecodeJob, future, timeout: float) -> Decoded:
     try:
         result, seconds = future.result()
     except TimeoutError:
-        return Decoded(job.image_id, None, ("timeout", f"decoding took over {timeout:g} s"))
+        error = ("timeout", f"decoding took over {timeout:g} s")
+        return Decoded(job.image_id, None, error, embed=job.crops)
     except Exception as exc:  # the worker died (a decoder crashed the process): an error row
-        return Decoded(
-            job.image_id, None, ("corrupt", f"decoder crashed: {type(exc).__name__}: {exc}")
-        )
-    if isinstance(result, tuple):
-        return Decoded(job.image_id, None, result, seconds)
-    return Decoded(job.image_id, result, None, seconds)
+        error = ("corrupt", f"decoder crashed: {type(exc).__name__}: {exc}")
+        return Decoded(job.image_id, None, error, embed=job.crops)
+    if isinstance(result[0], str):
+        return Decoded(job.image_id, None, result, seconds, embed=job.crops)
+    crops, thumb = result
+    return Decoded(job.image_id, crops, None, seconds, thumb, job.crops)

@@ -1,7 +1,8 @@
 """Embed: uint8 crops in, L2-normalised embeddings (and their raw norms) out, in batches.
 
 Decoding runs in replaceable worker processes (tasks.decode_pool), overlapped with the forward
-passes. Batches travel
+passes. Thumbnails made by the same decode (`DecodeJob.thumbnail`) come back with the batch
+(`BatchResult.thumbnails`). Batches travel
 as uint8 NHWC and are normalised on the device with timm's arithmetic (x/255 - mean) / std, then
 laid out channels_last. Forward passes run under `torch.inference_mode()` at the run's precision:
 fp32, or bf16/fp16 autocast. Every input item yields a result: an embedding per backbone, or the
@@ -15,20 +16,22 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 import numpy as np
+import pyarrow as pa
 
-from .decode import CropPlan
+from .decode import CropPlan, Thumbnail
 from .decode_pool import Decoded, DecodeJob, iter_decoded
 from .params import Precision
 
 if TYPE_CHECKING:
     import torch
 
+    from .lake import Lake
     from .weights import LoadedBackbone
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "Embedder",
     "cpu_has_native_bf16",
     "iter_embedded_batches",
+    "missing_thumbnail_ids",
+    "thumbnails_table",
 ]
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -50,6 +55,40 @@ class BatchResult:
     embeddings: dict[str, np.ndarray]  # backbone -> (n, dim) float32, L2-normalised
     norms: dict[str, np.ndarray]  # backbone -> (n,) float32
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (image_id, code, message)
+    # thumbnails made by the decodes that led here (of ok_ids, and of thumbnail-only jobs)
+    thumbnails: list[tuple[str, Thumbnail]] = field(default_factory=list)
+    # thumbnail-only jobs whose decode failed now: (image_id, code, message); their embeddings
+    # stand, and the next run tries again
+    thumbnail_errors: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def thumbnails_table(thumbnails: list[tuple[str, Thumbnail]], run_id: str) -> pa.Table:
+    """Rows of the lake's `thumbnails` table."""
+    from .schemas import THUMBNAILS_SCHEMA
+
+    return pa.table(
+        {
+            "image_id": pa.array([i for i, _ in thumbnails], pa.string()),
+            "thumbnail": pa.array([t.data for _, t in thumbnails], pa.binary()),
+            "width": pa.array([t.width for _, t in thumbnails], pa.int32()),
+            "height": pa.array([t.height for _, t in thumbnails], pa.int32()),
+            "run_id": pa.array([run_id] * len(thumbnails), pa.string()),
+        },
+        schema=THUMBNAILS_SCHEMA,
+    )
+
+
+def missing_thumbnail_ids(root: Lake, image_ids: Iterable[str]) -> set[str]:
+    """Which of `image_ids` have no thumbnail in the lake's committed parts (the filter pushed
+    into the scan, only the image_id column read: the JPEG bytes stay on disk)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    wanted = pa.array(sorted(set(image_ids)), pa.string())
+    where = ds.field("image_id").isin(wanted)
+    done = root.read_table("thumbnails", ["image_id"], filter=where).column("image_id")
+    lacking = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=done.combine_chunks())))
+    return set(lacking.to_pylist())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -300,9 +339,9 @@ def iter_embedded_batches(
     """
     timings = Counter() if timings is None else timings
     release_freed_memory = _HeapTrimmer()
-    if decode_on_device:
-        jpegs = [job for job in jobs if job.format == "JPEG"]
-        jobs = [job for job in jobs if job.format != "JPEG"]
+    if decode_on_device:  # a thumbnail-only job goes to Pillow: nothing to embed on the device
+        jpegs = [job for job in jobs if job.format == "JPEG" and job.crops]
+        jobs = [job for job in jobs if job.format != "JPEG" or not job.crops]
         for result, refused in _embed_jpegs_on_device(
             jpegs, embedder, plans, batch_size, reader, timings
         ):
@@ -312,13 +351,16 @@ def iter_embedded_batches(
     pin = ahead = embedder.device.type == "cuda"  # on the CPU a batch is done when queued
     ready: list[Decoded] = []
     errors: list[tuple[str, str, str]] = []
+    thumbnails: list[tuple[str, Thumbnail]] = []
+    thumbnail_errors: list[tuple[str, str, str]] = []
     queued: _QueuedBatch | None = None  # on CUDA: computing while the next batch is gathered
 
     def submit() -> _QueuedBatch:
-        nonlocal ready, errors
+        nonlocal ready, errors, thumbnails, thumbnail_errors
         pending = embedder.embed_async(_stack(ready, pin)) if ready else None
         batch = _QueuedBatch([d.image_id for d in ready], pending, errors)
-        ready, errors = [], []
+        batch.thumbnails, batch.thumbnail_errors = thumbnails, thumbnail_errors
+        ready, errors, thumbnails, thumbnail_errors = [], [], [], []
         return batch
 
     decoded_stream = iter_decoded(
@@ -340,7 +382,12 @@ def iter_embedded_batches(
         if decoded is None:
             break
         timings["decode"] += decoded.seconds
-        if decoded.crops is None:
+        if decoded.thumbnail is not None:
+            thumbnails.append((decoded.image_id, decoded.thumbnail))
+        if not decoded.embed:  # a thumbnail-only job
+            if decoded.error is not None:
+                thumbnail_errors.append((decoded.image_id, *decoded.error))
+        elif decoded.crops is None:
             errors.append((decoded.image_id, *decoded.error))
         else:
             ready.append(decoded)
@@ -351,7 +398,11 @@ def iter_embedded_batches(
             if previous is not None:
                 yield previous.result()
                 release_freed_memory()
-    if ready or errors:
+        elif len(thumbnails) + len(thumbnail_errors) >= batch_size:
+            # thumbnail-only jobs (nothing to embed) leave in batches of their own
+            yield BatchResult([], {}, {}, thumbnails=thumbnails, thumbnail_errors=thumbnail_errors)
+            thumbnails, thumbnail_errors = [], []
+    if ready or errors or thumbnails or thumbnail_errors:
         queued, previous = submit(), queued
         if previous is not None:
             yield previous.result()
@@ -365,10 +416,19 @@ class _QueuedBatch:
     pending: PendingEmbeddings | None
     errors: list[tuple[str, str, str]] = field(default_factory=list)
     refused: list[DecodeJob] = field(default_factory=list)  # for the Pillow workers
+    thumbnails: list[tuple[str, Thumbnail]] = field(default_factory=list)
+    thumbnail_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    # on the device path: the thumbnails' pixels, copied to the host behind the forward passes
+    device_thumbnails: Callable[[], list[tuple[str, Thumbnail]]] | None = None
 
     def result(self) -> BatchResult:
         embeddings, norms = self.pending.result() if self.pending else ({}, {})
-        return BatchResult(self.ok_ids, embeddings, norms, self.errors)
+        thumbnails = list(self.thumbnails)
+        if self.device_thumbnails is not None:  # the copies are done once the batch is
+            thumbnails += self.device_thumbnails()
+        return BatchResult(
+            self.ok_ids, embeddings, norms, self.errors, thumbnails, self.thumbnail_errors
+        )
 
 
 def _embed_jpegs_on_device(

@@ -21,6 +21,7 @@ __all__ = [
     "SCHEMAS",
     "SCHEMA_PART",
     "TABLES",
+    "THUMBNAILS_SCHEMA",
     "GroupKey",
 ]
 
@@ -36,6 +37,7 @@ TABLES = (
     "predictions",
     "label_issues",
     "reviews",
+    "thumbnails",
 )
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -234,6 +236,18 @@ REVIEWS_SCHEMA = pa.schema(
     ]
 )
 
+# one small JPEG per image, made by the decode that embeds it (tasks.decode.make_thumbnail):
+# the explorer's and the report's pictures, without SOURCE
+THUMBNAILS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("thumbnail", pa.binary()),  # JPEG bytes
+        ("width", pa.int32()),  # the thumbnail's pixels
+        ("height", pa.int32()),
+        ("run_id", pa.string()),
+    ]
+)
+
 # the metadata table's columns are the sidecar's own; these two are always there for joins
 METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string())])
 
@@ -252,4 +266,5 @@ SCHEMAS = {
     "predictions": PREDICTIONS_SCHEMA,
     "label_issues": LABEL_ISSUES_SCHEMA,
     "reviews": REVIEWS_SCHEMA,
+    "thumbnails": THUMBNAILS_SCHEMA,
 }

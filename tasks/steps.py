@@ -32,7 +32,7 @@ from . import catalog, discover, lake
 from .backbones import resolve_backbone
 from .decode import crop_plans
 from .decode_pool import DecodeJob
-from .embed import Embedder, iter_embedded_batches
+from .embed import Embedder, iter_embedded_batches, missing_thumbnail_ids, thumbnails_table
 from .engine import EnginePlan, plan_run, resolve_device
 from .inventory import Inventory, discover_source_fn
 from .metadata import SidecarResult, join_sidecar, read_sidecar, validate_sidecar
@@ -201,9 +201,21 @@ def _plan_embedding(
     todo = sorted(lacking(engine.precision))
     outcome = EmbedOutcome(engine, n_unique_images=len(first_path))
     outcome.n_skipped = len(first_path) - len(todo)
+    # an image the lake has no thumbnail of gets one from the decode that embeds it; one
+    # embedded before without it (a lake older than thumbnails, a killed run) is decoded for
+    # its thumbnail alone, once
+    unthumbed = missing_thumbnail_ids(ctx.lake, first_path)
+    embedding = set(todo)
+    thumbnail_only = sorted(unthumbed - embedding)
+    if thumbnail_only:
+        _log().info("making thumbnails of %d images embedded before", len(thumbnail_only))
     return EmbedPlan(
         outcome=outcome,
-        items=[DecodeJob(i, first_path[i], formats[i]) for i in todo],
+        items=[DecodeJob(i, first_path[i], formats[i], thumbnail=i in unthumbed) for i in todo]
+        + [
+            DecodeJob(i, first_path[i], formats[i], thumbnail=True, crops=False)
+            for i in thumbnail_only
+        ],
         missing=missing_at(engine.precision),
         weights_ids=weights_ids,
         sources={b.spec.name: b.source for b in backbones.loaded},
@@ -226,6 +238,8 @@ def _embed_items(
     outcome = EmbedOutcome(engine)
     timings: Counter[str] = Counter()
     writer = lake.PartWriter(ctx.lake.folder("embeddings"), prefix, part_rows)
+    thumbnail_writer = lake.PartWriter(ctx.lake.folder("thumbnails"), prefix, part_rows)
+    thumbnail_only = {item.image_id for item in items if not item.crops}
     started = time.perf_counter()
     try:
         with Progress("embedding", total=len(items), enabled=progress) as bar:
@@ -244,6 +258,10 @@ def _embed_items(
             ):
                 for image_id, code, message in batch.errors:
                     outcome.decode_errors[image_id] = (code, message)
+                if batch.thumbnails:
+                    thumbnail_writer.add(thumbnails_table(batch.thumbnails, ctx.run_id))
+                for image_id, code, message in batch.thumbnail_errors:  # embedded before
+                    _log().warning("no thumbnail for %s: %s: %s", image_id, code, message)
                 for name, weights_id in plan.weights_ids.items():
                     keep = [i for i, iid in enumerate(batch.ok_ids) if iid in plan.missing[name]]
                     if keep:
@@ -260,11 +278,17 @@ def _embed_items(
                             )
                         )
                 outcome.n_embedded += len(batch.ok_ids)
-                bar.advance(len(batch.ok_ids) + len(batch.errors))
+                n_thumbnail_only = len(batch.thumbnail_errors) + sum(
+                    image_id in thumbnail_only for image_id, _ in batch.thumbnails
+                )
+                bar.advance(len(batch.ok_ids) + len(batch.errors) + n_thumbnail_only)
     finally:
-        writer.close()  # what was embedded is kept, also when the run fails
+        try:
+            thumbnail_writer.close()  # what was made is kept, as the embeddings are
+        finally:
+            writer.close()  # what was embedded is kept, also when the run fails
     outcome.seconds = time.perf_counter() - started
-    timings["write"] = writer.seconds
+    timings["write"] = writer.seconds + thumbnail_writer.seconds
     timings.update(embedder.seconds)
     outcome.stage_seconds = {k: round(v, 3) for k, v in sorted(timings.items())}
     return outcome
