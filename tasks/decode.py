@@ -49,6 +49,7 @@ __all__ = [
     "crop_plans",
     "decode_for_backbones",
     "decode_image",
+    "encode_thumbnail",
     "make_thumbnail",
     "thumbnail_size",
     "resize_centre_crop",
@@ -170,6 +171,13 @@ def make_thumbnail(rgb: Image.Image, size: int = THUMBNAIL_SIZE) -> Thumbnail:
         if target == rgb.size
         else rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
     )
+    return encode_thumbnail(small)
+
+
+def encode_thumbnail(small: Image.Image | np.ndarray) -> Thumbnail:
+    """JPEG bytes of an already small RGB image (a PIL image, or HWC uint8 pixels)."""
+    if isinstance(small, np.ndarray):
+        small = Image.fromarray(small, "RGB")
     out = io.BytesIO()
     small.save(out, "JPEG", quality=THUMBNAIL_QUALITY)
     return Thumbnail(out.getvalue(), *small.size)

@@ -6,6 +6,12 @@ converted to RGB), resized with antialiased bicubic interpolation and centre-cro
 with the geometry of timm's eval transform. The pixels are close to, not bit-identical with,
 Pillow's (tests bound the difference). A file nvJPEG refuses goes back to the Pillow workers,
 which decode it or give it its proper error code.
+
+Thumbnails are made here too (`thumbnails_on_device`): each decoded image (oriented, before the
+central window, as the Pillow path) is resized on the device to the thumbnail's size (bicubic,
+antialiased, as the crops are), and only those few pixels (128x96x3 for a 4:3 photo) travel to
+the host, behind the batch's forward passes; the JPEG encoding is the CPU's (Pillow, the same
+quality as the Pillow path's), on the reading threads, a batch later (tasks.embed).
 """
 
 from __future__ import annotations
@@ -13,12 +19,19 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .decode import CropPlan, central_window, resized_size
+from .decode import THUMBNAIL_SIZE, CropPlan, central_window, resized_size, thumbnail_size
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["crops_on_device", "decode_jpegs_on_device", "read_into_buffer", "resized_size"]
+__all__ = [
+    "crops_on_device",
+    "decode_jpegs",
+    "decode_jpegs_on_device",
+    "read_into_buffer",
+    "resized_size",
+    "thumbnails_on_device",
+]
 
 
 def read_into_buffer(path: str | os.PathLike) -> bytearray:
@@ -78,6 +91,38 @@ def crops_on_device(images: list[torch.Tensor], plans: list[CropPlan]) -> dict[s
     return {name: x.permute(0, 2, 3, 1).contiguous() for name, x in out.items()}
 
 
+def thumbnails_on_device(
+    images: list[torch.Tensor], size: int = THUMBNAIL_SIZE, chunk: int = 8
+) -> list[torch.Tensor]:
+    """CHW uint8 images -> HWC uint8 thumbnails (long side `size`, never enlarged), on the
+    images' device; bicubic with antialias. Images of one size are resized `chunk` at a time (a
+    12 MP image is 145 MB as float)."""
+    import torch
+    import torch.nn.functional as F
+
+    out: list[torch.Tensor | None] = [None] * len(images)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape[-2:]), []).append(index)
+    for (h, w), indexes in by_shape.items():
+        new_w, new_h = thumbnail_size(w, h, size)
+        for start in range(0, len(indexes), chunk):
+            part = indexes[start : start + chunk]
+            x = torch.stack([images[i] for i in part])
+            if (new_h, new_w) != (h, w):
+                x = F.interpolate(
+                    x.float(),
+                    size=(new_h, new_w),
+                    mode="bicubic",
+                    antialias=True,
+                    align_corners=False,
+                )
+                x = x.round().clamp(0, 255).to(torch.uint8)
+            for i, small in zip(part, x.permute(0, 2, 3, 1), strict=True):
+                out[i] = small.contiguous()
+    return out
+
+
 def decode_jpegs_on_device(
     payloads: list[bytes | bytearray | None], device: str, plans: list[CropPlan]
 ) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
@@ -86,6 +131,15 @@ def decode_jpegs_on_device(
     A bytearray payload is used in place (`read_into_buffer`); bytes are copied once. An empty
     payload, or None (a file that could not be read), is refused without trying it.
     """
+    images, ok, refused = decode_jpegs(payloads, device)
+    crops = crops_on_device(images, plans) if images else {}
+    return crops, ok, refused
+
+
+def decode_jpegs(
+    payloads: list[bytes | bytearray | None], device: str
+) -> tuple[list[torch.Tensor], list[int], list[int]]:
+    """JPEG bytes -> (CHW uint8 RGB images on `device`, oriented; their indexes; refused)."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -115,5 +169,4 @@ def decode_jpegs_on_device(
             except RuntimeError:
                 continue
     refused = sorted(set(range(len(payloads))) - set(ok))
-    crops = crops_on_device(images, plans) if images else {}
-    return crops, ok, refused
+    return images, ok, refused

@@ -418,16 +418,14 @@ class _QueuedBatch:
     refused: list[DecodeJob] = field(default_factory=list)  # for the Pillow workers
     thumbnails: list[tuple[str, Thumbnail]] = field(default_factory=list)
     thumbnail_errors: list[tuple[str, str, str]] = field(default_factory=list)
-    # on the device path: the thumbnails' pixels, copied to the host behind the forward passes
-    device_thumbnails: Callable[[], list[tuple[str, Thumbnail]]] | None = None
+    # on the device path: (image_id, HWC uint8 pixels on the host) of the thumbnails, copied
+    # behind the forward passes (complete once `result` has returned), to be encoded
+    host_thumbnails: list[tuple[str, torch.Tensor]] = field(default_factory=list)
 
     def result(self) -> BatchResult:
         embeddings, norms = self.pending.result() if self.pending else ({}, {})
-        thumbnails = list(self.thumbnails)
-        if self.device_thumbnails is not None:  # the copies are done once the batch is
-            thumbnails += self.device_thumbnails()
         return BatchResult(
-            self.ok_ids, embeddings, norms, self.errors, thumbnails, self.thumbnail_errors
+            self.ok_ids, embeddings, norms, self.errors, self.thumbnails, self.thumbnail_errors
         )
 
 
@@ -445,10 +443,15 @@ def _embed_jpegs_on_device(
     batch N's forward passes, this thread reads and decodes batch N+1 (nvJPEG runs on its own
     stream and hardware engines) and queues its forward passes before it waits for batch N.
     Threads read the bytes of the batch after that meanwhile.
-    """
-    from concurrent.futures import ThreadPoolExecutor
 
-    from .device_decode import decode_jpegs_on_device, read_into_buffer
+    The thumbnails a job asks for are resized on the device and copied to the host behind the
+    forward passes; the same threads encode them as JPEG once the batch is done, and they come
+    with the next batch's result (the last ones with a result of their own).
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from .decode import encode_thumbnail
+    from .device_decode import crops_on_device, decode_jpegs, read_into_buffer
 
     def read(job: DecodeJob) -> bytearray | None:
         # a file that vanished or cannot be read goes to the Pillow workers, which record why
@@ -458,6 +461,18 @@ def _embed_jpegs_on_device(
             return read_into_buffer(job.location)
         except OSError:
             return None
+
+    def encode(image_id: str, pixels: torch.Tensor) -> tuple[str, Thumbnail]:
+        return image_id, encode_thumbnail(pixels.numpy())
+
+    encoding: list[Future] = []  # the previous batch's thumbnails, being encoded
+
+    def finish(batch: _QueuedBatch) -> BatchResult:
+        nonlocal encoding
+        result = batch.result()  # after this the batch's thumbnails are on the host
+        result.thumbnails = [future.result() for future in encoding]
+        encoding = [pool.submit(encode, *item) for item in batch.host_thumbnails]
+        return result
 
     chunks = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     queued: _QueuedBatch | None = None
@@ -470,15 +485,47 @@ def _embed_jpegs_on_device(
             if index + 1 < len(chunks):
                 upcoming = [pool.submit(read, job) for job in chunks[index + 1]]
             started = time.perf_counter()
-            crops, ok, refused = decode_jpegs_on_device(payloads, str(embedder.device), plans)
+            images, ok, refused = decode_jpegs(payloads, str(embedder.device))
+            crops = crops_on_device(images, plans) if images else {}
+            wanted = [k for k, i in enumerate(ok) if chunk[i].thumbnail]
+            host = _thumbnails_to_host([images[k] for k in wanted])
+            del images
             timings["decode_on_device"] += time.perf_counter() - started
             batch = _QueuedBatch(
                 [chunk[i].image_id for i in ok],
                 embedder.embed_async(crops) if ok else None,
                 refused=[chunk[i] for i in refused],
+                host_thumbnails=[
+                    (chunk[ok[k]].image_id, t) for k, t in zip(wanted, host, strict=True)
+                ],
             )
             if queued is not None:
-                yield queued.result(), queued.refused
+                yield finish(queued), queued.refused
             queued = batch
-    if queued is not None:
-        yield queued.result(), queued.refused
+        if queued is not None:
+            yield finish(queued), queued.refused
+        if encoding:
+            yield BatchResult([], {}, {}, thumbnails=[f.result() for f in encoding]), []
+
+
+def _thumbnails_to_host(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Thumbnails of CHW uint8 device images as HWC uint8 host tensors. On CUDA, one copy into
+    pinned memory, queued on the stream (not waited for): read them only once work queued after
+    it (the batch's forward passes) is done."""
+    if not images:
+        return []
+    import torch
+
+    from .device_decode import thumbnails_on_device
+
+    small = thumbnails_on_device(images)
+    if small[0].device.type != "cuda":
+        return small
+    flat = torch.cat([t.reshape(-1) for t in small])
+    host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(flat, non_blocking=True)
+    out, start = [], 0
+    for t in small:
+        out.append(host[start : start + t.numel()].view(t.shape))
+        start += t.numel()
+    return out

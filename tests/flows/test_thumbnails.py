@@ -52,6 +52,12 @@ def test_a_run_writes_one_thumbnail_per_embedded_image_and_a_rerun_none(
             assert img.format == "JPEG" and img.mode == "RGB" and img.size == (width, height)
         assert max(width, height) == 128 and run_id == first.run_id
     parts = _parts(lake)
+    with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+        broken = con.execute(
+            "SELECT count(*), count(t.image_id) FROM files f "
+            "LEFT JOIN thumbnails t USING (image_id) WHERE f.status = 'error'"
+        ).fetchone()
+    assert broken == (3, 0)  # the broken files keep their error rows and get no thumbnail
 
     second = embed_collection(_params(source, lake))
     assert second.n_embedded == 0
