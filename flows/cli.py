@@ -220,6 +220,35 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _add_lake(export)
 
 
+def _add_explore(sub: argparse._SubParsersAction) -> None:
+    explore = sub.add_parser(
+        "explore",
+        help="the local explorer: the map, filters, images and review queues in a browser "
+        "(read-only but for reviews)",
+    )
+    _add_lake(explore)
+    explore.add_argument("--port", type=int, default=8765, help="default: 8765; 0 = any free port")
+    explore.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1); any other host needs the random token "
+        "printed in the URL",
+    )
+    explore.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="stop a query (a filter) after this long (default: 60)",
+    )
+    explore.add_argument(
+        "--memory-limit",
+        default="512MB",
+        metavar="SIZE",
+        help="DuckDB's memory limit per connection (two at most; default: 512MB)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embedlake",
@@ -254,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_nearest(sub)
     _add_review(sub)
     _add_export(sub)
+    _add_explore(sub)
 
     report = sub.add_parser("report", help="(re)build a run's HTML report from the lake")
     _add_lake(report)
@@ -315,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "reindex": _cmd_reindex,
         "review": _cmd_review,
         "export": _cmd_export,
+        "explore": _cmd_explore,
     }
     try:
         return commands[args.command](args)
@@ -673,6 +704,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     rows = export_collection(args.lake, args.output, args.format, args.label_column)
     print(f"exported {rows} image(s) to {args.output} ({args.format})")
+    return 0
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from embedlake.tasks.explore import serve
+
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be 0 to 65535")
+    if args.timeout <= 0:
+        raise CliError("--timeout must be positive")
+    if not _MEMORY.fullmatch(args.memory_limit):
+        raise CliError(f"--memory-limit {args.memory_limit}: expected e.g. 4GB, 512MiB or 50%")
+
+    def ready(url: str) -> None:
+        print(f"embedlake explore: {url}  (Ctrl-C stops it)", flush=True)
+
+    serve(args.lake, args.host, args.port, args.timeout, args.memory_limit, on_ready=ready)
+    print("embedlake explore: stopped", flush=True)
     return 0
 
 
