@@ -12,6 +12,7 @@ __all__ = [
     "FILES_GONE_SCHEMA",
     "FILES_SCHEMA",
     "LABEL_ISSUES_SCHEMA",
+    "MAP_SCHEMA",
     "METADATA_KEYS_SCHEMA",
     "NEIGHBORS_SCHEMA",
     "PREDICTIONS_SCHEMA",
@@ -38,6 +39,7 @@ TABLES = (
     "label_issues",
     "reviews",
     "thumbnails",
+    "map",
 )
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -248,6 +250,22 @@ THUMBNAILS_SCHEMA = pa.schema(
     ]
 )
 
+# the 2-D map per (backbone, weights_id, precision) group (tasks.maps): a fit's part holds every
+# current image of the group, a later run's part the images it placed on that version
+MAP_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("backbone", pa.string()),
+        ("weights_id", pa.string()),
+        ("precision", pa.string()),
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+        ("map_version", pa.int32()),  # 1, 2, ... per group: a new one at each fit
+        ("placed", pa.string()),  # fit | neighbors | fallback (no placed neighbour)
+        ("run_id", pa.string()),  # the run (or reindex) that placed it
+    ]
+)
+
 # the metadata table's columns are the sidecar's own; these two are always there for joins
 METADATA_KEYS_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string())])
 
@@ -267,4 +285,5 @@ SCHEMAS = {
     "label_issues": LABEL_ISSUES_SCHEMA,
     "reviews": REVIEWS_SCHEMA,
     "thumbnails": THUMBNAILS_SCHEMA,
+    "map": MAP_SCHEMA,
 }

@@ -71,6 +71,7 @@ __all__ = [
     "StageClock",
     "attach_metadata",
     "build_neighbors",
+    "build_maps",
     "reindex_fn",
     "publish_report",
     "discover_source",
@@ -489,8 +490,21 @@ def build_neighbors_fn(ctx: RunContext, engine: EnginePlan) -> dict[str, int]:
     return written
 
 
+def build_maps_fn(ctx: RunContext) -> list[dict[str, Any]]:
+    """Each group's 2-D map: the images new since its fit placed from their neighbours, or a
+    (re)fit (tasks.maps); one log line per group: fitted or placed, how many, seconds."""
+    from .maps import update_maps
+
+    outcomes = update_maps(ctx.lake, ctx.run_id, current_of=ctx.run_id)
+    for outcome in outcomes:
+        _log().info(outcome.line())
+    return [dataclasses.asdict(outcome) for outcome in outcomes]
+
+
 def reindex_fn(root: lake.Lake, device: str = "auto") -> dict[str, int]:
-    """Rebuild the graph, its indexes and the catalog from the Parquet, under the writer's lock."""
+    """Rebuild the graph, its indexes, every group's map (refitted) and the catalog from the
+    Parquet, under the writer's lock."""
+    from .maps import update_maps
     from .neighbors import build_neighbor_graph
     from .params import RunParams
 
@@ -504,7 +518,8 @@ def reindex_fn(root: lake.Lake, device: str = "auto") -> dict[str, int]:
             ann_threshold=defaults["ann_threshold"].default,
             rebuild=True,
         )
-        catalog.build_catalog(root)
+        catalog.build_catalog(root)  # the map reads the current collection through it
+        update_maps(root, lake.new_run_id(), refit=True)
     return written
 
 
@@ -623,6 +638,7 @@ record_embedded = _as_task(record_embedded_fn, "record-embedded")
 finish_run = _as_task(finish_run_fn, "finish-run")
 record_failure = _as_task(record_failure_fn, "record-failure")
 build_neighbors = _as_task(build_neighbors_fn, "build-neighbors")
+build_maps = _as_task(build_maps_fn, "build-maps")
 probe_labels = _as_task(probe_labels_fn, "probe-labels")
 publish_report = _as_task(publish_report_fn, "publish-report")
 plan_shards = _as_task(plan_shards_fn, "plan-shards")

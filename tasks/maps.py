@@ -1,0 +1,316 @@
+"""The map: a 2-D place for every current image, per (backbone, weights_id, precision) group.
+
+Each group's map has versions (`map_version` 1, 2, ...). A version starts with a FIT: the
+group's current images that have an embedding are sorted by image_id (a SHA-256, so the order is
+uniform and fixed), the first `FIT_SAMPLE` of them are laid out by openTSNE (after PCA to 50
+dimensions; below `MIN_TSNE` images, by the first two principal components alone) and every
+other image is PLACED FROM ITS NEIGHBOURS: at the similarity-weighted mean of the positions of
+its stored neighbours (the `neighbors` graph, already updated by the run) that have a place, in
+rounds, so an image whose neighbours are placed in one round is placed in the next. An image none
+of whose neighbours ever gets a place (no neighbour list, or an island of unplaced images) gets
+the documented FALLBACK: the centroid of the placed points plus a small jitter read from its id
+(`placed` = 'fallback'). Every image to place gets a row: none is dropped.
+
+A later run places only the images the latest version lacks (new in the collection, or newly
+embedded), from their neighbours, on the existing map: no refit, the same `map_version`. Once the
+images placed since the fit would exceed `REFIT_SHARE` (half) of the images the fit wrote, the
+group is refitted (a new version): the map then follows the collection's drift rather than
+piling new images on positions chosen for the old ones. `embedlake reindex` refits every group.
+
+Storage: `map/<group>-<version:08d>-<run_id>.parquet`, one part per group and pass: a fit's part
+holds every current image of the group, a placement's only the images it placed. The `map` view
+(sql/catalog/80_map.sql) shows, per group, its latest version's latest row per current image.
+
+Memory: ids and positions live in a DuckDB connection (spilling to a temporary folder) as an
+integer key per image, edges as (key, key, weight); only the fit sample's vectors are held in
+NumPy. Nothing is held per image in Python objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from . import graph, lake
+from .lake import GroupKey
+from .schemas import MAP_SCHEMA
+
+__all__ = [
+    "FIT_SAMPLE",
+    "MIN_TSNE",
+    "REFIT_SHARE",
+    "MapOutcome",
+    "current_image_ids",
+    "fit_layout",
+    "needs_refit",
+    "place_from_neighbors",
+    "update_group_map",
+    "update_maps",
+]
+
+# The fit's sample: openTSNE on 10,000 images takes ~25 s on this 2-core machine (idle;
+# bench/measured/map-choice.json), the rest of a 1 M group is placed from neighbours in SQL
+FIT_SAMPLE = 10_000
+# below this many images the layout is their first two principal components: a t-SNE of a
+# handful of points shows nothing PCA does not, and costs a second of a 10-image test run
+MIN_TSNE = 64
+# refit once the images placed since the fit exceed this share of the images the fit wrote
+REFIT_SHARE = 0.5
+PCA_DIMS = 50
+ROUNDS = 8  # placement rounds: chains of new images placed one through another
+SEED = 0
+_log = logging.getLogger("embedlake")
+
+
+@dataclass
+class MapOutcome:
+    """What one group's map update did: 'fit' (a new version), 'placed' (new images on the
+    existing version), 'unchanged' (nothing to place) or 'empty' (no current image)."""
+
+    group: str
+    action: str
+    map_version: int
+    n_fit: int = 0  # laid out by the fit
+    n_neighbors: int = 0  # placed from neighbours
+    n_fallback: int = 0  # no placed neighbour: the fallback place
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        n = self.n_fit + self.n_neighbors + self.n_fallback
+        what = {
+            "fit": f"fitted version {self.map_version} on {self.n_fit} images, "
+            f"{self.n_neighbors} placed from neighbours",
+            "placed": f"placed {self.n_neighbors} new images from neighbours on version "
+            f"{self.map_version}",
+        }.get(self.action, f"{self.action} (version {self.map_version})")
+        fallback = f", {self.n_fallback} at the fallback place" if self.n_fallback else ""
+        return f"map {self.group}: {what}{fallback} ({n} rows) in {self.seconds:.2f} s"
+
+
+# ------------------------------------------------------------------------ pure functions
+
+
+def needs_refit(n_at_fit: int, n_since: int, n_new: int, share: float = REFIT_SHARE) -> bool:
+    """Whether a group whose latest version's fit wrote `n_at_fit` images, and later runs placed
+    `n_since`, is refitted rather than given `n_new` more images from neighbours. No map yet
+    (`n_at_fit` 0) is always a fit."""
+    return n_at_fit <= 0 or n_since + n_new > share * n_at_fit
+
+
+def _pca(x: np.ndarray, dims: int) -> np.ndarray:
+    """The first `dims` principal components of `x` (float64 SVD; each axis' sign fixed so its
+    largest loading is positive: the same input gives the same output)."""
+    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    dims = min(dims, len(s))
+    signs = np.sign(vt[np.arange(dims), np.abs(vt[:dims]).argmax(axis=1)])
+    signs[signs == 0] = 1
+    return (u[:, :dims] * s[:dims]) * signs
+
+
+def fit_layout(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """(n, 2) float32 positions of `vectors` (n, dim): openTSNE on their 50 principal
+    components, or those components' first two below `MIN_TSNE` rows; centred. Seeded."""
+    n = len(vectors)
+    out = np.zeros((n, 2), np.float64)
+    if n >= MIN_TSNE:
+        from openTSNE import TSNE
+
+        if min(vectors.shape) > 2 * PCA_DIMS:
+            from sklearn.decomposition import PCA
+
+            solver = PCA(PCA_DIMS, svd_solver="randomized", random_state=seed)
+            reduced = solver.fit_transform(vectors.astype(np.float32))
+        else:
+            reduced = _pca(vectors, PCA_DIMS)
+        tsne = TSNE(
+            perplexity=min(30.0, (n - 1) / 3.0),
+            initialization="pca",
+            n_jobs=1,  # one thread: the same result on any machine, and no oversubscription
+            random_state=seed,
+            verbose=False,
+        )
+        out[:] = np.asarray(tsne.fit(np.ascontiguousarray(reduced, dtype=np.float64)))
+    elif n > 1:
+        reduced = _pca(vectors, 2)
+        out[:, : reduced.shape[1]] = reduced
+    out -= out.mean(axis=0) if n else 0
+    return out.astype(np.float32)
+
+
+def place_from_neighbors(con, todo: pa.Table, pos: pa.Table, neighbor_parts: list[str]) -> pa.Table:
+    """Positions (image_id, x, y, how) for the images of `todo` (image_id), from the neighbour
+    lists in `neighbor_parts` (Parquet paths `con` can read) and the known positions `pos`
+    (image_id, x, y, how); `todo` images already in `pos` keep theirs. Each image goes to the
+    similarity-weighted mean of its placed neighbours, in up to `ROUNDS` rounds; the rest to the
+    fallback place. One row per `todo` image, sorted by image_id."""
+    con.register("todo_in", todo)
+    con.register("pos_in", pos)
+    con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT image_id FROM todo_in")
+    con.execute("CREATE OR REPLACE TEMP TABLE pos AS SELECT image_id, x, y, how FROM pos_in")
+    _place(con, neighbor_parts)
+    return con.sql(_sql("placed_rows.sql")).to_arrow_table()
+
+
+def _place(con, neighbor_parts: list[str]) -> dict[str, int]:
+    """Fill the temporary table `placed` (key, x, y, how) for every key of `keys` from `todo`
+    and `pos` (temporary tables); counts by how."""
+    con.execute("CREATE OR REPLACE TEMP TABLE keys AS " + _sql("keys.sql"))
+    if neighbor_parts:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE edges AS " + _sql("group_edges.sql"),
+            {"parts": neighbor_parts},
+        )
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE edges (i BIGINT, j BIGINT, w DOUBLE)")
+    con.execute("CREATE OR REPLACE TEMP TABLE placed AS " + _sql("placed_start.sql"))
+    for _ in range(ROUNDS):
+        (added,) = con.execute("INSERT INTO placed " + _sql("place_round.sql")).fetchone()
+        if not added:
+            break
+    con.execute("INSERT INTO placed " + _sql("place_fallback.sql"))
+    return dict(con.execute(_sql("placed_counts.sql")).fetchall())
+
+
+def _sql(name: str) -> str:
+    from .catalog import sql_text
+
+    return sql_text("map", name)
+
+
+# ------------------------------------------------------------------------ the lake
+
+
+def _map_part(name: str, version: int, run_id: str) -> str:
+    return f"{name}-{version:08d}-{run_id}.parquet"
+
+
+def _versions(root: lake.Lake, name: str) -> dict[int, list[str]]:
+    """The group's map parts by version, each version's parts in name order (the fit first)."""
+    pattern = re.compile(rf"^{re.escape(name)}-(\d{{8}})-[^/]+\.parquet$")
+    found: dict[int, list[str]] = {}
+    for part in root.part_names("map"):
+        match = pattern.match(part)
+        if match:
+            found.setdefault(int(match[1]), []).append(part)
+    return {v: sorted(parts) for v, parts in found.items()}
+
+
+def current_image_ids(root: lake.Lake, run_id: str | None = None) -> pa.Table:
+    """The image_ids of the current collection once run `run_id` finishes (its own source's
+    files from this run, other sources' from their latest finished run); `images` without one."""
+    from .catalog import connect_read_only
+
+    with connect_read_only(root) as con:
+        return con.sql(_sql("current_images.sql"), params={"run_id": run_id}).to_arrow_table()
+
+
+def _connect(spill: str):
+    import duckdb
+
+    con = duckdb.connect(config={"memory_limit": "2GB", "temp_directory": spill})
+    return con
+
+
+def update_group_map(
+    root: lake.Lake,
+    key: GroupKey,
+    current: pa.Table,
+    run_id: str,
+    refit: bool = False,
+    fit_sample: int = FIT_SAMPLE,
+    refit_share: float = REFIT_SHARE,
+    seed: int = SEED,
+) -> MapOutcome:
+    """Bring one group's map up to date with `current` (image_id): place the images its latest
+    version lacks, or fit a new version (`refit`, no map yet, or past the refit share)."""
+    started = time.perf_counter()
+    name = graph.group_name(*key)
+    versions = _versions(root, name)
+    latest = max(versions, default=0)
+    with tempfile.TemporaryDirectory(prefix="embedlake-map-") as spill, _connect(spill) as con:
+        location = root.register(con)
+
+        def path(folder: str, part: str) -> str:
+            return f"{location}/{folder}/{part}"
+
+        con.register("current", current)
+        con.register("embedded", pa.table({"image_id": graph.group_ids(root, key)}))
+        n_at_fit = n_since = 0
+        if latest:
+            parts = [path("map", p) for p in versions[latest]]
+            con.execute("CREATE TEMP TABLE pos AS " + _sql("latest_map.sql"), {"parts": parts})
+            rows = con.execute(_sql("part_rows.sql"), {"parts": parts}).fetchall()
+            n_at_fit = rows[0][1]
+            n_since = sum(n for _, n in rows[1:])
+        else:
+            con.execute("CREATE TEMP TABLE pos (image_id VARCHAR, x FLOAT, y FLOAT, how VARCHAR)")
+        new = con.sql(_sql("to_map.sql"), params={"all": False}).to_arrow_table()
+        fit = refit or needs_refit(n_at_fit, n_since, len(new), refit_share)
+        todo = con.sql(_sql("to_map.sql"), params={"all": True}).to_arrow_table() if fit else new
+        if not len(todo):
+            action = "unchanged" if latest else "empty"
+            return MapOutcome(name, action, latest, seconds=time.perf_counter() - started)
+        version = latest + 1 if fit else latest
+        con.execute("DROP TABLE IF EXISTS todo")
+        con.register("todo_in", todo)
+        con.execute("CREATE TEMP TABLE todo AS SELECT image_id FROM todo_in")
+        if fit:
+            sample = todo.column("image_id").slice(0, fit_sample)
+            ids, vectors = graph.group_vectors(root, key, sample.combine_chunks())
+            xy = fit_layout(vectors, seed)
+            con.execute("DROP TABLE pos")
+            fitted = pa.table(
+                {
+                    "image_id": pa.array(ids, pa.string()),
+                    "x": pa.array(xy[:, 0]),
+                    "y": pa.array(xy[:, 1]),
+                    "how": pa.array(["fit"] * len(ids), pa.string()),
+                }
+            )
+            con.register("fitted", fitted)
+            con.execute("CREATE TEMP TABLE pos AS SELECT * FROM fitted")
+        neighbor_parts = [path("neighbors", p) for _, p in graph._group_parts(root, name)]
+        counts = _place(con, neighbor_parts)
+        table = con.sql(
+            _sql("map_rows.sql"),
+            params={
+                "backbone": key.backbone,
+                "weights_id": key.weights_id,
+                "precision": key.precision,
+                "map_version": version,
+                "run_id": run_id,
+            },
+        ).to_arrow_table()
+    root.write_part(table.cast(MAP_SCHEMA), "map", _map_part(name, version, run_id))
+    return MapOutcome(
+        name,
+        "fit" if fit else "placed",
+        version,
+        n_fit=counts.get("fit", 0),
+        n_neighbors=counts.get("neighbors", 0),
+        n_fallback=counts.get("fallback", 0),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def update_maps(
+    root: lake.Lake | str, run_id: str, refit: bool = False, current_of: str | None = None
+) -> list[MapOutcome]:
+    """Every group's map brought up to date (`refit`: every group refitted, as `reindex` does)
+    over the collection as it stands once `current_of` (a run id; None: the `images` view)
+    finishes. Call with the lake's writer lock held."""
+    root = lake.Lake.at(root)
+    current = current_image_ids(root, current_of)
+    outcomes = []
+    for key in graph.group_keys(root):
+        outcome = update_group_map(root, key, current, run_id, refit=refit)
+        _log.info(outcome.line())
+        outcomes.append(outcome)
+    return outcomes
