@@ -191,8 +191,11 @@ class PipelineLake:
 
 @pytest.fixture(scope="session")
 def pipeline_lake(collection, session_env, tmp_path_factory) -> PipelineLake:
-    """The shared collection run once through `embedlake run` as a user runs it: the default
-    backbones (mobilenet_v1, xception), random weights, the sidecar metadata.
+    """The shared collection run once through `embedlake run`: the default backbones
+    (mobilenet_v1, xception), random weights, the sidecar metadata, the default decode workers.
+    Through the CLI's `main` in this process (`cli_here`: the same parsing, output and exit
+    status, without a subprocess's imports); tests/e2e/test_cli.py runs the same command in a
+    subprocess, as a user does, in the heavy tier.
 
     Shared by every test that only reads a lake, so it must stay as built: a test that writes to
     a lake (a rerun, a report, a crafted part) works on `copy_lake(pipeline_lake.path, ...)`. The
@@ -200,10 +203,9 @@ def pipeline_lake(collection, session_env, tmp_path_factory) -> PipelineLake:
     """
     source, meta = collection
     lake = tmp_path_factory.mktemp("pipeline") / "lake"
-    done = run_cli(
+    done = cli_here(
         *("run", str(source), "--lake", str(lake), "--metadata", str(meta)),
         *("--weights", "random"),
-        env=session_env,
     )
     assert done.returncode == 0, done.stderr
     return PipelineLake(lake, done, session_env)

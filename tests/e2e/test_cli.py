@@ -83,6 +83,21 @@ def test_run_exits_zero_and_reports(lake_run):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.heavy  # a whole run in a subprocess, decode workers and all (~45 s)
+def test_run_as_a_user_runs_it(collection, session_env, tmp_path):
+    """The session lake's command in a subprocess, as a user types it (the session lake itself
+    is built in the test process): exit 0, the summary on stdout, no traceback."""
+    source, meta = collection
+    done = run_cli(
+        *("run", str(source), "--lake", str(tmp_path / "lake"), "--metadata", str(meta)),
+        *("--weights", "random"),
+        env=session_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "files 9: ok 6, error 3" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
 def test_views_match_the_design_contract(lake_run):
     _, lake, _ = lake_run
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:

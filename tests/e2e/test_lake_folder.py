@@ -10,7 +10,9 @@ from tests.conftest import cli_here
 pytestmark = pytest.mark.e2e
 
 # in this process (what `run` leaves in the folder is the subject, not the process)
-RUN = ["--weights", "random", "--backbone", "mobilenet_v1_0.25_128", "--workers", "0"]
+RUN = [
+    *("--weights", "random", "--backbone", "mobilenet_v1_0.25_128", "--workers", "0", "--no-report")
+]
 
 
 def _listing(folder):

@@ -48,7 +48,7 @@ def test_a_lake_from_0_1_keeps_working(tmp_path, prefect_api):
     # natively (elsewhere it re-embeds at fp32, as it should), so the test names the precision
     # and tests the 0.1 layout alone, on any machine
     args += ("--backbone", "mobilenet_v1_0.25_128", "--precision", "bf16")
-    args += ("--workers", "0")  # runs in this process: the lake's layout is the subject
+    args += ("--workers", "0", "--no-report")  # in this process: the lake's layout is the subject
     first = cli_here(*args)
     assert first.returncode == 0, first.stderr
     # the 0.1 runs: 4 files then 3 (photo_2.jpg deleted); this run: the same 3, nothing embedded

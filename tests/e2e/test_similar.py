@@ -26,7 +26,7 @@ def lake(collection, tmp_path_factory, session_env, prefect_api) -> tuple[Path, 
     backbones = [arg for name in BACKBONES for arg in ("--backbone", name)]
     # built in this process (the queries are the subject); the lake is what a user's run writes
     source = str(collection[0])
-    options = ("--weights", "random", "--workers", "0", "--precision", "fp32")
+    options = ("--weights", "random", "--workers", "0", "--precision", "fp32", "--no-report")
     done = cli_here("run", source, "--lake", str(lake), *backbones, *options)
     assert done.returncode == 0, done.stderr
     return lake, session_env

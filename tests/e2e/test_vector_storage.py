@@ -29,7 +29,7 @@ def _copy(source, names, into):
 def _run(source, lake, *extra):
     """`embedlake run` in this process (the parts it writes are the subject, not the process)."""
     args = ["run", str(source), "--lake", str(lake), "--weights", "random", "--backbone", BACKBONE]
-    done = cli_here(*args, "--workers", "0", "--precision", "fp32", *extra)
+    done = cli_here(*args, "--workers", "0", "--precision", "fp32", "--no-report", *extra)
     assert done.returncode == 0, done.stderr
     return done
 

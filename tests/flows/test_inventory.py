@@ -22,6 +22,7 @@ def _run(source, lake, **extra):
         backbones=["mobilenet_v1_0.25_128"],
         weights="random",
         workers=0,
+        no_report=True,
         **extra,
     )
     return embed_collection(params)
