@@ -4,10 +4,12 @@ LAKE/reports/<run_id>/index.html holds everything inline (plots as PNG data URIs
 thumbnails as JPEG data URIs, CSS in the page): no network reference, readable offline on a
 laptop or a phone. Beside it: summary.json and one CSV per table for downstream tools.
 LAKE/reports/latest/ is a copy of the newest report. Everything is read through the read-only
-catalog (named queries from sql/analysis, the report's own from sql/report), but thumbnails: those
-come from the SOURCE the run read, or one named with `embedlake report --source`, never from a
-folder the lake names. Text from the lake is text: escaped in HTML, drawn without mathtext in
-plots, and a CSV cell a spreadsheet would take for a formula starts with an apostrophe.
+catalog (named queries from sql/analysis, the report's own from sql/report), thumbnails included:
+the lake's `thumbnails`, made at decode time. Only an image the lake has no thumbnail of (a lake
+written before thumbnails) is read from the SOURCE the run read, or one named with `embedlake
+report --source`, never from a folder the lake names. Text from the lake is text: escaped in
+HTML, drawn without mathtext in plots, and a CSV cell a spreadsheet would take for a formula
+starts with an apostrophe.
 
 A lake on shared storage (an fsspec URL) gets its reports written in its local cache folder
 first; each run's folder is then uploaded to LAKE/reports/<run_id>/ (one upload per file), while
@@ -121,30 +123,78 @@ def _fmt(value: Any) -> str:
 
 
 class _Thumbnails:
-    """Inline JPEG thumbnails of collection files, read only from `source`: the SOURCE the run
-    itself read, or one the user names (`embedlake report --source`), never the folder a lake's
-    `runs.source` names (a crafted lake would get the reader's own files into its report).
-    Without a source there are no thumbnails, and `note` says why. A path from the lake is
-    read only if it stays inside `source`; a failure is shown, not hidden."""
+    """Inline JPEG thumbnails of collection images: the lake's own (`thumbnails`, made when each
+    image was decoded for embedding), so a report reads nothing outside the lake, whether SOURCE
+    is remote, gone or unchanged (a rerun's report opens none of its files).
 
-    def __init__(self, source: str | Path | RemoteSource | None):
+    Only for an image the lake has no thumbnail of (a lake written before thumbnails, until its
+    next run makes them) is one read from `source`: the SOURCE the run itself read, or one the
+    user names (`embedlake report --source`), never the folder a lake's `runs.source` names (a
+    crafted lake would get the reader's own files into its report). A path from the lake is read
+    only if it stays inside `source`; a failure is shown, not hidden. Without either there is no
+    thumbnail, and `note` says why.
+
+    `img` leaves a marker in the section's HTML; `fill` looks every marked image up in the lake
+    at once and puts the pictures in."""
+
+    def __init__(self, con: Any, source: str | Path | RemoteSource | None):
         if isinstance(source, str):  # one the user named: a folder that is not there is an error
             source = open_source(source)
         self.source = source
-        self.note = (
-            f"from {readable_path(os.fsencode(source)) if isinstance(source, Path) else source}"
-            if source is not None
-            else "none: thumbnails come only from the source the run read or one named with "
-            "`embedlake report --source DIR_OR_URL`, never from the lake's runs.source"
-        )
+        self.in_lake = bool(_report_rows(con, "has_thumbnails").column(0)[0].as_py())
+        named = readable_path(os.fsencode(source)) if isinstance(source, Path) else str(source)
+        if self.in_lake:
+            self.note = "from the lake (made when each image was decoded)" + (
+                f"; an image without one there: from {named}" if source is not None else ""
+            )
+        elif source is not None:
+            self.note = f"from {named} (this lake holds none: written before thumbnails)"
+        else:
+            self.note = (
+                "none: this lake holds none (written before thumbnails; its next run makes them), "
+                "and for such a lake they come only from the source the run read or one named "
+                "with `embedlake report --source DIR_OR_URL`, never from the lake's runs.source"
+            )
+        self._wanted: list[tuple[str, str | None]] = []  # (path, image_id) per marker
         self._cache: dict[str, str] = {}
 
-    def img(self, path: str, caption: str) -> str:
-        if self.source is None:
-            return f"<figure><figcaption>{_h(caption)}</figcaption></figure>"
-        if path not in self._cache:
-            self._cache[path] = self._render(path)
-        return f"<figure>{self._cache[path]}<figcaption>{_h(caption)}</figcaption></figure>"
+    def img(self, path: str, caption: str, image_id: str | None = None) -> str:
+        self._wanted.append((path, image_id))
+        marker = f"<!--thumbnail:{len(self._wanted) - 1}-->"  # '<' in lake text is escaped
+        return f"<figure>{marker}<figcaption>{_h(caption)}</figcaption></figure>"
+
+    def fill(self, con: Any, sections: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The sections with their markers replaced by the thumbnails (or by nothing)."""
+        if not self._wanted:
+            return sections
+        by_path = {}
+        unnamed = sorted({p for p, i in self._wanted if i is None})
+        if unnamed:
+            found = _report_rows(con, "path_image_ids", paths=unnamed).to_pylist()
+            by_path = {r["path"]: r["image_id"] for r in found}
+        ids = [i if i is not None else by_path.get(p) for p, i in self._wanted]
+        stored = {}
+        if self.in_lake and any(ids):
+            rows = _report_rows(con, "thumbnails", image_ids=sorted({i for i in ids if i}))
+            stored = dict(
+                zip(
+                    rows.column("image_id").to_pylist(),
+                    rows.column("thumbnail").to_pylist(),
+                    strict=True,
+                )
+            )
+        tags = []
+        for (path, _), image_id in zip(self._wanted, ids, strict=True):
+            if image_id in stored:
+                tags.append(_img_tag(path, stored[image_id]))
+            elif self.source is not None:
+                if path not in self._cache:
+                    self._cache[path] = self._render(path)
+                tags.append(self._cache[path])
+            else:
+                tags.append("")
+        marker = re.compile(r"<!--thumbnail:(\d+)-->")
+        return [(title, marker.sub(lambda m: tags[int(m[1])], body)) for title, body in sections]
 
     def _read(self, path: str) -> bytes:
         name = fs_path(self.source, {"path": path})  # refuses absolute names and '..' parts
@@ -168,11 +218,15 @@ class _Thumbnails:
                 thumb.thumbnail((_THUMB, _THUMB))
                 out = io.BytesIO()
                 thumb.save(out, "JPEG", quality=70)
-            encoded = base64.b64encode(out.getvalue()).decode()
-            return f'<img alt="{_h(path)}" src="data:image/jpeg;base64,{encoded}">'
+            return _img_tag(path, out.getvalue())
         except Exception as exc:  # a moved, unreadable or refused file: say so in the page
             reason = _h(f"{type(exc).__name__}: {exc}"[:120])
             return f'<div class="muted">thumbnail unavailable: {reason}</div>'
+
+
+def _img_tag(path: str, jpeg: bytes) -> str:
+    encoded = base64.b64encode(jpeg).decode()
+    return f'<img alt="{_h(path)}" src="data:image/jpeg;base64,{encoded}">'
 
 
 def _pca_2d(vectors: np.ndarray) -> np.ndarray:
@@ -187,7 +241,7 @@ def _outliers_section(con: Any, thumbs: _Thumbnails, tables: dict[str, pa.Table]
     by_backbone: dict[str, list[str]] = {}
     for r in outliers.to_pylist():
         by_backbone.setdefault(r["backbone"], []).append(
-            thumbs.img(r["path"], f"{r['path']} ({r['score']:.3f})")
+            thumbs.img(r["path"], f"{r['path']} ({r['score']:.3f})", r["image_id"])
         )
     body = "".join(
         f"<h3>{_h(b)}</h3><div class='grid'>{''.join(items)}</div>"
@@ -329,6 +383,7 @@ def _issue_gallery(
                 r["path"],
                 f"{r['path']}: given {r['given_label']}, suggested {r['suggested_label']} "
                 f"(quality {r['label_quality']:.3f})",
+                r["image_id"],
             )
         ]
         for wanted, what in ((r["given_label"], "given"), (r["suggested_label"], "suggested")):
@@ -384,7 +439,8 @@ def build_report(
     """Write LAKE/reports/<run_id>/ (index.html, summary.json, CSVs) and refresh reports/latest.
 
     Each section is a builder fed by named queries; the tables it shows are written as CSV.
-    Thumbnails are read from `source` alone (see `_Thumbnails`); without one the report has none.
+    Thumbnails come from the lake; `source` is read only for images the lake has none of (see
+    `_Thumbnails`).
     """
     import matplotlib
 
@@ -395,7 +451,7 @@ def build_report(
         run = _the_run(con, root, run_id)
         run_id = lake.valid_run_id(run["run_id"])  # it names the report's folder
         tables: dict[str, pa.Table] = {}
-        thumbs = _Thumbnails(source)
+        thumbs = _Thumbnails(con, source)
         vectors = _sampled_vectors(con, run_id, sample)
         sections = [
             _run_section(run, run_id, thumbs),
@@ -409,6 +465,7 @@ def build_report(
         for column in json.loads(run["params"] or "{}").get("label_columns") or []:
             sections.append(_labels_section(con, column, thumbs, tables))
         sections.append(_changes_section(con, run_id, vectors, sample, tables))
+        sections = thumbs.fill(con, sections)
     return _write_report(root, run, run_id, sections, tables)
 
 
@@ -497,15 +554,19 @@ def _duplicates_section(con: Any, thumbs: _Thumbnails, tables: dict[str, pa.Tabl
     dups = run_query(con, "duplicates", {})
     tables["duplicates"] = dups
     gallery = "".join(
-        '<div class="pair">' + "".join(thumbs.img(p, p) for p in row["paths"][:4]) + "</div>"
+        '<div class="pair">'
+        + "".join(thumbs.img(p, p, row["image_id"]) for p in row["paths"][:4])
+        + "</div>"
         for row in dups.slice(0, 12).to_pylist()
     )
     near = run_query(con, "near_duplicates", {"threshold": "0.95"})
     tables["near_duplicates"] = near
     pairs = "".join(
         '<div class="pair">'
-        + thumbs.img(r["path_a"], r["path_a"])
-        + thumbs.img(r["path_b"], f"{r['path_b']} ({r['backbone']} {r['similarity']:.4f})")
+        + thumbs.img(r["path_a"], r["path_a"], r["image_id_a"])
+        + thumbs.img(
+            r["path_b"], f"{r['path_b']} ({r['backbone']} {r['similarity']:.4f})", r["image_id_b"]
+        )
         + "</div>"
         for r in near.slice(0, 16).to_pylist()
     )

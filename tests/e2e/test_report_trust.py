@@ -1,9 +1,13 @@
-"""What a report may read and how it shows what it reads: thumbnails come only from a source
-the user (or the run itself) names, never from the folder a lake names; text from the lake is
-text in plots, HTML and CSV; a report that fails leaves its run finished and says so."""
+"""What a report may read and how it shows what it reads: thumbnails come from the lake (made at
+decode time), so a rerun's report opens no file of SOURCE; only a lake written before thumbnails
+has them read from a source, one the user (or the run itself) names, never the folder a lake
+names; text from the lake is text in plots, HTML and CSV; a report that fails leaves its run
+finished and says so."""
 
 from __future__ import annotations
 
+import builtins
+import os
 import shutil
 from pathlib import Path
 
@@ -31,7 +35,12 @@ def _photos_with_a_copy(folder: Path) -> list[Path]:
     return photos
 
 
-def test_report_reads_thumbnails_only_from_a_source_the_user_names(prefect_api, tmp_path):
+def _as_written_before_thumbnails(lake: Path) -> None:
+    """The lake as an embedlake older than the thumbnails table left it: no thumbnails folder."""
+    shutil.rmtree(lake / "thumbnails")
+
+
+def test_report_thumbnails_come_from_the_lake_not_the_folder_it_names(prefect_api, tmp_path):
     private = tmp_path / "private_photos"  # what the lake's runs.source names
     _photos_with_a_copy(private)
     lake = tmp_path / "lake"
@@ -39,6 +48,22 @@ def test_report_reads_thumbnails_only_from_a_source_the_user_names(prefect_api, 
     with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT source FROM runs").fetchone()[0] == str(private)
     shutil.rmtree(lake / "reports")
+    private.rename(tmp_path / "moved")  # SOURCE gone: the lake's thumbnails still show
+
+    done = cli_here("report", "--lake", str(lake))
+    assert done.returncode == 0, done.stderr
+    page = (lake / "reports" / "latest" / "index.html").read_text()
+    assert page.count("data:image/jpeg;base64,") >= 2  # the duplicate group's, from the lake
+    assert "from the lake" in page and "copy_of_0.jpg" in page
+
+
+def test_an_older_lake_reads_thumbnails_only_from_a_source_the_user_names(prefect_api, tmp_path):
+    private = tmp_path / "private_photos"  # what the lake's runs.source names
+    _photos_with_a_copy(private)
+    lake = tmp_path / "lake"
+    assert _run(private, lake).returncode == 0
+    shutil.rmtree(lake / "reports")
+    _as_written_before_thumbnails(lake)
 
     done = cli_here("report", "--lake", str(lake))
     assert done.returncode == 0, done.stderr
@@ -64,6 +89,7 @@ def test_a_lake_path_through_a_symlink_out_of_the_source_is_not_read(prefect_api
     shutil.copy(photos[1], source / "album" / "again.jpg")
     lake = tmp_path / "lake"
     assert _run(source, lake).returncode == 0
+    _as_written_before_thumbnails(lake)  # else nothing is read from the source at all
     # the lake names album/again.jpg; album now leads out of the source
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -76,6 +102,43 @@ def test_a_lake_path_through_a_symlink_out_of_the_source_is_not_read(prefect_api
     page = (lake / "reports" / "latest" / "index.html").read_text()
     assert "album/again.jpg&#x27; leads outside the source" in page
     assert "data:image/jpeg;base64," in page  # the files inside the source still show
+
+
+def test_a_rerun_over_unchanged_files_opens_none_of_them(prefect_api, tmp_path, monkeypatch):
+    """Discovery keeps their rows unread, nothing is embedded, and the report's thumbnails come
+    from the lake (issue 21: a rerun over 40,000 unchanged files opened 52 for its report)."""
+    source = tmp_path / "photos"
+    _photos_with_a_copy(source)
+    lake = tmp_path / "lake"
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def watch(path) -> None:
+        if isinstance(path, (str, bytes, os.PathLike)):
+            name = os.fsdecode(os.fspath(path))
+            if os.path.abspath(name).startswith(str(source) + os.sep):
+                opened.append(name)
+
+    def open_watched(file, *args, **kwargs):
+        watch(file)
+        return real_open(file, *args, **kwargs)
+
+    def os_open_watched(path, *args, **kwargs):
+        watch(path)
+        return real_os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_watched)
+    monkeypatch.setattr(os, "open", os_open_watched)
+    assert _run(source, lake).returncode == 0
+    assert len(set(opened)) == 5  # the watch sees the first run read every file
+    opened.clear()
+    done = _run(source, lake)
+    monkeypatch.undo()
+    assert done.returncode == 0, done.stderr
+    assert opened == []
+    (report,) = sorted((lake / "reports").glob("2*"))[-1:]
+    page = (report / "index.html").read_text()
+    assert page.count("data:image/jpeg;base64,") >= 2  # its thumbnails, from the lake
 
 
 HOSTILE = {
