@@ -218,7 +218,7 @@ class Explorer:
             statements = check_read_only(con, text)
             if len(statements) != 1:
                 raise ExploreError("one statement at a time: the filter is a WHERE expression")
-            return con.execute(statements[0], params or {}).to_arrow_table()
+            return con.sql(statements[0], params=params or {}).to_arrow_table()
 
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._query(name, params).to_pylist()

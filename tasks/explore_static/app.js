@@ -483,16 +483,27 @@ function reviewPanel(imageIds, after) {
     out);
 }
 
+const REVIEW_COLUMNS = ['made_at', 'decision', 'value', 'label_column', 'note', 'who', 'in_force'];
+async function refreshReviews(imageId) {
+  const data = await (await api('/api/image/' + encodeURIComponent(imageId))).json();
+  if (state.imageShown !== imageId) return;
+  $('reviews').replaceChildren(rowsTable(data.reviews, REVIEW_COLUMNS));
+  window.explorer.image = data;
+}
 async function showImage(imageId) {
   const view = $('view-image');
+  state.imageShown = imageId;
+  window.explorer.image = null;
   view.replaceChildren(el('p', {}, 'loading…'));
   let data;
   try {
     data = await (await api('/api/image/' + encodeURIComponent(imageId))).json();
   } catch (error) {
+    if (state.imageShown !== imageId) return;
     view.replaceChildren(el('p', { class: 'error', id: 'image-error' }, error.message));
     return;
   }
+  if (state.imageShown !== imageId) return; // another image was asked for meanwhile
   const first = data.files[0] || {};
   const listed = new Map();
   for (const column of data.neighbors) {
@@ -526,8 +537,8 @@ async function showImage(imageId) {
         el('div', { class: 'gid' }, 'image_id ', el('code', { id: 'image-id' }, imageId)),
         kvTable(first),
         data.files.length > 1 ? el('p', {}, `also at: ${data.files.slice(1).map((f) => f.path).join(', ')}`) : null),
-      el('div', {}, reviewPanel([imageId], () => showImage(imageId)),
-        el('h2', {}, 'Reviews'), el('div', { id: 'reviews' }, rowsTable(data.reviews, ['made_at', 'decision', 'value', 'label_column', 'note', 'who', 'in_force'])))),
+      el('div', {}, reviewPanel([imageId], () => refreshReviews(imageId)),
+        el('h2', {}, 'Reviews'), el('div', { id: 'reviews' }, rowsTable(data.reviews, REVIEW_COLUMNS)))),
     el('h2', {}, 'Labels and the probes\' predictions'),
     el('div', { id: 'labels' }, rowsTable(labels)),
     el('h2', {}, 'Neighbours under each backbone'),
@@ -542,15 +553,18 @@ async function showImage(imageId) {
 async function showQueue(name, pos) {
   state.queue.name = name;
   state.queue.pos = pos;
+  const asked = (state.queue.asked = (state.queue.asked || 0) + 1);
   $('queue-name').value = name;
   const box = $('queue-case');
   let data;
   try {
     data = await (await api(`/api/queue/${encodeURIComponent(name)}?${gParam()}&pos=${pos}`)).json();
   } catch (error) {
+    if (asked !== state.queue.asked) return;
     box.replaceChildren(el('p', { class: 'error' }, error.message));
     return;
   }
+  if (asked !== state.queue.asked) return; // a later case was asked for meanwhile
   state.queue.total = data.total;
   state.queue.case = data.case;
   if (state.queue.focus >= (data.case ? data.case.images.length : 0)) state.queue.focus = 0;
