@@ -21,10 +21,10 @@ own stages and is bit-identical to its eval transform.
 
 The same decode can also give the image's thumbnail (`decode_image(..., thumbnail=True)`): the
 oriented RGB image (before the central window, so a strip's thumbnail is the whole strip) scaled
-to `THUMBNAIL_SIZE` pixels on its long side (never enlarged), bicubic with Pillow's reducing gap,
-JPEG at quality `THUMBNAIL_QUALITY`. It is an extra output: the crops are computed exactly as
-without it. From a drafted 12 MP JPEG (504x378) it costs a fraction of a millisecond
-(bench/thumbnail_cost.py).
+to `THUMBNAIL_SIZE` pixels on its long side (never enlarged), a whole-factor box reduction then
+bicubic (Pillow's reducing_gap=1.0), JPEG at quality `THUMBNAIL_QUALITY`. It is an extra
+output: the crops are computed exactly as without it. From a drafted 12 MP JPEG (504x378) it
+costs a fraction of a millisecond (bench/thumbnail_cost.py).
 """
 
 from __future__ import annotations
@@ -164,12 +164,17 @@ def thumbnail_size(width: int, height: int, size: int = THUMBNAIL_SIZE) -> tuple
 
 
 def make_thumbnail(rgb: Image.Image, size: int = THUMBNAIL_SIZE) -> Thumbnail:
-    """A thumbnail of an 8-bit RGB image (already oriented): bicubic, then JPEG."""
+    """A thumbnail of an 8-bit RGB image (already oriented): JPEG of a bicubic resize.
+
+    reducing_gap=1.0: Pillow first box-reduces by the largest whole factor that keeps the image
+    at least the target's size, then resamples bicubic. 3-9x cheaper than a plain bicubic
+    (0.24 vs 2.2 ms from 640x480, 0.53 vs 1.56 ms from 504x378, one loaded core here) and within
+    1.1-1.6 levels of a Lanczos resize on average, below what JPEG at quality 80 changes."""
     target = thumbnail_size(rgb.width, rgb.height, size)
     small = (
         rgb
         if target == rgb.size
-        else rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        else rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=1.0)
     )
     return encode_thumbnail(small)
 
