@@ -132,8 +132,21 @@ def test_a_broken_image_gets_no_thumbnail_and_keeps_its_error(plans, tmp_path):
     assert out["plain"].crops and out["plain"].thumbnail is None
 
 
-def test_the_device_path_makes_the_same_thumbnails(tmp_path):
-    """torchvision's decoder on the CPU here (nvJPEG on CUDA): the same code as on a GPU."""
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not __import__("torch").cuda.is_available(), reason="needs a CUDA device"
+            ),
+        ),
+    ],
+)
+def test_the_device_path_makes_the_same_thumbnails(tmp_path, device):
+    """torchvision's CPU decoder, and nvJPEG with the pinned copy behind the forward passes on
+    CUDA: the thumbnails match Pillow's."""
     from embedlake.tasks.embed import Embedder, iter_embedded_batches
     from embedlake.tasks.weights import load_backbone, parse_weights_spec
 
@@ -150,7 +163,7 @@ def test_the_device_path_makes_the_same_thumbnails(tmp_path):
     made, ok = {}, []
     for batch in iter_embedded_batches(
         jobs,
-        Embedder(loaded, "cpu", "fp32"),
+        Embedder(loaded, device, "fp32"),
         small,
         batch_size=2,
         workers=0,
