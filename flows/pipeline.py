@@ -57,7 +57,7 @@ def embed_collection(params: RunParams, progress: bool = False) -> steps.RunSumm
             with stage("neighbors"):
                 steps.build_neighbors(ctx, summary.engine)
             with stage("map"):  # a 2-D place per image: new ones from their neighbours
-                steps.build_maps(ctx)
+                steps.build_maps(ctx, inventory)
             with stage("probes"):  # --label-column: linear probes and label issues
                 steps.probe_labels(ctx, inventory, sidecar, summary)
             # views read the Parquet when queried: the 'finished' row written next shows

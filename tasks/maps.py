@@ -2,8 +2,8 @@
 
 Each group's map has versions (`map_version` 1, 2, ...). A version starts with a FIT: the
 group's current images that have an embedding are sorted by image_id (a SHA-256, so the order is
-uniform and fixed), the first `FIT_SAMPLE` of them are laid out by openTSNE (after PCA to 50
-dimensions; below `MIN_TSNE` images, by the first two principal components alone) and every
+uniform and fixed), the first `FIT_SAMPLE` (5,000) of them are laid out by openTSNE (after PCA
+to 50 dimensions; below `MIN_TSNE` images, by the first two principal components alone) and every
 other image is PLACED FROM ITS NEIGHBOURS: at the similarity-weighted mean of the positions of
 its stored neighbours (the `neighbors` graph, already updated by the run) that have a place, in
 rounds, so an image whose neighbours are placed in one round is placed in the next. An image none
@@ -28,14 +28,19 @@ NumPy. Nothing is held per image in Python objects.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import graph, lake
 from .lake import GroupKey
@@ -50,13 +55,15 @@ __all__ = [
     "fit_layout",
     "needs_refit",
     "place_from_neighbors",
+    "run_collection",
     "update_group_map",
     "update_maps",
 ]
 
-# The fit's sample: openTSNE on 10,000 images takes ~25 s on this 2-core machine (idle;
-# bench/measured/map-choice.json), the rest of a 1 M group is placed from neighbours in SQL
-FIT_SAMPLE = 10_000
+# The fit's sample, the fit's cost cap: openTSNE on 5,000 images took 98 s on this 2-core
+# machine at load 5 (bench/measured/map-choice.json; 199 s for 20,000), a fraction of that idle;
+# every other image of a group, 1 M or 10 M, is placed from its neighbours in SQL
+FIT_SAMPLE = 5_000
 # below this many images the layout is their first two principal components: a t-SNE of a
 # handful of points shows nothing PCA does not, and costs a second of a 10-image test run
 MIN_TSNE = 64
@@ -132,7 +139,11 @@ def fit_layout(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
         tsne = TSNE(
             perplexity=min(30.0, (n - 1) / 3.0),
             initialization="pca",
-            n_jobs=1,  # one thread: the same result on any machine, and no oversubscription
+            # exact neighbours (a sample of at most FIT_SAMPLE x 50): no approximate index's
+            # randomness; the gradient's threads each own their points, so 2 threads give the
+            # same layout as 1
+            neighbors="exact",
+            n_jobs=2,
             random_state=seed,
             verbose=False,
         )
@@ -178,6 +189,7 @@ def _place(con, neighbor_parts: list[str]) -> dict[str, int]:
     return dict(con.execute(_sql("placed_counts.sql")).fetchall())
 
 
+@functools.cache
 def _sql(name: str) -> str:
     from .catalog import sql_text
 
@@ -211,11 +223,16 @@ def current_image_ids(root: lake.Lake, run_id: str | None = None) -> pa.Table:
         return con.sql(_sql("current_images.sql"), params={"run_id": run_id}).to_arrow_table()
 
 
-def _connect(spill: str):
+@contextlib.contextmanager
+def _session() -> Iterator[Any]:
+    """A DuckDB connection for the placement, spilling to a temporary folder of its own."""
     import duckdb
 
-    con = duckdb.connect(config={"memory_limit": "2GB", "temp_directory": spill})
-    return con
+    with (
+        tempfile.TemporaryDirectory(prefix="embedlake-map-") as spill,
+        duckdb.connect(config={"memory_limit": "2GB", "temp_directory": spill}) as con,
+    ):
+        yield con
 
 
 def update_group_map(
@@ -227,67 +244,75 @@ def update_group_map(
     fit_sample: int = FIT_SAMPLE,
     refit_share: float = REFIT_SHARE,
     seed: int = SEED,
+    con: Any = None,
 ) -> MapOutcome:
     """Bring one group's map up to date with `current` (image_id): place the images its latest
-    version lacks, or fit a new version (`refit`, no map yet, or past the refit share)."""
+    version lacks, or fit a new version (`refit`, no map yet, or past the refit share). `con`:
+    a connection of `_session` to reuse (update_maps' one for all groups)."""
+    if con is None:
+        with _session() as con:
+            return update_group_map(
+                root, key, current, run_id, refit, fit_sample, refit_share, seed, con
+            )
     started = time.perf_counter()
     name = graph.group_name(*key)
     versions = _versions(root, name)
     latest = max(versions, default=0)
-    with tempfile.TemporaryDirectory(prefix="embedlake-map-") as spill, _connect(spill) as con:
-        location = root.register(con)
+    location = root.register(con)
 
-        def path(folder: str, part: str) -> str:
-            return f"{location}/{folder}/{part}"
+    def path(folder: str, part: str) -> str:
+        return f"{location}/{folder}/{part}"
 
-        con.register("current", current)
-        con.register("embedded", pa.table({"image_id": graph.group_ids(root, key)}))
-        n_at_fit = n_since = 0
-        if latest:
-            parts = [path("map", p) for p in versions[latest]]
-            con.execute("CREATE TEMP TABLE pos AS " + _sql("latest_map.sql"), {"parts": parts})
-            rows = con.execute(_sql("part_rows.sql"), {"parts": parts}).fetchall()
-            n_at_fit = rows[0][1]
-            n_since = sum(n for _, n in rows[1:])
-        else:
-            con.execute("CREATE TEMP TABLE pos (image_id VARCHAR, x FLOAT, y FLOAT, how VARCHAR)")
-        new = con.sql(_sql("to_map.sql"), params={"all": False}).to_arrow_table()
-        fit = refit or needs_refit(n_at_fit, n_since, len(new), refit_share)
-        todo = con.sql(_sql("to_map.sql"), params={"all": True}).to_arrow_table() if fit else new
-        if not len(todo):
-            action = "unchanged" if latest else "empty"
-            return MapOutcome(name, action, latest, seconds=time.perf_counter() - started)
-        version = latest + 1 if fit else latest
-        con.execute("DROP TABLE IF EXISTS todo")
-        con.register("todo_in", todo)
-        con.execute("CREATE TEMP TABLE todo AS SELECT image_id FROM todo_in")
-        if fit:
-            sample = todo.column("image_id").slice(0, fit_sample)
-            ids, vectors = graph.group_vectors(root, key, sample.combine_chunks())
-            xy = fit_layout(vectors, seed)
-            con.execute("DROP TABLE pos")
-            fitted = pa.table(
-                {
-                    "image_id": pa.array(ids, pa.string()),
-                    "x": pa.array(xy[:, 0]),
-                    "y": pa.array(xy[:, 1]),
-                    "how": pa.array(["fit"] * len(ids), pa.string()),
-                }
-            )
-            con.register("fitted", fitted)
-            con.execute("CREATE TEMP TABLE pos AS SELECT * FROM fitted")
-        neighbor_parts = [path("neighbors", p) for _, p in graph._group_parts(root, name)]
-        counts = _place(con, neighbor_parts)
-        table = con.sql(
-            _sql("map_rows.sql"),
-            params={
-                "backbone": key.backbone,
-                "weights_id": key.weights_id,
-                "precision": key.precision,
-                "map_version": version,
-                "run_id": run_id,
-            },
-        ).to_arrow_table()
+    con.register("current", current)
+    con.register("embedded", pa.table({"image_id": graph.group_ids(root, key)}))
+    n_at_fit = n_since = 0
+    if latest:
+        parts = [path("map", p) for p in versions[latest]]
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE pos AS " + _sql("latest_map.sql"), {"parts": parts}
+        )
+        rows = con.execute(_sql("part_rows.sql"), {"parts": parts}).fetchall()
+        n_at_fit = rows[0][1]
+        n_since = sum(n for _, n in rows[1:])
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE pos (image_id VARCHAR, x FLOAT, y FLOAT, how VARCHAR)"
+        )
+    new = con.sql(_sql("to_map.sql"), params={"all": False}).to_arrow_table()
+    fit = refit or needs_refit(n_at_fit, n_since, len(new), refit_share)
+    todo = con.sql(_sql("to_map.sql"), params={"all": True}).to_arrow_table() if fit else new
+    if not len(todo):
+        action = "unchanged" if latest else "empty"
+        return MapOutcome(name, action, latest, seconds=time.perf_counter() - started)
+    version = latest + 1 if fit else latest
+    con.register("todo_in", todo)
+    con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT image_id FROM todo_in")
+    if fit:
+        sample = todo.column("image_id").slice(0, fit_sample)
+        ids, vectors = graph.group_vectors(root, key, sample.combine_chunks())
+        xy = fit_layout(vectors, seed)
+        fitted = pa.table(
+            {
+                "image_id": pa.array(ids, pa.string()),
+                "x": pa.array(xy[:, 0]),
+                "y": pa.array(xy[:, 1]),
+                "how": pa.array(["fit"] * len(ids), pa.string()),
+            }
+        )
+        con.register("fitted", fitted)
+        con.execute("CREATE OR REPLACE TEMP TABLE pos AS SELECT * FROM fitted")
+    neighbor_parts = [path("neighbors", p) for _, p in graph._group_parts(root, name)]
+    counts = _place(con, neighbor_parts)
+    table = con.sql(
+        _sql("map_rows.sql"),
+        params={
+            "backbone": key.backbone,
+            "weights_id": key.weights_id,
+            "precision": key.precision,
+            "map_version": version,
+            "run_id": run_id,
+        },
+    ).to_arrow_table()
     root.write_part(table.cast(MAP_SCHEMA), "map", _map_part(name, version, run_id))
     return MapOutcome(
         name,
@@ -300,17 +325,35 @@ def update_group_map(
     )
 
 
+def run_collection(root: lake.Lake, source: str, rows: list[dict[str, Any]]) -> pa.Table | None:
+    """The current collection once a run of `source` with these `files` rows finishes, without a
+    catalog query, when every finished run of the lake read that source (the usual lake): the
+    rows' 'ok' image_ids. None when other sources share the lake (`current_image_ids` then)."""
+    runs = root.read_table("runs", columns=["source", "status"])
+    finished = runs.filter(pc.equal(runs["status"], "finished"))
+    if pc.all(pc.equal(finished["source"], source)).as_py() not in (True, None):
+        return None
+    ids = {row["image_id"] for row in rows if row["status"] == "ok" and row["image_id"]}
+    return pa.table({"image_id": pa.array(sorted(ids), pa.string())})
+
+
 def update_maps(
-    root: lake.Lake | str, run_id: str, refit: bool = False, current_of: str | None = None
+    root: lake.Lake | str,
+    run_id: str,
+    refit: bool = False,
+    current_of: str | None = None,
+    current: pa.Table | None = None,
 ) -> list[MapOutcome]:
     """Every group's map brought up to date (`refit`: every group refitted, as `reindex` does)
-    over the collection as it stands once `current_of` (a run id; None: the `images` view)
-    finishes. Call with the lake's writer lock held."""
+    over `current` (image_id), by default the collection as it stands once `current_of` (a run
+    id; None: the `images` view) finishes. Call with the lake's writer lock held."""
     root = lake.Lake.at(root)
-    current = current_image_ids(root, current_of)
+    if current is None:
+        current = current_image_ids(root, current_of)
     outcomes = []
-    for key in graph.group_keys(root):
-        outcome = update_group_map(root, key, current, run_id, refit=refit)
-        _log.info(outcome.line())
-        outcomes.append(outcome)
+    with _session() as con:
+        for key in graph.group_keys(root):
+            outcome = update_group_map(root, key, current, run_id, refit=refit, con=con)
+            _log.info(outcome.line())
+            outcomes.append(outcome)
     return outcomes

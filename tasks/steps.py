@@ -490,12 +490,15 @@ def build_neighbors_fn(ctx: RunContext, engine: EnginePlan) -> dict[str, int]:
     return written
 
 
-def build_maps_fn(ctx: RunContext) -> list[dict[str, Any]]:
+def build_maps_fn(ctx: RunContext, inventory: Inventory) -> list[dict[str, Any]]:
     """Each group's 2-D map: the images new since its fit placed from their neighbours, or a
-    (re)fit (tasks.maps); one log line per group: fitted or placed, how many, seconds."""
-    from .maps import update_maps
+    (re)fit (tasks.maps); one log line per group: fitted or placed, how many, seconds. The
+    collection is the run's own 'ok' files when the lake holds one source (no catalog query)."""
+    from .maps import run_collection, update_maps
+    from .run_context import source_text
 
-    outcomes = update_maps(ctx.lake, ctx.run_id, current_of=ctx.run_id)
+    current = run_collection(ctx.lake, source_text(ctx), inventory.rows)
+    outcomes = update_maps(ctx.lake, ctx.run_id, current_of=ctx.run_id, current=current)
     for outcome in outcomes:
         _log().info(outcome.line())
     return [dataclasses.asdict(outcome) for outcome in outcomes]

@@ -199,3 +199,25 @@ def test_the_same_lake_gives_the_same_map(tmp_path):
         maps_made.append(_map(root))
     assert maps_made[0] == maps_made[1]
     assert graph.group_name(*KEY)  # the part names follow the graph's group names
+
+
+def test_a_runs_own_files_are_the_collection_when_the_lake_has_one_source(tmp_path):
+    from embedlake.tasks.schemas import RUNS_SCHEMA
+
+    root = lake.Lake.at(lake.ensure_lake(tmp_path / "lake"))
+    rows = [
+        {"image_id": "b", "status": "ok"},
+        {"image_id": "a", "status": "ok"},
+        {"image_id": "a", "status": "ok"},  # two paths, one image
+        {"image_id": "c", "status": "error"},
+        {"image_id": None, "status": "error"},
+    ]
+    got = maps.run_collection(root, "/src", rows)  # a new lake: no finished run yet
+    assert got.column("image_id").to_pylist() == ["a", "b"]
+    finished = {"run_id": "r1", "stage": "finished", "status": "finished", "source": "/src"}
+    root.write_part(lake.rows_to_table([finished], RUNS_SCHEMA), "runs", "r1-1-finished.parquet")
+    assert maps.run_collection(root, "/src", rows).num_rows == 2
+    # another source shares the lake: its images are current too, so the catalog is asked
+    other = {**finished, "run_id": "r2", "source": "/elsewhere"}
+    root.write_part(lake.rows_to_table([other], RUNS_SCHEMA), "runs", "r2-1-finished.parquet")
+    assert maps.run_collection(root, "/src", rows) is None
