@@ -47,6 +47,7 @@ def test_a_run_writes_one_thumbnail_per_embedded_image_and_a_rerun_none(
     assert first.n_embedded == 5  # 4 photos and a smaller copy; the identical copy is one image
     rows, embedded = _thumbnails(lake)
     assert sorted(r[0] for r in rows) == sorted(embedded)  # one each, no broken file's
+    assert len({r[0] for r in rows}) == len(rows) == 5
     for _, data, width, height, run_id in rows:
         with Image.open(io.BytesIO(data)) as img:
             assert img.format == "JPEG" and img.mode == "RGB" and img.size == (width, height)
