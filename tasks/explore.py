@@ -80,13 +80,16 @@ _MAX_IDS = 500  # points one /api/ids call resolves
 _MAX_WHERE = 10_000  # characters of a filter
 _MAX_BODY = 1 << 20  # bytes of a POSTed review
 _NEIGHBORS_K = 10
-_CACHED_GROUPS = 2  # groups whose keys the server keeps (8 bytes a point each)
+_CACHED_GROUPS = 2  # groups whose points the server keeps (16 bytes a point each)
+_CACHED_COLORS = 4  # colourings it keeps (1 byte a point each)
 _TOKEN_COOKIE = "embedlake_token"
+_MAP_INPUTS = ("map", "files", "files_gone", "runs")  # the tables the map view reads
+_ALL_TABLES = (*_MAP_INPUTS, "metadata", "neighbors", "predictions", "label_issues", "reviews")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 # colour-by: name -> (SQL file, kind, which parameters it takes)
 COLOR_BY: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "label": ("color_metadata.sql", "category", ("column",)),
+    "label": ("color_metadata.sql", "category", ()),  # the column: see _colors
     "prediction": ("color_prediction.sql", "category", ("group", "column")),
     "label_quality": ("color_label_quality.sql", "number", ("group", "column")),
     "outlier": ("color_outlier.sql", "number", ("group",)),
@@ -167,7 +170,8 @@ class Explorer:
         self._slots = threading.BoundedSemaphore(connections)
         self._active: set[duckdb.DuckDBPyConnection] = set()
         self._lock = threading.Lock()
-        self._keys: OrderedDict[Group, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[Any, tuple[tuple, Any]] = OrderedDict()
+        self._computing: dict[Any, threading.Lock] = {}
         self._closed = False
         with self._connection():  # fails now, in one line, if the catalog cannot be opened
             pass
@@ -239,32 +243,62 @@ class Explorer:
                 con.close()
 
     # --- the map -----------------------------------------------------------------------
-    def groups(self) -> list[dict[str, Any]]:
-        return self._rows("groups.sql")
+    # The map view costs a scan of the map and of `images` (seconds a million points here), so
+    # the groups and each loaded group's points are kept, with the part names of the tables they
+    # follow from: a run that changes any of them changes the names, and the next request reads
+    # them again. Two groups are kept (16 bytes a point each: keys, x and y).
+    def _stamp(self, tables: tuple[str, ...]) -> tuple:
+        return tuple(tuple(self.lake.part_names(table)) for table in tables)
 
-    def points(self, group: Group) -> np.ndarray:
-        """The group's points as float32 x, y interleaved; keeps the group's keys."""
-        table = self._query("points.sql", group.params())
-        keys = table.column("key").to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
-        xy = np.empty((table.num_rows, 2), dtype="<f4")
-        xy[:, 0] = table.column("x").to_numpy(zero_copy_only=False)
-        xy[:, 1] = table.column("y").to_numpy(zero_copy_only=False)
-        del table
+    def _cached(self, key: Any, compute: Callable[[], Any], tables: tuple[str, ...] = ()) -> Any:
+        stamp = self._stamp(tables or _MAP_INPUTS)
         with self._lock:
-            self._keys[group] = keys
-            self._keys.move_to_end(group)
-            while len(self._keys) > _CACHED_GROUPS:
-                self._keys.popitem(last=False)
-        return xy
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._cache.move_to_end(key)
+                return hit[1]
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:  # one computation per key at a time; the others wait for it
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None and hit[0] == stamp:
+                    return hit[1]
+            value = compute()
+            with self._lock:
+                self._cache[key] = (stamp, value)
+                self._cache.move_to_end(key)
+                for kind, most in ((Group, _CACHED_GROUPS), (tuple, _CACHED_COLORS)):
+                    kept = [k for k in self._cache if isinstance(k, kind)]
+                    while len(kept) > most:
+                        self._cache.pop(kept.pop(0))
+            return value
+
+    def groups(self) -> list[dict[str, Any]]:
+        return self._cached("groups", lambda: self._rows("groups.sql"))
+
+    def points(self, group: Group) -> tuple[np.ndarray, np.ndarray]:
+        """The group's keys (uint64, sorted) and points (float32 x, y interleaved)."""
+
+        def read() -> tuple[np.ndarray, np.ndarray]:
+            table = self._query("points.sql", group.params())
+            keys = table.column("key").to_numpy(zero_copy_only=False).astype(np.uint64)
+            xy = np.empty((table.num_rows, 2), dtype="<f4")
+            xy[:, 0] = table.column("x").to_numpy(zero_copy_only=False)
+            xy[:, 1] = table.column("y").to_numpy(zero_copy_only=False)
+            return keys, xy
+
+        return self._cached(group, read)
 
     def keys(self, group: Group) -> np.ndarray:
-        with self._lock:
-            found = self._keys.get(group)
-        if found is None:
-            self.points(group)
-            with self._lock:
-                found = self._keys[group]
-        return found
+        return self.points(group)[0]
+
+    def warm(self) -> None:
+        """Read the groups and the first group's points ahead of the page (a thread at start)."""
+        with contextlib.suppress(Exception):
+            found = self.groups()
+            if found:
+                first = found[0]
+                self.points(Group(first["backbone"], first["weights_id"], first["precision"]))
 
     def _positions(self, group: Group, keys: np.ndarray) -> np.ndarray:
         """Where `keys` are among the group's points (-1 where absent)."""
@@ -278,31 +312,49 @@ class Explorer:
     def colors(
         self, group: Group, by: str, column: str | None = None, threshold: float | None = None
     ) -> tuple[bytes, dict[str, Any]]:
-        """A uint8 code per point (0: no value) and the legend."""
+        """A uint8 code per point (0: no value) and the legend; kept until the lake changes."""
         if by not in COLOR_BY:
             raise ExploreError(f"colour by {by!r}: expected one of {', '.join(COLOR_BY)}")
         name, kind, takes = COLOR_BY[by]
+        column = (column or _DEFAULTS["column"]) if "column" in takes or by == "label" else None
+        if "threshold" in takes:
+            threshold = _DEFAULTS["threshold"] if threshold is None else threshold
+        else:
+            threshold = None
+        key = ("colors", group, by, column, threshold)
+        return self._cached(
+            key, lambda: self._colors(group, by, column, threshold), tables=_ALL_TABLES
+        )
+
+    def _colors(
+        self, group: Group, by: str, column: str | None, threshold: float | None
+    ) -> tuple[bytes, dict[str, Any]]:
+        name, kind, takes = COLOR_BY[by]
         params: dict[str, Any] = {}
+        fill: dict[str, str] = {}
         if "group" in takes:
             params.update(group.params())
         if "column" in takes:
-            params["column"] = column or _DEFAULTS["column"]
+            params["column"] = column
         if "threshold" in takes:
-            params["threshold"] = _DEFAULTS["threshold"] if threshold is None else threshold
-        table = self._query(name, params)
-        keys = table.column("key")
-        present = keys.is_valid()
-        table = table.filter(present)
+            params["threshold"] = threshold
+        if by == "label":  # a sidecar column, by name: only one the metadata view has
+            known = [row["column_name"] for row in self._rows("metadata_columns.sql")]
+            if column not in known or column in ("path", "image_id"):
+                shown = ", ".join(c for c in known if c not in ("path", "image_id")) or "none"
+                raise ExploreError(f"the sidecar has no column {column!r} (columns: {shown})")
+            fill["COLUMN"] = '"' + column.replace('"', '""') + '"'
+        table = self._query(name, params, **fill)
+        table = table.filter(table.column("key").is_valid())
         at = self._positions(group, table.column("key").to_numpy().astype(np.uint64))
         inside = at >= 0
-        n = len(self.keys(group))
-        codes = np.zeros(n, dtype=np.uint8)
+        codes = np.zeros(len(self.keys(group)), dtype=np.uint8)
         values = table.column("value")
         if kind == "number":
             legend = _number_codes(values, at, inside, codes)
         else:
             legend = _category_codes(values, at, inside, codes)
-        legend.update({"by": by, "kind": kind, "column": params.get("column")})
+        legend.update({"by": by, "kind": kind, "column": column})
         return codes.tobytes(), legend
 
     def filter(self, group: Group, where: str) -> tuple[bytes, int]:
@@ -569,7 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self,
         status: int,
-        body: bytes,
+        body: bytes | memoryview,
         content_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -643,8 +695,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/groups":
             self._json({"groups": _jsonable(explorer.groups())})
         elif path == "/api/points":
-            xy = explorer.points(Group.parse(arg("g")))
-            self._send(200, xy.tobytes(), "application/octet-stream", {"X-Count": str(len(xy))})
+            _, xy = explorer.points(Group.parse(arg("g")))
+            body = memoryview(np.ascontiguousarray(xy)).cast("B")  # no copy of the points
+            self._send(200, body, "application/octet-stream", {"X-Count": str(len(xy))})
         elif path == "/api/colors":
             threshold = arg("threshold")
             codes, legend = explorer.colors(
@@ -653,10 +706,13 @@ class _Handler(BaseHTTPRequestHandler):
                 arg("column"),
                 None if threshold is None else _float(threshold, "threshold"),
             )
-            self._send(200, codes, "application/octet-stream", {"X-Legend": json.dumps(legend)})
+            headers = {"X-Legend": json.dumps(legend), "X-Points": str(len(codes))}
+            self._send(200, codes, "application/octet-stream", headers)
         elif path == "/api/filter":
-            mask, count = explorer.filter(Group.parse(arg("g")), arg("where") or "")
-            self._send(200, mask, "application/octet-stream", {"X-Count": str(count)})
+            group = Group.parse(arg("g"))
+            mask, count = explorer.filter(group, arg("where") or "")
+            headers = {"X-Count": str(count), "X-Points": str(len(explorer.keys(group)))}
+            self._send(200, mask, "application/octet-stream", headers)
         elif path == "/api/ids":
             try:
                 indices = [int(i) for i in (arg("i") or "").split(",") if i]
@@ -768,6 +824,7 @@ def serve(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
     )
     thread.start()
+    threading.Thread(target=explorer.warm, daemon=True).start()
     try:
         (on_ready or (lambda u: print(u, flush=True)))(url)
         while not stop.wait(0.5):

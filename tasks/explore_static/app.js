@@ -218,6 +218,7 @@ async function loadGroups() {
 async function loadPoints() {
   const started = performance.now();
   status('loading points…');
+  const colors = fetchColors(); // in parallel: the server places them in the same order
   const response = await api('/api/points?' + gParam());
   const buffer = await response.arrayBuffer();
   state.xy = new Float32Array(buffer);
@@ -228,10 +229,9 @@ async function loadPoints() {
   state.selected = [];
   upload('a_pos', state.xy);
   upload('a_flag', state.flags);
-  upload('a_code', state.codes);
   fitView();
   window.explorer.points = state.n;
-  await loadColors();
+  await applyColors(await colors);
   paint();
   gl.ctx.finish();
   const ms = performance.now() - started;
@@ -243,24 +243,39 @@ async function loadPoints() {
   document.body.dataset.points = String(state.n);
 }
 
-async function loadColors() {
+async function fetchColors() {
   const by = $('color-by').value;
   const column = $('column').value.trim() || 'label';
   $('column-label').hidden = !['label', 'prediction', 'label_quality'].includes(by);
   const query = `/api/colors?${gParam()}&by=${encodeURIComponent(by)}&column=${encodeURIComponent(column)}`;
   try {
     const response = await api(query);
-    state.legend = JSON.parse(response.headers.get('X-Legend'));
-    state.codes = new Uint8Array(await response.arrayBuffer());
+    return { legend: JSON.parse(response.headers.get('X-Legend')),
+      points: Number(response.headers.get('X-Points')),
+      codes: new Uint8Array(await response.arrayBuffer()) };
   } catch (error) {
+    return { error };
+  }
+}
+async function applyColors(result) {
+  if (result.error) {
     state.legend = null;
     state.codes = new Uint8Array(state.n);
-    status('colour: ' + error.message, true);
+    status('colour: ' + result.error.message, true);
+  } else if (result.points !== state.n) { // the lake changed since the points were loaded
+    await loadPoints();
+    return;
+  } else {
+    state.legend = result.legend;
+    state.codes = result.codes;
   }
   upload('a_code', state.codes);
   setPalette();
   renderLegend();
   draw();
+}
+async function loadColors() {
+  await applyColors(await fetchColors());
 }
 
 function renderLegend() {
@@ -287,6 +302,10 @@ async function applyFilter(where) {
   out.textContent = 'filtering…';
   try {
     const response = await api(`/api/filter?${gParam()}&where=${encodeURIComponent(where)}`);
+    if (Number(response.headers.get('X-Points')) !== state.n) { // the lake changed: reload
+      await loadPoints();
+      return applyFilter(where);
+    }
     const bits = new Uint8Array(await response.arrayBuffer());
     let count = 0;
     for (let i = 0; i < state.n; i++) {
@@ -573,7 +592,9 @@ async function showQueue(name, pos) {
   if (!data.case) { box.replaceChildren(el('p', { class: 'empty' }, 'nothing in this queue')); return; }
   const c = data.case;
   const info = [];
-  if (c.score !== undefined && c.score !== null) info.push(`score ${Number(c.score).toFixed(4)}`);
+  const scoreName = { near_duplicates: 'similarity', label_issues: 'label quality',
+    outliers: 'mean similarity to its neighbours', leaky_splits: 'similarity' }[name] || 'score';
+  if (c.score !== undefined && c.score !== null) info.push(`${scoreName} ${Number(c.score).toFixed(4)}`);
   if (c.given_label !== undefined) info.push(`given label: ${c.given_label}`, `suggested: ${c.suggested_label}`);
   if (c.reviewed_label) info.push(`reviewed: ${c.reviewed_label}`);
   if (c.value_a !== undefined) info.push(`splits: ${c.value_a} / ${c.value_b}`);
