@@ -170,6 +170,8 @@ class Explorer:
         self._slots = threading.BoundedSemaphore(connections)
         self._active: set[duckdb.DuckDBPyConnection] = set()
         self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._busy = 0
         self._cache: OrderedDict[Any, tuple[tuple, Any]] = OrderedDict()
         self._computing: dict[Any, threading.Lock] = {}
         self._closed = False
@@ -183,6 +185,8 @@ class Explorer:
         if not self._slots.acquire(timeout=self.timeout):
             raise ExploreError("the explorer is busy; try again", HTTPStatus.SERVICE_UNAVAILABLE)
         con = None
+        with self._idle:
+            self._busy += 1  # a thread inside DuckDB: close() waits for it
         try:
             if self._closed:
                 raise ExploreError("the explorer is stopping", HTTPStatus.SERVICE_UNAVAILABLE)
@@ -212,6 +216,9 @@ class Explorer:
             if con is not None:  # after an error the connection may be mid-statement: drop it
                 with contextlib.suppress(Exception):
                     con.close()
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
             self._slots.release()
 
     def _query(self, name: str, params: dict[str, Any] | None = None, **fill: str) -> pa.Table:
@@ -227,13 +234,17 @@ class Explorer:
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._query(name, params).to_pylist()
 
-    def close(self) -> None:
-        """Interrupt what runs and close every connection (Ctrl-C)."""
+    def close(self, wait: float = 1.5) -> None:
+        """Interrupt what runs, wait (up to `wait` seconds) for every thread to leave DuckDB,
+        and close every connection (Ctrl-C). A process must not exit with a thread inside
+        DuckDB: its C++ code aborts when the interpreter ends that thread."""
         self._closed = True
         with self._lock:
             for con in list(self._active):
                 with contextlib.suppress(Exception):
                     con.interrupt()
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=wait)
         while True:
             try:
                 con = self._pool.get_nowait()
