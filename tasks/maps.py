@@ -60,9 +60,10 @@ __all__ = [
     "update_maps",
 ]
 
-# The fit's sample, the fit's cost cap: openTSNE on 5,000 images took 98 s on this 2-core
-# machine at load 5 (bench/measured/map-choice.json; 199 s for 20,000), a fraction of that idle;
-# every other image of a group, 1 M or 10 M, is placed from its neighbours in SQL
+# The fit's sample, the fit's cost cap: fit_layout on 5,000 clustered 1024-d vectors took 75 s
+# on this 2-core machine at load 5 (one thread; openTSNE on 20,000 took 199 s,
+# bench/measured/map-choice.json), a fraction of that idle; every other image of a group,
+# 1 M or 10 M, is placed from its neighbours in SQL (bench/measured/map-scale-1000000.json)
 FIT_SAMPLE = 5_000
 # below this many images the layout is their first two principal components: a t-SNE of a
 # handful of points shows nothing PCA does not, and costs a second of a 10-image test run
@@ -140,10 +141,11 @@ def fit_layout(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
             perplexity=min(30.0, (n - 1) / 3.0),
             initialization="pca",
             # exact neighbours (a sample of at most FIT_SAMPLE x 50): no approximate index's
-            # randomness; the gradient's threads each own their points, so 2 threads give the
-            # same layout as 1
+            # randomness. One thread: openTSNE's OpenMP threads spin at each of the 750
+            # iterations' barriers, and on a busy 2-core machine 2 threads made a 150-point fit
+            # 8.4-18.7 s against 0.7-4.5 s on one (the same layout either way)
             neighbors="exact",
-            n_jobs=2,
+            n_jobs=1,
             random_state=seed,
             verbose=False,
         )
