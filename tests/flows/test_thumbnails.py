@@ -83,3 +83,12 @@ def test_images_embedded_without_a_thumbnail_get_one_without_being_embedded_agai
     rows, embedded = _thumbnails(lake)
     assert sorted(r[0] for r in rows) == sorted(embedded)
     assert {r[4] for r in rows} == {again.run_id}
+
+    # the other way round (killed after its thumbnails' part, before its embeddings'): the
+    # images are embedded again, their thumbnails not made again
+    parts = _parts(lake)
+    for part in (lake / "embeddings").glob("2*.parquet"):
+        part.unlink()
+    third = embed_collection(_params(source, lake))
+    assert third.n_embedded == 5 and _parts(lake) == parts
+    assert len(_thumbnails(lake)[0]) == 5
