@@ -233,6 +233,7 @@ def main() -> int:
     parser.add_argument(
         "--server-timeout", type=float, default=1800, help="the server's --timeout (seconds)"
     )
+    parser.add_argument("--server-memory", default="512MB", help="the server's --memory-limit")
     args = parser.parse_args()
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -244,6 +245,7 @@ def main() -> int:
         "n": args.n,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "command": " ".join(["python", *sys.argv]),
     }
     if not (lake / "catalog.duckdb").exists():
@@ -271,6 +273,7 @@ def main() -> int:
         _, body, _ = fetch(url + "api/groups")
         g = urllib.parse.quote("/".join(GROUP), safe="")
         seconds, body, headers = fetch(f"{url}api/points?g={g}")
+        result["server_memory_limit"] = args.server_memory
         result["points_request"] = {
             "seconds": round(seconds, 3),
             "bytes": len(body),
@@ -309,6 +312,7 @@ def main() -> int:
             server.kill()
         if not keep:
             shutil.rmtree(lake.parent, ignore_errors=True)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["goals"] = {
         "paint_1m_s": 3.0,
         "server_rss_10m_gib": 1.0,
