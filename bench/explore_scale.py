@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -180,11 +181,19 @@ def high_water(pid: int) -> int | None:
     return None
 
 
-def fetch(url: str, timeout: float = 600) -> tuple[float, bytes, dict]:
+class Refused(RuntimeError):
+    """The server answered with an error (its one line, and after how long)."""
+
+
+def fetch(url: str, timeout: float = 1800) -> tuple[float, bytes, dict]:
     started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body = response.read()
-        headers = dict(response.headers)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read()
+            headers = dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        seconds = time.perf_counter() - started
+        raise Refused(f"{exc.code} after {seconds:.1f} s: {exc.read().decode()[:300]}") from exc
     return time.perf_counter() - started, body, headers
 
 
@@ -253,14 +262,9 @@ def main() -> int:
         print("lake written", result["write_lake"], flush=True)
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "embedlake.flows.cli",
-            "explore",
-            "--lake",
-            str(lake),
-            "--port",
-            "0",
+            *(sys.executable, "-m", "embedlake.flows.cli", "explore", "--lake", str(lake)),
+            *("--port", "0", "--timeout", str(args.server_timeout)),
+            *("--memory-limit", args.server_memory),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -270,10 +274,10 @@ def main() -> int:
     try:
         url = server.stdout.readline().split()[2]
         result["server_idle_rss_mib"] = round(sampler.process.memory_info().rss / 2**20, 1)
+        result["server_memory_limit"] = args.server_memory
         _, body, _ = fetch(url + "api/groups")
         g = urllib.parse.quote("/".join(GROUP), safe="")
         seconds, body, headers = fetch(f"{url}api/points?g={g}")
-        result["server_memory_limit"] = args.server_memory
         result["points_request"] = {
             "seconds": round(seconds, 3),
             "bytes": len(body),
@@ -300,10 +304,13 @@ def main() -> int:
         if not args.no_browser and chromium:
             result["browser"] = browser_paint(url, args.n, chromium)
             print("browser", result["browser"], flush=True)
+    except Refused as exc:  # recorded, with the memory it had reached
+        result["failed"] = str(exc)
+        print("failed:", exc, flush=True)
+    finally:
         result["server_peak_rss_mib_sampled"] = round(sampler.peak / 2**20, 1)
         hwm = high_water(server.pid)
         result["server_peak_rss_mib_hwm"] = round(hwm / 2**20, 1) if hwm else None
-    finally:
         sampler.done.set()
         server.send_signal(signal.SIGINT)
         try:
