@@ -59,8 +59,9 @@ def test_run_maps_every_image_rerun_places_new_ones_reindex_refits(prefect_api, 
     assert [row[0] for row in mapped] == _current(lake)
     assert len(mapped) == 6
     assert {(row[1], row[2], row[3]) for row in mapped} == {(1, "fit", first.run_id)}
-    # a 10-image run pays little for its map (no t-SNE below maps.MIN_TSNE images)
-    assert first.stage_seconds["map"] < 2.0
+    # a small run pays little for its map (no t-SNE below maps.MIN_TSNE images): 0.11 s here
+    # at load 5, both on the first run (a fit) and the rerun (2 placed); 1 s leaves room for load
+    assert first.stage_seconds["map"] < 1.0
 
     for photo in photos[6:8]:  # two new images: under half the fitted six, so placed
         shutil.copy(photo, source)
