@@ -233,6 +233,29 @@ def browser_paint(url: str, n: int, chromium: str) -> dict:
     }
 
 
+def filter_direct(lake: Path, where: str, memory: str) -> dict:
+    """The explorer's filter statement (sql/explore/filter.sql with `where`) on a read-only
+    connection of this process, without the server: its time over the lake's `images`."""
+    import resource
+
+    from embedlake.tasks.catalog import check_read_only, connect_read_only, sql_text
+
+    text = sql_text("explore", "filter.sql").replace("@WHERE@", where)
+    started = time.perf_counter()
+    with connect_read_only(lake, memory_limit=memory) as con:
+        (statement,) = check_read_only(con, text)
+        matches = len(con.sql(statement).fetchall())
+    return {
+        "where": where,
+        "seconds": round(time.perf_counter() - started, 3),
+        "matches": matches,
+        "memory_limit": memory,
+        "bench_process_peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -243,6 +266,9 @@ def main() -> int:
         "--server-timeout", type=float, default=1800, help="the server's --timeout (seconds)"
     )
     parser.add_argument("--server-memory", default="512MB", help="the server's --memory-limit")
+    parser.add_argument(
+        "--filter-only", action="store_true", help="time the filter's statement alone, no server"
+    )
     args = parser.parse_args()
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -257,6 +283,16 @@ def main() -> int:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "command": " ".join(["python", *sys.argv]),
     }
+    if args.filter_only:  # the filter's statement alone, in this process (no server, no map)
+        if not (lake / "catalog.duckdb").exists():
+            result["write_lake"] = write_lake(lake, args.n)
+        result["filter_direct"] = filter_direct(
+            lake, "label = 'c03' AND split = 'test'", args.server_memory
+        )
+        print(json.dumps(result, indent=2))
+        out = Path(args.out or Path(__file__).parent / "measured" / f"explore-filter-{args.n}.json")
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if not (lake / "catalog.duckdb").exists():
         result["write_lake"] = write_lake(lake, args.n)
         print("lake written", result["write_lake"], flush=True)
