@@ -394,7 +394,7 @@ class Explorer:
         order = self.keys(group)
         indices = [i for i in indices[:_MAX_IDS] if 0 <= i < len(order)]
         prefixes = [f"{int(order[i]):016x}" for i in indices]
-        found = self._rows("point_ids.sql", {**group.params(), "prefixes": sorted(set(prefixes))})
+        found = self._rows("point_ids.sql", {"prefixes": sorted(set(prefixes))})
         by_prefix: dict[str, dict[str, Any]] = {}
         for row in found:
             by_prefix.setdefault(row["image_id"][:16], row)
@@ -408,7 +408,8 @@ class Explorer:
     def image(self, image_id: str) -> dict[str, Any]:
         image_id = check_image_id(image_id)
         params = {"image_id": image_id}
-        if not self._rows("image_known.sql", params):
+        files = self._rows("image_files.sql", params)  # none: not a current image
+        if not files:
             raise ExploreError(f"the lake holds no image {image_id}", HTTPStatus.NOT_FOUND)
         neighbors: dict[str, dict[str, Any]] = {}
         for row in self._rows("image_neighbors.sql", {**params, "k": _NEIGHBORS_K}):
@@ -421,7 +422,7 @@ class Explorer:
             )
         return {
             "image_id": image_id,
-            "files": _jsonable(self._rows("image_files.sql", params)),
+            "files": _jsonable(files),
             "metadata": _jsonable(self._rows("image_metadata.sql", params)),
             "labels": _jsonable(self._rows("image_labels.sql", params)),
             "neighbors": list(neighbors.values()),
