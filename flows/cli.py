@@ -489,7 +489,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f'  embedlake sql --lake {lake} "SELECT m.label, count(*) AS images '
         'FROM images i JOIN metadata m USING (path) GROUP BY ALL ORDER BY images DESC"\n'
         f"  embedlake query neighbors --lake {lake} --param path=cat/chelsea.jpg --param k=3\n"
-        f"  embedlake queries    # the other named queries; the report: {latest}/"
+        f"  embedlake queries    # the other named queries; the report: {latest}/\n"
+        f"  embedlake explore --lake {lake}    # the map, image pages and review queues in "
+        "your browser (http://127.0.0.1:8765/)"
     )
     return 0
 

@@ -79,6 +79,7 @@ def test_demo_in_the_base_install_falls_back_to_random_weights_and_says_so(cli_e
     assert len(banner) == 3 and "RANDOM WEIGHTS" in banner[1], done.stderr
     assert "ImageNet weights could not be loaded" in banner[1]
     assert f"lake {lake}" in done.stdout and "try:" in done.stdout
+    assert f"embedlake explore --lake {lake}" in done.stdout  # the way to the explorer
     report = (lake / "reports" / "latest" / "index.html").read_text()
     assert '<p class="banner">RANDOM WEIGHTS' in report
     assert list((tmp_path / "cache" / "embedlake").glob("sample-v*/metadata.csv"))
