@@ -128,6 +128,11 @@ def iter_decoded(
 
     # forkserver: workers must not inherit the parent's threads (Prefect, torch) through fork()
     context = multiprocessing.get_context("forkserver")
+    # each worker unpickles the plans' timm stages (torchvision: 4-5 s of imports here), so the
+    # fork server imports them once, when it starts, and every worker it forks has them: pools
+    # after the first (similar's, a killed worker's replacement, a long-lived process's next
+    # run) start in milliseconds. Read only when the server starts; harmless after.
+    context.set_forkserver_preload([__name__, "torchvision.transforms"])
     with ProcessPool(
         max_workers=workers,
         initializer=_init_worker,
