@@ -25,7 +25,7 @@ from embedlake.tasks.catalog import (
     check_read_only,
     connect_read_only,
 )
-from tests.conftest import run_cli, s3_filesystem
+from tests.conftest import cli_here, s3_filesystem
 
 pytestmark = pytest.mark.e2e
 
@@ -229,9 +229,13 @@ def test_the_read_connection_has_nothing_to_write_through(any_lake, statement):
     assert list(any_lake["outside"].iterdir()) == []
 
 
-def test_the_cli_refuses_the_reported_overwrite_in_one_line(any_lake):
+def test_the_cli_refuses_the_reported_overwrite_in_one_line(any_lake, monkeypatch):
+    """Through the CLI's main in this process (`cli_here`: its parsing, one-line errors and exit
+    status; the subprocess guards of the reading commands are tests/e2e/test_hostile_lake.py's)."""
     root = any_lake["root"]
-    env = {k: v for k, v in os.environ.items() if k != "EMBEDLAKE_LAKE"} | any_lake["env"]
+    monkeypatch.delenv("EMBEDLAKE_LAKE", raising=False)
+    for name, value in any_lake["env"].items():
+        monkeypatch.setenv(name, value)
     before = any_lake["snapshot"]()
     for attack in (
         f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{root.location('embeddings', PART)}' "
@@ -239,12 +243,12 @@ def test_the_cli_refuses_the_reported_overwrite_in_one_line(any_lake):
         f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{any_lake['outside']}/x.parquet'",
         "EXPLAIN ANALYZE INSTALL httpfs",
     ):
-        done = run_cli("sql", attack, "--lake", root.url, env=env, timeout=120)
+        done = cli_here("sql", attack, "--lake", root.url)
         assert done.returncode == 1, done.stdout
         assert done.stderr.startswith("embedlake: error: only SELECT"), done.stderr
         assert done.stderr.count("\n") == 1, done.stderr
     count = "SELECT count(*) AS n FROM embeddings"
-    done = run_cli("sql", count, "--lake", root.url, "--format", "csv", env=env, timeout=120)
+    done = cli_here("sql", count, "--lake", root.url, "--format", "csv")
     assert done.returncode == 0 and done.stdout.split() == ['"n"', "8"], done.stderr
     assert any_lake["snapshot"]() == before
     assert list(any_lake["outside"].iterdir()) == []
