@@ -57,6 +57,7 @@ def test_report_thumbnails_come_from_the_lake_not_the_folder_it_names(prefect_ap
     assert "from the lake" in page and "copy_of_0.jpg" in page
 
 
+@pytest.mark.heavy  # three runs and two reports (the fast tier's 6-minute budget)
 def test_an_older_lake_reads_thumbnails_only_from_a_source_the_user_names(prefect_api, tmp_path):
     private = tmp_path / "private_photos"  # what the lake's runs.source names
     _photos_with_a_copy(private)
@@ -104,6 +105,7 @@ def test_a_lake_path_through_a_symlink_out_of_the_source_is_not_read(prefect_api
     assert "data:image/jpeg;base64," in page  # the files inside the source still show
 
 
+@pytest.mark.heavy  # two runs with their reports (the fast tier's 6-minute budget)
 def test_a_rerun_over_unchanged_files_opens_none_of_them(prefect_api, tmp_path, monkeypatch):
     """Discovery keeps their rows unread, nothing is embedded, and the report's thumbnails come
     from the lake (issue 21: a rerun over 40,000 unchanged files opened 52 for its report)."""
@@ -174,6 +176,7 @@ def test_labels_from_data_are_text_in_plots_html_and_csv(prefect_api, tmp_path):
     assert {HOSTILE["math"], HOSTILE["html"], HOSTILE["terminal"]} <= set(purity)
 
 
+@pytest.mark.heavy  # runs whose reports fail, then succeed (the fast tier's 6-minute budget)
 def test_a_report_that_fails_leaves_the_run_finished_and_says_so(prefect_api, tmp_path):
     source = tmp_path / "photos"
     _photos_with_a_copy(source)

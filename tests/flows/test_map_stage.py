@@ -45,6 +45,7 @@ def _current(lake) -> list[str]:
         ]
 
 
+@pytest.mark.heavy  # three runs and a reindex (the fast tier's 6-minute budget)
 def test_run_maps_every_image_rerun_places_new_ones_reindex_refits(prefect_api, tmp_path, capsys):
     photos = make_distinct_photos(tmp_path / "all", 9)
     source = tmp_path / "source"

@@ -331,6 +331,7 @@ def _report_of(summary) -> tuple[dict, str, str]:
     )
 
 
+@pytest.mark.heavy  # two runs with their reports (the fast tier's 6-minute budget)
 def test_the_runs_own_report_describes_the_collection_it_embedded(
     prefect_api, collection, tmp_path
 ):
@@ -356,6 +357,7 @@ def test_the_runs_own_report_describes_the_collection_it_embedded(
     assert "added/coffee_again.jpg" in page
 
 
+@pytest.mark.heavy  # three runs, a failing one retried (the fast tier's 6-minute budget)
 def test_a_catalog_that_cannot_be_built_at_the_start_fails_the_run(
     prefect_api, collection, tmp_path
 ):
