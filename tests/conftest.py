@@ -158,8 +158,9 @@ def prefect_api():
     # no flow-run heartbeats in this process: a finishing flow waits up to a second for the
     # heartbeat thread's sleep, about 0.6 s per in-process run here (runs in subprocesses, as a
     # user's, keep them)
-    with prefect_test_harness(server_startup_timeout=60), temporary_settings(
-        updates={"flows.heartbeat_frequency": None}
+    with (
+        prefect_test_harness(server_startup_timeout=60),
+        temporary_settings(updates={"flows.heartbeat_frequency": None}),
     ):
         yield PREFECT_API_URL.value()
 
