@@ -237,6 +237,35 @@ def _session() -> Iterator[Any]:
         yield con
 
 
+def _load_positions(con: Any, parts: list[str]) -> tuple[int, int]:
+    """Temp table `pos` from the latest version's `parts` (empty without one); returns how many
+    images its fit wrote and how many were placed since."""
+    if not parts:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE pos (image_id VARCHAR, x FLOAT, y FLOAT, how VARCHAR)"
+        )
+        return 0, 0
+    con.execute("CREATE OR REPLACE TEMP TABLE pos AS " + _sql("latest_map.sql"), {"parts": parts})
+    rows = con.execute(_sql("part_rows.sql"), {"parts": parts}).fetchall()
+    return rows[0][1], sum(n for _, n in rows[1:])
+
+
+def _fit_positions(con: Any, root: lake.Lake, key: GroupKey, sample: pa.ChunkedArray, seed: int):
+    """Temp table `pos`: the fitted layout of the `sample` images (a new map version)."""
+    ids, vectors = graph.group_vectors(root, key, sample.combine_chunks())
+    xy = fit_layout(vectors, seed)
+    fitted = pa.table(
+        {
+            "image_id": pa.array(ids, pa.string()),
+            "x": pa.array(xy[:, 0]),
+            "y": pa.array(xy[:, 1]),
+            "how": pa.array(["fit"] * len(ids), pa.string()),
+        }
+    )
+    con.register("fitted", fitted)
+    con.execute("CREATE OR REPLACE TEMP TABLE pos AS SELECT * FROM fitted")
+
+
 def update_group_map(
     root: lake.Lake,
     key: GroupKey,
@@ -267,19 +296,7 @@ def update_group_map(
 
     con.register("current", current)
     con.register("embedded", pa.table({"image_id": graph.group_ids(root, key)}))
-    n_at_fit = n_since = 0
-    if latest:
-        parts = [path("map", p) for p in versions[latest]]
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE pos AS " + _sql("latest_map.sql"), {"parts": parts}
-        )
-        rows = con.execute(_sql("part_rows.sql"), {"parts": parts}).fetchall()
-        n_at_fit = rows[0][1]
-        n_since = sum(n for _, n in rows[1:])
-    else:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE pos (image_id VARCHAR, x FLOAT, y FLOAT, how VARCHAR)"
-        )
+    n_at_fit, n_since = _load_positions(con, [path("map", p) for p in versions.get(latest, [])])
     new = con.sql(_sql("to_map.sql"), params={"all": False}).to_arrow_table()
     fit = refit or needs_refit(n_at_fit, n_since, len(new), refit_share)
     todo = con.sql(_sql("to_map.sql"), params={"all": True}).to_arrow_table() if fit else new
@@ -290,19 +307,7 @@ def update_group_map(
     con.register("todo_in", todo)
     con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT image_id FROM todo_in")
     if fit:
-        sample = todo.column("image_id").slice(0, fit_sample)
-        ids, vectors = graph.group_vectors(root, key, sample.combine_chunks())
-        xy = fit_layout(vectors, seed)
-        fitted = pa.table(
-            {
-                "image_id": pa.array(ids, pa.string()),
-                "x": pa.array(xy[:, 0]),
-                "y": pa.array(xy[:, 1]),
-                "how": pa.array(["fit"] * len(ids), pa.string()),
-            }
-        )
-        con.register("fitted", fitted)
-        con.execute("CREATE OR REPLACE TEMP TABLE pos AS SELECT * FROM fitted")
+        _fit_positions(con, root, key, todo.column("image_id").slice(0, fit_sample), seed)
     neighbor_parts = [path("neighbors", p) for _, p in graph._group_parts(root, name)]
     counts = _place(con, neighbor_parts)
     table = con.sql(
