@@ -276,20 +276,22 @@ def update_group_map(
     refit_share: float = REFIT_SHARE,
     seed: int = SEED,
     con: Any = None,
+    location: str | None = None,
 ) -> MapOutcome:
     """Bring one group's map up to date with `current` (image_id): place the images its latest
     version lacks, or fit a new version (`refit`, no map yet, or past the refit share). `con`:
-    a connection of `_session` to reuse (update_maps' one for all groups)."""
-    if con is None:
+    a connection of `_session` to reuse (update_maps' one for all groups) on which the lake is
+    registered at `location` (a URL lake's filesystem registers once per connection)."""
+    if con is None or location is None:
         with _session() as con:
+            location = root.register(con)
             return update_group_map(
-                root, key, current, run_id, refit, fit_sample, refit_share, seed, con
+                root, key, current, run_id, refit, fit_sample, refit_share, seed, con, location
             )
     started = time.perf_counter()
     name = graph.group_name(*key)
     versions = _versions(root, name)
     latest = max(versions, default=0)
-    location = root.register(con)
 
     def path(folder: str, part: str) -> str:
         return f"{location}/{folder}/{part}"
@@ -359,8 +361,11 @@ def update_maps(
         current = current_image_ids(root, current_of)
     outcomes = []
     with _session() as con:
+        location = root.register(con)
         for key in graph.group_keys(root):
-            outcome = update_group_map(root, key, current, run_id, refit=refit, con=con)
+            outcome = update_group_map(
+                root, key, current, run_id, refit=refit, con=con, location=location
+            )
             _log.info(outcome.line())
             outcomes.append(outcome)
     return outcomes
