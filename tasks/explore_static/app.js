@@ -336,7 +336,7 @@ function clearFilter() {
   draw();
 }
 
-// --- interaction: pan, zoom, click, box ----------------------------------------------------
+// --- interaction: pan, zoom, click, box, lasso ---------------------------------------------
 function toData(px, py) {
   const canvas = $('map');
   const { cx, cy, z } = state.view;
@@ -355,6 +355,22 @@ function nearestPoint(px, py, radius) {
   }
   return best;
 }
+// shift+drag draws the shape chosen in the map's hint line (a box unless changed); alt+drag a lasso
+function selectShape(event) {
+  if (event.altKey) return 'lasso';
+  return event.shiftKey ? $('select-shape').value : null;
+}
+function addVertex(path, px, py) { // a lasso vertex where the pointer has moved 2 px or more
+  const n = path.length;
+  if (n && Math.abs(px - path[n - 2]) + Math.abs(py - path[n - 1]) < 2) return;
+  path.push(px, py);
+}
+function showLasso(path) {
+  const lasso = $('lasso');
+  if (!path) { lasso.setAttribute('hidden', ''); return; }
+  $('lasso-path').setAttribute('points', path.join(' '));
+  lasso.removeAttribute('hidden');
+}
 function initInteraction() {
   const canvas = $('map');
   const box = $('box');
@@ -372,15 +388,19 @@ function initInteraction() {
   }, { passive: false });
   canvas.addEventListener('mousedown', (event) => {
     const rect = canvas.getBoundingClientRect();
-    drag = { x: event.clientX - rect.left, y: event.clientY - rect.top, box: event.shiftKey, moved: false,
-      view: { ...state.view } };
+    const x = event.clientX - rect.left, y = event.clientY - rect.top, select = selectShape(event);
+    drag = { x, y, select, moved: false, view: { ...state.view }, path: select === 'lasso' ? [x, y] : null };
+    if (select) event.preventDefault(); // no text selection while drawing
   });
   window.addEventListener('mousemove', (event) => {
     if (!drag) return;
     const rect = canvas.getBoundingClientRect();
     const px = event.clientX - rect.left, py = event.clientY - rect.top;
     if (Math.abs(px - drag.x) + Math.abs(py - drag.y) > 3) drag.moved = true;
-    if (drag.box) {
+    if (drag.select === 'lasso') {
+      addVertex(drag.path, px, py);
+      showLasso(drag.path);
+    } else if (drag.select === 'box') {
       box.hidden = false;
       box.style.left = Math.min(px, drag.x) + 'px'; box.style.top = Math.min(py, drag.y) + 'px';
       box.style.width = Math.abs(px - drag.x) + 'px'; box.style.height = Math.abs(py - drag.y) + 'px';
@@ -397,8 +417,12 @@ function initInteraction() {
     const was = drag;
     drag = null;
     box.hidden = true;
-    if (was.box && was.moved) selectBox(was.x, was.y, px, py);
-    else if (!was.moved && event.target === canvas) {
+    showLasso(null);
+    if (was.select === 'box' && was.moved) selectBox(was.x, was.y, px, py);
+    else if (was.select === 'lasso' && was.moved) {
+      addVertex(was.path, px, py);
+      selectLasso(was.path);
+    } else if (!was.moved && event.target === canvas) {
       const i = nearestPoint(px, py, 12);
       if (i >= 0) openPoint(i);
     }
@@ -410,28 +434,103 @@ async function openPoint(i) {
     if (data.points.length) location.hash = '#image/' + data.points[0].image_id;
   } catch (error) { status(error.message, true); }
 }
-async function selectBox(ax, ay, bx, by) {
-  const [x0, y1] = toData(Math.min(ax, bx), Math.min(ay, by));
-  const [x1, y0] = toData(Math.max(ax, bx), Math.max(ay, by));
-  const picked = [];
-  for (let i = 0; i < state.n; i++) {
-    state.flags[i] &= ~2;
-    if (state.filterActive && !(state.flags[i] & 1)) continue;
-    const x = state.xy[2 * i], y = state.xy[2 * i + 1];
-    if (x >= x0 && x <= x1 && y >= y0 && y <= y1) { picked.push(i); state.flags[i] |= 2; }
-  }
-  upload('a_flag', state.flags);
+// The selection: the picked point indices (an Int32Array) are highlighted on the map and fill
+// the grid with the first 200 thumbnails. The box and the lasso both end here.
+async function showSelection(picked) {
+  const flags = state.flags;
+  for (let i = 0; i < state.n; i++) flags[i] &= ~2;
+  for (let k = 0; k < picked.length; k++) flags[picked[k]] |= 2;
+  upload('a_flag', flags);
   draw();
-  state.selected = picked;
+  state.selected = Array.from(picked);
   window.explorer.selected = picked.length;
-  const shown = picked.slice(0, 200);
+  const asked = (state.selectionAsked = (state.selectionAsked || 0) + 1);
+  const shown = state.selected.slice(0, 200);
   $('selection-title').textContent = `Selection: ${picked.length.toLocaleString()} images` +
     (picked.length > shown.length ? ` (the first ${shown.length} shown)` : '');
   const grid = $('grid');
   grid.replaceChildren();
   if (!shown.length) return;
-  const data = await (await api(`/api/ids?${gParam()}&i=${shown.join(',')}`)).json();
+  let data;
+  try {
+    data = await (await api(`/api/ids?${gParam()}&i=${shown.join(',')}`)).json();
+  } catch (error) {
+    if (asked === state.selectionAsked) status(error.message, true);
+    return;
+  }
+  if (asked !== state.selectionAsked) return; // a later selection was made meanwhile
   for (const point of data.points) grid.append(card(point.image_id, point.path));
+}
+const inFilter = (i) => !state.filterActive || (state.flags[i] & 1);
+
+function selectBox(ax, ay, bx, by) {
+  const [x0, y1] = toData(Math.min(ax, bx), Math.min(ay, by));
+  const [x1, y0] = toData(Math.max(ax, bx), Math.max(ay, by));
+  const xy = state.xy;
+  const picked = new Int32Array(state.n);
+  let count = 0;
+  for (let i = 0; i < state.n; i++) {
+    const x = xy[2 * i], y = xy[2 * i + 1];
+    if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && inFilter(i)) picked[count++] = i;
+  }
+  return showSelection(picked.subarray(0, count));
+}
+
+// The points inside a polygon given in data coordinates ([x0, y0, x1, y1, ...]), by the even-odd
+// rule. Built for a million points and a free-hand path of hundreds of vertices: a bounding-box
+// prefilter, then the polygon's edges bucketed into horizontal bands so that a point meets only
+// the few edges of its band; typed arrays throughout, nothing allocated per point.
+function pointsInPolygon(poly) {
+  const m = poly.length >> 1;
+  const picked = new Int32Array(m >= 3 ? state.n : 0);
+  if (m < 3) return picked;
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (let a = 0; a < m; a++) {
+    const x = poly[2 * a], y = poly[2 * a + 1];
+    if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+  }
+  const bands = Math.min(4096, 4 * m);
+  const scale = bands / Math.max(y1 - y0, 1e-300);
+  const band = (y) => Math.min(bands - 1, Math.max(0, Math.floor((y - y0) * scale)));
+  const first = new Int32Array(bands + 1); // band k's edges: edges[first[k] .. first[k + 1])
+  const span = new Int32Array(2 * m); // edge a (vertex a - 1 -> vertex a): its first, last band
+  for (let a = 0, b = m - 1; a < m; b = a++) {
+    const ya = poly[2 * a + 1], yb = poly[2 * b + 1];
+    span[2 * a] = band(Math.min(ya, yb));
+    span[2 * a + 1] = band(Math.max(ya, yb));
+    for (let k = span[2 * a]; k <= span[2 * a + 1]; k++) first[k + 1] += 1;
+  }
+  for (let k = 0; k < bands; k++) first[k + 1] += first[k];
+  const edges = new Int32Array(first[bands]);
+  const fill = first.slice(0, bands);
+  for (let a = 0; a < m; a++) {
+    for (let k = span[2 * a]; k <= span[2 * a + 1]; k++) edges[fill[k]++] = a;
+  }
+  const xy = state.xy;
+  let count = 0;
+  for (let i = 0; i < state.n; i++) {
+    const x = xy[2 * i], y = xy[2 * i + 1];
+    if (x < x0 || x > x1 || y < y0 || y > y1 || !inFilter(i)) continue;
+    const k = band(y);
+    let inside = false;
+    for (let e = first[k], end = first[k + 1]; e < end; e++) {
+      const a = edges[e], b = a === 0 ? m - 1 : a - 1;
+      const xa = poly[2 * a], ya = poly[2 * a + 1], xb = poly[2 * b], yb = poly[2 * b + 1];
+      if ((ya > y) !== (yb > y) && x < xa + (y - ya) * (xb - xa) / (yb - ya)) inside = !inside;
+    }
+    if (inside) picked[count++] = i;
+  }
+  return picked.subarray(0, count);
+}
+window.explorer.pointsInPolygon = pointsInPolygon; // the tests check it at scale
+function selectLasso(path) { // path: the lasso's vertices in canvas pixels
+  const poly = new Float64Array(path.length);
+  for (let k = 0; k < path.length; k += 2) {
+    const [x, y] = toData(path[k], path[k + 1]);
+    poly[k] = x; poly[k + 1] = y;
+  }
+  window.explorer.lasso = Array.from(poly);
+  return showSelection(pointsInPolygon(poly));
 }
 
 function thumb(imageId, className) {

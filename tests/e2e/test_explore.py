@@ -273,3 +273,170 @@ def test_the_review_queue_moves_and_decides_with_the_keyboard(site):
     assert ("exclude",) in decisions
     card = page.locator(f"#case-images .card[data-image-id='{focused}'] .decisions")
     assert "exclude" in card.text_content()
+
+
+def map_points(lake: Path, group: tuple) -> list[tuple[float, float]]:
+    """The group's map coordinates in the page's point order, as float32 (as /api/points)."""
+    with connect_read_only(lake) as con:
+        rows = con.execute(
+            "SELECT image_id, x::FLOAT, y::FLOAT FROM map "
+            "WHERE backbone = ? AND weights_id = ? AND precision = ?",
+            list(group[:3]),
+        ).fetchall()
+    rows.sort(key=lambda r: (int(r[0][:16], 16), r[0]))
+    return [(x, y) for _, x, y in rows]
+
+
+def in_polygon(poly: list[tuple[float, float]], x: float, y: float) -> bool:
+    """Even-odd rule, the same arithmetic as the page's pointsInPolygon (so the same doubles)."""
+    inside = False
+    for a in range(len(poly)):
+        (xa, ya), (xb, yb) = poly[a], poly[a - 1]
+        if (ya > y) != (yb > y) and x < xa + (y - ya) * (xb - xa) / (yb - ya):
+            inside = not inside
+    return inside
+
+
+def test_a_lasso_or_a_box_selection_fills_the_grid_with_the_points_inside(site):
+    lake, url, page = site
+    open_map(page, url)
+    page.reload()  # a fresh page: no filter or selection left by another test
+    page.wait_for_function("window.explorer && window.explorer.ready", timeout=30_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    group = groups(lake)[0]
+    name = "/".join(group[:3])
+    page.select_option("#group", name)
+    page.wait_for_function(
+        f"window.explorer.state.g === {json.dumps(name)} && window.explorer.points === {group[3]}"
+    )
+    ids = ordered_ids(lake, group)
+    points = map_points(lake, group)
+    assert len(points) == len(ids) == group[3]
+    at = page.evaluate(
+        """() => { const c = document.getElementById('map'); const r = c.getBoundingClientRect();
+        const v = window.explorer.state.view;
+        return { left: r.left, top: r.top, w: c.clientWidth, h: c.clientHeight, ...v }; }"""
+    )
+
+    def to_data(px: float, py: float) -> tuple[float, float]:  # the page's toData
+        return (
+            at["cx"] + (px - at["w"] / 2) / at["z"],
+            at["cy"] - (py - at["h"] / 2) / at["z"],
+        )
+
+    # the points' extent in canvas pixels, and whole client pixels around it
+    pxs = [(x - at["cx"]) * at["z"] + at["w"] / 2 for x, _ in points]
+    pys = [-(y - at["cy"]) * at["z"] + at["h"] / 2 for _, y in points]
+
+    def client(px: float, py: float) -> tuple[int, int]:
+        px, py = min(max(px, 2), at["w"] - 2), min(max(py, 2), at["h"] - 2)
+        return round(at["left"] + px), round(at["top"] + py)
+
+    left, right, top, bottom = min(pxs) - 10, max(pxs) + 10, min(pys) - 10, max(pys) + 10
+    # a triangle: the upper-left half of the points, cut by a diagonal
+    triangle = [client(left, top), client(right, top), client(left, bottom)]
+    poly = [to_data(cx - at["left"], cy - at["top"]) for cx, cy in triangle]
+    inside = [i for i, (x, y) in enumerate(points) if in_polygon(poly, x, y)]
+    assert 0 < len(inside) < len(points)
+
+    def drag(corners: list[tuple[int, int]], key: str) -> None:
+        page.evaluate("window.explorer.selected = null")
+        page.mouse.move(*corners[0])
+        page.keyboard.down(key)
+        page.mouse.down()
+        for corner in corners[1:]:
+            page.mouse.move(*corner)
+        page.mouse.up()
+        page.keyboard.up(key)
+
+    def check_selection(expected: list[int]) -> None:
+        page.wait_for_function(f"window.explorer.selected === {len(expected)}")
+        assert page.evaluate("window.explorer.state.selected") == expected
+        assert page.text_content("#selection-title") == f"Selection: {len(expected)} images"
+        cards = page.locator("#grid .card")
+        cards.nth(min(len(expected), 200) - 1).wait_for()
+        shown = cards.evaluate_all("cs => cs.map((c) => c.dataset.imageId)")
+        assert shown == [ids[i] for i in expected[:200]]
+        page.wait_for_function(  # thumbnails, not placeholders
+            "[...document.querySelectorAll('#grid .card img')]"
+            ".some((img) => img.complete && img.naturalWidth > 0)"
+        )
+        assert page.locator("#grid .noimg").count() == 0
+
+    # alt+drag: a lasso
+    drag(triangle, "Alt")
+    check_selection(inside)
+    assert page.evaluate("window.explorer.lasso") == [c for xy in poly for c in xy]
+    assert page.locator("#lasso").get_attribute("hidden") is not None  # gone on release
+    # the hint line's box/lasso choice makes shift+drag draw a lasso too
+    page.select_option("#select-shape", "lasso")
+    drag(triangle, "Shift")
+    check_selection(inside)
+    # and shift+drag's box, as before: every point within it, edges included
+    page.select_option("#select-shape", "box")
+    corner = client((left + right) / 2, bottom)
+    x0, y1 = to_data(triangle[0][0] - at["left"], triangle[0][1] - at["top"])
+    x1, y0 = to_data(corner[0] - at["left"], corner[1] - at["top"])
+    in_box = [i for i, (x, y) in enumerate(points) if x0 <= x <= x1 and y0 <= y <= y1]
+    assert 0 < len(in_box) < len(points) and in_box != inside
+    drag([triangle[0], corner], "Shift")
+    check_selection(in_box)
+
+
+def test_the_lasso_picks_exactly_the_even_odd_points_of_a_million_in_a_moment(site):
+    """The page's own pointsInPolygon (banded edges, bounding-box prefilter) on 1 M synthetic
+    points and a free-hand-like loop that crosses itself, with and without a filter: the same
+    points as the plain loop over every edge, and quick enough not to freeze the page."""
+    lake, url, page = site
+    open_map(page, url)
+    result = page.evaluate(
+        """(n) => {
+        const s = window.explorer.state;
+        const saved = { n: s.n, xy: s.xy, flags: s.flags, filterActive: s.filterActive };
+        let seed = 7;
+        const rnd = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+        const xy = new Float32Array(2 * n), flags = new Uint8Array(n);
+        for (let i = 0; i < 2 * n; i++) xy[i] = rnd() * 2 - 1;
+        for (let i = 0; i < n; i++) flags[i] = rnd() < 0.5 ? 1 : 0;
+        const m = 120, poly = new Float64Array(2 * m); // a wobbly figure of eight
+        for (let k = 0; k < m; k++) {
+          const t = 2 * Math.PI * k / m, r = 0.5 + 0.4 * rnd();
+          poly[2 * k] = r * Math.cos(t); poly[2 * k + 1] = r * Math.sin(2 * t);
+        }
+        const plain = () => {
+          const out = [];
+          for (let i = 0; i < n; i++) {
+            if (s.filterActive && !(flags[i] & 1)) continue;
+            const x = xy[2 * i], y = xy[2 * i + 1];
+            let inside = false;
+            for (let a = 0, b = m - 1; a < m; b = a++) {
+              const xa = poly[2 * a], ya = poly[2 * a + 1], xb = poly[2 * b], yb = poly[2 * b + 1];
+              const crosses = (ya > y) !== (yb > y);
+              if (crosses && x < xa + (y - ya) * (xb - xa) / (yb - ya)) inside = !inside;
+            }
+            if (inside) out.push(i);
+          }
+          return out;
+        };
+        const runs = [];
+        try {
+          Object.assign(s, { n, xy, flags });
+          for (const filterActive of [false, true]) {
+            s.filterActive = filterActive;
+            const started = performance.now();
+            const picked = window.explorer.pointsInPolygon(poly);
+            const ms = performance.now() - started;
+            const expected = plain();
+            const same = picked.length === expected.length
+              && expected.every((v, k) => picked[k] === v);
+            runs.push({ ms, count: picked.length, same });
+          }
+        } finally { Object.assign(s, saved); }
+        return runs;
+        }""",
+        1_000_000,
+    )
+    no_filter, filtered = result
+    assert no_filter["same"] and filtered["same"], result
+    assert 0 < filtered["count"] < no_filter["count"] < 1_000_000
+    assert max(no_filter["ms"], filtered["ms"]) < 1000, result  # measured: tens of ms
