@@ -3,11 +3,10 @@
 -- param source: VARCHAR  -- runs.source
 -- param run_id: VARCHAR  -- the run asking (excluded)
 SELECT f.* EXCLUDE (run_id, recorded_by)
-FROM files AS f
-WHERE f.run_id = (
+FROM run_files([(
     SELECT run_id
     FROM discoveries
     WHERE source = $source AND run_id <> $run_id
     ORDER BY started_at DESC
     LIMIT 1
-);
+)]) AS f;

@@ -5,13 +5,15 @@
 -- finished yet)
 -- example: con.execute(sql_text("map", "current_images.sql"), {"run_id": ctx.run_id})
 SELECT DISTINCT f.image_id
-FROM files AS f
-JOIN (
-    SELECT run_id
-    FROM runs
-    WHERE status = 'finished' OR run_id = $run_id
-    QUALIFY row_number() OVER (
-        PARTITION BY source ORDER BY (run_id = $run_id) IS TRUE DESC, started_at DESC
-    ) = 1
-) USING (run_id)
+FROM run_files((
+    SELECT list(run_id)
+    FROM (
+        SELECT run_id
+        FROM runs
+        WHERE status = 'finished' OR run_id = $run_id
+        QUALIFY row_number() OVER (
+            PARTITION BY source ORDER BY (run_id = $run_id) IS TRUE DESC, started_at DESC
+        ) = 1
+    )
+)) AS f
 WHERE f.status = 'ok' AND f.image_id IS NOT NULL

@@ -1,6 +1,6 @@
 -- Distinct ok images of one run that another run did not have ('added'), and the reverse.
-WITH current AS (SELECT DISTINCT image_id FROM files WHERE run_id = $run_id AND status = 'ok'),
-previous AS (SELECT DISTINCT image_id FROM files WHERE run_id = $previous_id AND status = 'ok')
+WITH current AS (SELECT DISTINCT image_id FROM run_files([$run_id]) WHERE status = 'ok'),
+previous AS (SELECT DISTINCT image_id FROM run_files([$previous_id]) WHERE status = 'ok')
 SELECT 'added' AS change, count(*) AS images FROM current WHERE image_id NOT IN (SELECT * FROM previous)
 UNION ALL
 SELECT 'removed', count(*) FROM previous WHERE image_id NOT IN (SELECT * FROM current)

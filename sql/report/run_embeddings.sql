@@ -1,7 +1,7 @@
 -- Embeddings of the ok images of one run, per backbone (a deterministic sample of at most $limit
 -- images), with their first path and the sidecar label when there is one.
 WITH chosen AS (
-    SELECT DISTINCT image_id FROM files WHERE run_id = $run_id AND status = 'ok'
+    SELECT DISTINCT image_id FROM run_files([$run_id]) WHERE status = 'ok'
     ORDER BY hash(image_id)
     LIMIT $limit
 )
