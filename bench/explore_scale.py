@@ -265,7 +265,7 @@ def main() -> int:
     parser.add_argument(
         "--server-timeout", type=float, default=1800, help="the server's --timeout (seconds)"
     )
-    parser.add_argument("--server-memory", default="512MB", help="the server's --memory-limit")
+    parser.add_argument("--server-memory", default="384MB", help="the server's --memory-limit")
     parser.add_argument(
         "--filter-only", action="store_true", help="time the filter's statement alone, no server"
     )

@@ -243,9 +243,9 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
     )
     explore.add_argument(
         "--memory-limit",
-        default="512MB",
+        default="384MB",
         metavar="SIZE",
-        help="DuckDB's memory limit per connection (two at most; default: 512MB)",
+        help="DuckDB's memory limit per connection (two at most; default: 384MB)",
     )
 
 

@@ -200,7 +200,12 @@ def connect_read_only(
     # lake is inside it: a reader must write nothing there, so spills go to a private folder.
     # Each read connection is a DuckDB instance of its own (in memory, the catalog attached
     # read-only): its filesystem and frozen settings are its alone, and several can be open.
-    config = {"memory_limit": memory_limit, "temp_directory": str(_spill_folder())}
+    config = {
+        "memory_limit": memory_limit,
+        "temp_directory": str(_spill_folder()),
+        "allocator_flush_threshold": "16MB",
+        "allocator_bulk_deallocation_flush_threshold": "16MB",
+    }
     con = duckdb.connect(":memory:", config=config)
     location = root.register(con, read_only=True)
     _use_location(con, location)

@@ -157,7 +157,7 @@ class Explorer:
         self,
         lake: str | Path | Lake,
         timeout: float = 60.0,
-        memory_limit: str = "512MB",
+        memory_limit: str = "384MB",
         connections: int = 2,
     ):
         self.lake = Lake.at(lake)
@@ -223,6 +223,19 @@ class Explorer:
             self._slots.release()
 
     def _query(self, name: str, params: dict[str, Any] | None = None, **fill: str) -> pa.Table:
+        batches: list[pa.RecordBatch] = []
+        schema = self._stream(name, params, batches.append, **fill)
+        return pa.Table.from_batches(batches, schema=schema)
+
+    def _stream(
+        self,
+        name: str,
+        params: dict[str, Any] | None,
+        each: Callable[[pa.RecordBatch], Any],
+        **fill: str,
+    ) -> pa.Schema:
+        """Run one statement of sql/explore/<name> and hand its result to `each`, a batch at a
+        time (a big result is never held twice: as DuckDB's and as Arrow's); its schema."""
         text = _sql(name)
         for marker, value in fill.items():
             text = text.replace(f"@{marker}@", value)
@@ -230,7 +243,10 @@ class Explorer:
             statements = check_read_only(con, text)
             if len(statements) != 1:
                 raise ExploreError("one statement at a time: the filter is a WHERE expression")
-            return con.sql(statements[0], params=params or {}).to_arrow_table()
+            reader = con.sql(statements[0], params=params or {}).to_arrow_reader(_BATCH_ROWS)
+            for batch in reader:
+                each(batch)
+            return reader.schema
 
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._query(name, params).to_pylist()
@@ -276,6 +292,7 @@ class Explorer:
                 if hit is not None and hit[0] == stamp:
                     return hit[1]
             value = compute()
+            pa.default_memory_pool().release_unused()  # Arrow's allocator keeps what it freed
             with self._lock:
                 self._cache[key] = (stamp, value)
                 self._cache.move_to_end(key)
@@ -293,24 +310,25 @@ class Explorer:
         return self._cached(group, lambda: self._read_points(group))
 
     def _read_points(self, group: Group) -> tuple[np.ndarray, np.ndarray]:
-        """Streamed in batches and sorted here: DuckDB holds no sorted copy of 10 M rows and no
-        Arrow table of them waits beside the arrays (the server's memory goal: 1 GiB at 10 M)."""
+        """Streamed and sorted here: DuckDB holds no sorted copy of 10 M rows and no Arrow table
+        of them waits beside the arrays (the server's memory goal: 1 GiB at 10 M)."""
         keys, xs, ys = [], [], []
-        with self._connection() as con:
-            (statement,) = check_read_only(con, _sql("points.sql"))
-            reader = con.sql(statement, params=group.params()).to_arrow_reader(_BATCH_ROWS)
-            for batch in reader:
-                keys.append(batch.column("key").to_numpy(zero_copy_only=False).astype(np.uint64))
-                xs.append(batch.column("x").to_numpy(zero_copy_only=False).astype("<f4"))
-                ys.append(batch.column("y").to_numpy(zero_copy_only=False).astype("<f4"))
+
+        def take(batch: pa.RecordBatch) -> None:
+            keys.append(batch.column("key").to_numpy(zero_copy_only=False).astype(np.uint64))
+            xs.append(batch.column("x").to_numpy(zero_copy_only=False).astype("<f4"))
+            ys.append(batch.column("y").to_numpy(zero_copy_only=False).astype("<f4"))
+
+        self._stream("points.sql", group.params(), take)
         key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
-        del keys
+        keys.clear()
         order = np.argsort(key, kind="stable")
         key = key[order]
         xy = np.empty((len(key), 2), dtype="<f4")
-        xy[:, 0] = np.concatenate(xs)[order] if xs else xy[:, 0]
-        del xs
-        xy[:, 1] = np.concatenate(ys)[order] if ys else xy[:, 1]
+        for axis, parts in enumerate((xs, ys)):  # one axis at a time: less held at once
+            if parts:
+                xy[:, axis] = np.concatenate(parts)[order]
+            parts.clear()
         return key, xy
 
     def keys(self, group: Group) -> np.ndarray:
@@ -325,13 +343,7 @@ class Explorer:
                 self.points(Group(first["backbone"], first["weights_id"], first["precision"]))
 
     def _positions(self, group: Group, keys: np.ndarray) -> np.ndarray:
-        """Where `keys` are among the group's points (-1 where absent)."""
-        order = self.keys(group)
-        if not len(order):
-            return np.full(len(keys), -1, dtype=np.int64)
-        at = np.searchsorted(order, keys)
-        at = np.minimum(at, len(order) - 1)
-        return np.where(order[at] == keys, at, -1)
+        return _positions(self.keys(group), keys)
 
     def colors(
         self, group: Group, by: str, column: str | None = None, threshold: float | None = None
@@ -368,16 +380,27 @@ class Explorer:
                 shown = ", ".join(c for c in known if c not in ("path", "image_id")) or "none"
                 raise ExploreError(f"the sidecar has no column {column!r} (columns: {shown})")
             fill["COLUMN"] = '"' + column.replace('"', '""') + '"'
-        table = self._query(name, params, **fill)
-        table = table.filter(table.column("key").is_valid())
-        at = self._positions(group, table.column("key").to_numpy().astype(np.uint64))
-        inside = at >= 0
-        codes = np.zeros(len(self.keys(group)), dtype=np.uint8)
-        values = table.column("value")
+        order = self.keys(group)  # the points first (held), then the colour's rows
+        codes = np.zeros(len(order), dtype=np.uint8)
+        ats: list[np.ndarray] = []  # each batch's rows that are points: where, and their values
+        values: list[pa.Array] = []
+
+        def take(batch: pa.RecordBatch) -> None:
+            if batch.column("key").null_count:
+                batch = batch.filter(batch.column("key").is_valid())
+            at = _positions(order, batch.column("key").to_numpy().astype(np.uint64))
+            inside = at >= 0
+            ats.append(at[inside].astype(np.int32))  # < 2**31 points: half the bytes
+            values.append(batch.column("value").filter(inside))
+
+        schema = self._stream(name, params, take, **fill)
+        at = np.concatenate(ats) if ats else np.empty(0, np.int32)
+        ats.clear()
+        chunked = pa.chunked_array(values, type=schema.field("value").type)
         if kind == "number":
-            legend = _number_codes(values, at, inside, codes)
+            legend = _number_codes(chunked, at, codes)
         else:
-            legend = _category_codes(values, at, inside, codes)
+            legend = _category_codes(chunked, at, codes)
         legend.update({"by": by, "kind": kind, "column": column})
         return codes.tobytes(), legend
 
@@ -542,36 +565,52 @@ def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{str(k): convert(v) for k, v in row.items()} for row in rows]
 
 
-def _category_codes(values: pa.ChunkedArray, at: np.ndarray, inside: np.ndarray, codes) -> dict:
-    """Codes 1..30 for the commonest values, 31 for the rest, 0 for none; writes `codes`."""
+def _positions(order: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Where `keys` are in the sorted `order` (-1 where absent); in place, one array."""
+    if not len(order):
+        return np.full(len(keys), -1, dtype=np.int64)
+    at = np.searchsorted(order, keys)
+    np.minimum(at, len(order) - 1, out=at)
+    at[order[at] != keys] = -1
+    return at
+
+
+def _category_codes(values: pa.ChunkedArray, at: np.ndarray, codes) -> dict:
+    """Codes 1..30 for the commonest values, 31 for the rest, 0 for none; writes `codes`.
+    Through a dictionary (an int32 index a row, a uint8 code a row): 10 M rows stay well within
+    the server's memory goal."""
     import pyarrow.compute as pc
 
-    values = pc.cast(values, pa.string())
-    counted = pc.value_counts(values.drop_null()).to_pylist()
-    counted.sort(key=lambda item: (-item["counts"], item["values"]))
-    top = [item["values"] for item in counted[:_TOP_CATEGORIES]]
-    index = pc.index_in(values, value_set=pa.array(top, pa.string())).to_numpy(zero_copy_only=False)
-    found = ~np.isnan(index.astype(float))
-    code = np.where(found, np.nan_to_num(index.astype(float)) + 1, _TOP_CATEGORIES + 1)
-    code = np.where(pc.is_null(values).to_numpy(zero_copy_only=False), 0, code)
-    codes[at[inside]] = code[inside].astype(np.uint8)
-    counts = np.bincount(codes, minlength=_TOP_CATEGORIES + 2)
-    entries = [{"code": n + 1, "label": v, "count": int(counts[n + 1])} for n, v in enumerate(top)]
-    if len(counted) > _TOP_CATEGORIES:
+    encoded = pc.dictionary_encode(pc.cast(values, pa.string())).combine_chunks()
+    names = encoded.dictionary.to_pylist()
+    index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    del encoded
+    counts = np.bincount(index[index >= 0], minlength=len(names))
+    ranked = sorted(range(len(names)), key=lambda n: (-counts[n], names[n]))
+    top = ranked[:_TOP_CATEGORIES]
+    lut = np.full(len(names) + 1, _TOP_CATEGORIES + 1, dtype=np.uint8)  # the last: none
+    lut[top] = np.arange(1, len(top) + 1, dtype=np.uint8)
+    lut[-1] = 0
+    codes[at] = lut[index]  # index -1 reads lut[-1]: none
+    placed = np.bincount(codes, minlength=_TOP_CATEGORIES + 2)
+    entries = [
+        {"code": k + 1, "label": names[n], "count": int(placed[k + 1])} for k, n in enumerate(top)
+    ]
+    if len(names) > _TOP_CATEGORIES:
         entries.append(
             {
                 "code": _TOP_CATEGORIES + 1,
-                "label": f"({len(counted) - _TOP_CATEGORIES} other values)",
-                "count": int(counts[_TOP_CATEGORIES + 1]),
+                "label": f"({len(names) - _TOP_CATEGORIES} other values)",
+                "count": int(placed[_TOP_CATEGORIES + 1]),
             }
         )
-    return {"entries": entries, "none": int(counts[0]), "values": len(counted)}
+    return {"entries": entries, "none": int(placed[0]), "values": len(names)}
 
 
-def _number_codes(values: pa.ChunkedArray, at: np.ndarray, inside: np.ndarray, codes) -> dict:
+def _number_codes(values: pa.ChunkedArray, at: np.ndarray, codes) -> dict:
     """Codes 1..16 for equal-width bins between the smallest and largest value, 0 for none."""
     number = values.to_numpy(zero_copy_only=False).astype(np.float64)
-    ok = inside & np.isfinite(number)
+    ok = np.isfinite(number)
     if not ok.any():
         return {"entries": [], "none": int(len(codes)), "min": None, "max": None}
     low, high = float(number[ok].min()), float(number[ok].max())
@@ -833,7 +872,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     timeout: float = 60.0,
-    memory_limit: str = "512MB",
+    memory_limit: str = "384MB",
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the explorer until SIGINT or SIGTERM, then stop within a second or two."""
