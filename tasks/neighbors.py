@@ -7,8 +7,9 @@ command) recomputes every group from the Parquet. `exact_topk` is the in-memory
 exact top-k (`topk.top_k` over row blocks of one array).
 
 Beside it, linear CKA between each pair of backbones over the images both embedded (centred
-Gram-free form ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), on at most `cka_sample` images), summed
-block by block: the sums X^T Y, X^T X, Y^T Y and the column sums, never all the vectors.
+Gram-free form ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), on at most `cka_sample` images: the
+smallest image_ids, a uniform sample read without holding the group's ids), summed block by
+block: the sums X^T Y, X^T X, Y^T Y and the column sums, never all the vectors.
 """
 
 from __future__ import annotations
@@ -142,15 +143,16 @@ def _write_agreement(root: lake.Lake, keys: list[lake.GroupKey], cka_sample: int
         for key_b in keys[i + 1 :]
         if key_a.backbone != key_b.backbone and key_a.precision == key_b.precision
     ]
-    # the ids of the groups that have a partner alone (one backbone: none are read)
-    ids = {key: graph.group_ids(root, key) for key in {k for pair in pairs for k in pair}}
+    # the sample: each group's cka_sample smallest ids (a uniform sample, as ids are SHA-256,
+    # read in O(sample) memory), those both groups hold; groups without a partner are not read
+    ids = {
+        key: graph.smallest_ids(root, key, cka_sample)
+        for key in {k for pair in pairs for k in pair}
+    }
     for key_a, key_b in pairs:
         shared = pc.filter(ids[key_a], pc.is_in(ids[key_a], value_set=ids[key_b]))
         if len(shared) < 3:
             continue
-        if len(shared) > cka_sample:
-            pick = np.random.default_rng(0).choice(len(shared), cka_sample, replace=False)
-            shared = shared.take(pa.array(np.sort(pick)))
         rows.append(
             {
                 "backbone_a": key_a.backbone,

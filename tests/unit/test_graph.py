@@ -206,6 +206,29 @@ def test_cka_from_blocks_equals_the_in_memory_formula(tmp_path):
     assert row["linear_cka"] == pytest.approx(linear_cka(x[100:], y[100:]), rel=1e-9)
 
 
+def test_cka_samples_the_smallest_ids_both_backbones_hold(tmp_path):
+    """At most cka_sample images: the smallest ids (ids are SHA-256 digests in a lake, so a
+    uniform sample that stays put as the collection grows), found across parts in any order,
+    among the images both groups hold."""
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(300, 16, seed=7)
+    y = _unit(x @ np.random.default_rng(8).normal(size=(16, 24)))
+    order = np.random.default_rng(9).permutation(300)
+    ids = [f"c{i:03d}" for i in range(300)]
+    for n, run in ((0, "r0"), (150, "r1")):  # two parts a backbone, ids shuffled
+        pick = order[n : n + 150]
+        _add(root, [ids[i] for i in pick], x[pick], run)
+        keep = [i for i in pick if i != 2]  # xception lacks c002
+        _add(root, [ids[i] for i in keep], y[keep], f"{run}x", backbone="xception")
+    mobilenet = graph.group_keys(lake.Lake.at(root))[0]
+    assert graph.smallest_ids(lake.Lake.at(root), mobilenet, 40).to_pylist() == ids[:40]
+    build_neighbor_graph(root, k=3, cka_sample=40)
+    (row,) = lake.Lake.at(root).read_table("agreement").to_pylist()
+    sample = [i for i in range(40) if i != 2]  # the 40 smallest of each group, held by both
+    assert row["n_images"] == len(sample)
+    assert row["linear_cka"] == pytest.approx(linear_cka(x[sample], y[sample]), rel=1e-9)
+
+
 def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
     from embedlake.flows.cli import main
 
