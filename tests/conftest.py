@@ -110,6 +110,17 @@ def collection(tmp_path_factory) -> tuple[Path, Path]:
 
 
 CLI = [sys.executable, "-m", "embedlake.flows.cli"]
+SMALL_BACKBONE = "mobilenet_v1_0.25_128"  # the fastest backbone: flow tests that need one
+
+
+def flow_params(source, lake, **extra):
+    """A run's parameters for flow tests: the small MobileNet, random weights, decoding in the
+    test process, and no report (~2 s a run; tests of the report pass no_report=False)."""
+    from embedlake.tasks.params import RunParams
+
+    extra.setdefault("no_report", True)
+    extra.setdefault("backbones", [SMALL_BACKBONE])
+    return RunParams(source=str(source), lake=str(lake), weights="random", workers=0, **extra)
 
 
 def run_cli(

@@ -10,22 +10,13 @@ import pytest
 
 from embedlake.flows.pipeline import embed_collection
 from embedlake.tasks.lake import SCHEMA_PART
-from embedlake.tasks.params import RunParams
+from tests.conftest import flow_params
 
 pytestmark = pytest.mark.flows
 
 
 def _run(source, lake, **extra):
-    params = RunParams(
-        source=str(source),
-        lake=str(lake),
-        backbones=["mobilenet_v1_0.25_128"],
-        weights="random",
-        workers=0,
-        no_report=True,
-        **extra,
-    )
-    return embed_collection(params)
+    return embed_collection(flow_params(source, lake, **extra))
 
 
 def _files(lake, run_id) -> dict[str, tuple[str, str]]:

@@ -11,23 +11,11 @@ from embedlake.flows.pipeline import embed_collection
 from embedlake.tasks import steps
 from embedlake.tasks.catalog import connect_read_only
 from embedlake.tasks.lake import Lake
-from embedlake.tasks.params import RunParams
+from tests.conftest import flow_params
 
 from ..conftest import make_distinct_photos
 
 pytestmark = pytest.mark.flows
-
-
-def _params(source, lake) -> RunParams:
-    return RunParams(
-        source=str(source),
-        lake=str(lake),
-        backbones=["mobilenet_v1_0.25_128"],
-        weights="random",
-        workers=0,
-        batch_size=8,
-        no_report=True,
-    )
 
 
 def _map(lake) -> list[tuple]:
@@ -54,7 +42,7 @@ def test_run_maps_every_image_rerun_places_new_ones_reindex_refits(prefect_api, 
         shutil.copy(photo, source)
     lake = tmp_path / "lake"
 
-    first = embed_collection(_params(source, lake))
+    first = embed_collection(flow_params(source, lake, batch_size=8))
     assert first.status == "finished"
     mapped = _map(lake)
     assert [row[0] for row in mapped] == _current(lake)
@@ -66,7 +54,7 @@ def test_run_maps_every_image_rerun_places_new_ones_reindex_refits(prefect_api, 
 
     for photo in photos[6:8]:  # two new images: under half the fitted six, so placed
         shutil.copy(photo, source)
-    second = embed_collection(_params(source, lake))
+    second = embed_collection(flow_params(source, lake, batch_size=8))
     again = _map(lake)
     assert [row[0] for row in again] == _current(lake)
     assert len(again) == 8
@@ -78,7 +66,7 @@ def test_run_maps_every_image_rerun_places_new_ones_reindex_refits(prefect_api, 
     # a deleted image drops out of the view; a rerun with nothing new writes no map part
     (source / photos[0].name).unlink()
     parts = Lake.at(lake).part_names("map")
-    embed_collection(_params(source, lake))
+    embed_collection(flow_params(source, lake, batch_size=8))
     assert [row[0] for row in _map(lake)] == _current(lake)
     assert len(_current(lake)) == 7
     assert Lake.at(lake).part_names("map") == parts

@@ -11,8 +11,8 @@ import pytest
 
 from embedlake.flows.pipeline import embed_collection
 from embedlake.tasks.lake import SCHEMA_PART
-from embedlake.tasks.params import RunParams
 from embedlake.tasks.weights import WeightsError
+from tests.conftest import flow_params
 
 pytestmark = pytest.mark.flows
 
@@ -22,16 +22,7 @@ FAST = ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160"]
 
 
 def _params(source, lake, **extra):
-    extra.setdefault("no_report", True)  # ~2 s a run; tests of the report ask for it
-    return RunParams(
-        source=str(source),
-        lake=str(lake),
-        backbones=FAST,
-        weights="random",
-        workers=0,
-        batch_size=4,
-        **extra,
-    )
+    return flow_params(source, lake, backbones=FAST, batch_size=4, **extra)
 
 
 @contextlib.contextmanager

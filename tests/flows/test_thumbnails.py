@@ -11,20 +11,9 @@ from PIL import Image
 
 from embedlake.flows.pipeline import embed_collection
 from embedlake.tasks.lake import SCHEMA_PART
-from embedlake.tasks.params import RunParams
+from tests.conftest import flow_params
 
 pytestmark = pytest.mark.flows
-
-
-def _params(source, lake):
-    return RunParams(
-        source=str(source),
-        lake=str(lake),
-        backbones=["mobilenet_v1_0.25_128"],
-        weights="random",
-        workers=0,
-        no_report=True,
-    )
 
 
 def _thumbnails(lake):
@@ -43,7 +32,7 @@ def test_a_run_writes_one_thumbnail_per_embedded_image_and_a_rerun_none(
 ):
     source, _ = collection
     lake = tmp_path / "lake"
-    first = embed_collection(_params(source, lake))
+    first = embed_collection(flow_params(source, lake))
     assert first.n_embedded == 5  # 4 photos and a smaller copy; the identical copy is one image
     rows, embedded = _thumbnails(lake)
     assert sorted(r[0] for r in rows) == sorted(embedded)  # one each, no broken file's
@@ -60,7 +49,7 @@ def test_a_run_writes_one_thumbnail_per_embedded_image_and_a_rerun_none(
         ).fetchone()
     assert broken == (3, 0)  # the broken files keep their error rows and get no thumbnail
 
-    second = embed_collection(_params(source, lake))
+    second = embed_collection(flow_params(source, lake))
     assert second.n_embedded == 0
     assert _parts(lake) == parts  # nothing redone, nothing written
     assert len(_thumbnails(lake)[0]) == 5
@@ -73,12 +62,12 @@ def test_images_embedded_without_a_thumbnail_get_one_without_being_embedded_agai
     thumbnails'): the next run decodes those images for their thumbnails alone, once."""
     source, _ = collection
     lake = tmp_path / "lake"
-    embed_collection(_params(source, lake))
+    embed_collection(flow_params(source, lake))
     for name in _parts(lake):
         (lake / "thumbnails" / name).unlink()
     shutil.rmtree(lake / "thumbnails")  # as an older embedlake left it: no folder at all
 
-    again = embed_collection(_params(source, lake))
+    again = embed_collection(flow_params(source, lake))
     assert again.n_embedded == 0 and again.status == "finished"
     rows, embedded = _thumbnails(lake)
     assert sorted(r[0] for r in rows) == sorted(embedded)
@@ -89,6 +78,6 @@ def test_images_embedded_without_a_thumbnail_get_one_without_being_embedded_agai
     parts = _parts(lake)
     for part in (lake / "embeddings").glob("2*.parquet"):
         part.unlink()
-    third = embed_collection(_params(source, lake))
+    third = embed_collection(flow_params(source, lake))
     assert third.n_embedded == 5 and _parts(lake) == parts
     assert len(_thumbnails(lake)[0]) == 5
