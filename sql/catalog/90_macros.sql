@@ -38,6 +38,18 @@ FROM long
 WHERE field = column_name AND image_id IS NOT NULL
 GROUP BY image_id;
 
+-- group_pairs(backbone, weights_id, precision, threshold): the pairs of different images of one
+-- backbone group whose graph similarity is at least `threshold`, each pair once as (a, b), a < b:
+-- the explorer's near-duplicate and leaky-split queues and its duplicate colouring.
+CREATE OR REPLACE MACRO group_pairs(group_backbone, group_weights_id, group_precision, threshold)
+AS TABLE
+SELECT least(image_id, neighbor_id) AS a, greatest(image_id, neighbor_id) AS b,
+       max(similarity) AS similarity
+FROM neighbors
+WHERE backbone = group_backbone AND weights_id = group_weights_id
+  AND precision = group_precision AND similarity >= threshold
+GROUP BY ALL;
+
 -- near_duplicate_pairs(threshold, backbone): pairs of different images whose graph similarity is
 -- at least `threshold` (one backbone, or every backbone when NULL), each pair once.
 CREATE OR REPLACE MACRO near_duplicate_pairs(threshold, backbone_name) AS TABLE

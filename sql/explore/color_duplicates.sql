@@ -3,19 +3,20 @@
 -- from it), shown by that image's path. Images in no pair have none.
 -- param backbone, weights_id, precision: VARCHAR -- the group
 -- param threshold: DOUBLE -- minimum cosine similarity
-WITH pairs AS (
-    SELECT least(image_id, neighbor_id) AS a, greatest(image_id, neighbor_id) AS b
-    FROM neighbors
-    WHERE backbone = $backbone AND weights_id = $weights_id AND precision = $precision
-      AND similarity >= $threshold
-),
+WITH pairs AS (SELECT * FROM group_pairs($backbone, $weights_id, $precision, $threshold)),
 member AS (
     SELECT a AS image_id, a AS head FROM pairs
     UNION ALL
     SELECT b, a FROM pairs
 ),
-grouped AS (SELECT image_id, min(head) AS head FROM member GROUP BY image_id)
+grouped AS (SELECT image_id, min(head) AS head FROM member GROUP BY image_id),
+paths AS (  -- the heads' paths only (not image_paths: an aggregate of the collection)
+    SELECT image_id, min(path) AS path
+    FROM images
+    WHERE image_id IN (SELECT head FROM grouped)
+    GROUP BY image_id
+)
 SELECT TRY_CAST('0x' || g.image_id[1:16] AS UBIGINT) AS key,
        coalesce(p.path, g.head[1:12]) AS value
 FROM grouped AS g
-LEFT JOIN image_paths AS p ON p.image_id = g.head;
+LEFT JOIN paths AS p ON p.image_id = g.head;

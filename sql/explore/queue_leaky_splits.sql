@@ -5,14 +5,7 @@
 -- param threshold: DOUBLE -- minimum cosine similarity
 -- param column: VARCHAR -- the sidecar column holding the split
 -- param pos: INTEGER -- the case's position (0 = first)
-WITH pairs AS (
-    SELECT least(image_id, neighbor_id) AS a, greatest(image_id, neighbor_id) AS b,
-           max(similarity) AS similarity
-    FROM neighbors
-    WHERE backbone = $backbone AND weights_id = $weights_id AND precision = $precision
-      AND similarity >= $threshold
-    GROUP BY ALL
-),
+WITH pairs AS (SELECT * FROM group_pairs($backbone, $weights_id, $precision, $threshold)),
 splits AS (SELECT image_id, value FROM metadata_values($column) WHERE value IS NOT NULL)
 SELECT [p.a, p.b] AS image_ids, p.similarity AS score, sa.value AS value_a, sb.value AS value_b,
        count(*) OVER () AS total

@@ -4,14 +4,7 @@
 -- param backbone, weights_id, precision: VARCHAR -- the group
 -- param threshold: DOUBLE -- minimum cosine similarity
 -- param pos: INTEGER -- the case's position (0 = first)
-WITH pairs AS (
-    SELECT least(image_id, neighbor_id) AS a, greatest(image_id, neighbor_id) AS b,
-           max(similarity) AS similarity
-    FROM neighbors
-    WHERE backbone = $backbone AND weights_id = $weights_id AND precision = $precision
-      AND similarity >= $threshold
-    GROUP BY ALL
-),
+WITH pairs AS (SELECT * FROM group_pairs($backbone, $weights_id, $precision, $threshold)),
 cases AS (
     SELECT a, list(b ORDER BY similarity DESC, b) AS others,
            list(similarity ORDER BY similarity DESC, b) AS similarities,
