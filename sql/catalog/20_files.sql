@@ -77,52 +77,14 @@ SELECT v.of_run AS run_id, v.* EXCLUDE (of_run, run_id, event), v.run_id AS reco
 FROM versions AS v
 SEMI JOIN latest AS l ON l.of_run = v.of_run AND l.path = v.path AND l.event = v.event;
 
--- file_versions: each stored row with the run that recorded it (seen_at) and the moment it
--- stopped being true (valid_until: the path's next version, its removal, or the source's next
--- snapshot; NULL while current).
-CREATE OR REPLACE VIEW file_versions AS
-WITH versions AS (
-    SELECT f.*, d.source, d.started_at AS seen_at
-    FROM read_parquet(lake_path('files/*.parquet'), union_by_name = true) AS f
-    JOIN discoveries AS d USING (run_id)
-),
-timeline AS (
-    SELECT source, path, seen_at AS event_at, recorded_at, run_id AS version_of FROM versions
-    UNION ALL
-    SELECT d.source, g.path, d.started_at, NULL, NULL
-    FROM read_parquet(lake_path('files_gone/*.parquet'), union_by_name = true) AS g
-    JOIN discoveries AS d USING (run_id)
-),
-ends AS (
-    SELECT source, path, version_of, recorded_at,
-        lead(event_at) OVER (
-            PARTITION BY source, path ORDER BY event_at, recorded_at NULLS FIRST
-        ) AS next_at
-    FROM timeline
-),
-snapshots AS (SELECT source, started_at FROM discoveries WHERE snapshot)
-SELECT v.*, CASE
-        WHEN e.next_at IS NULL THEN s.started_at
-        WHEN s.started_at IS NULL THEN e.next_at
-        ELSE least(e.next_at, s.started_at)
-    END AS valid_until
-FROM versions AS v
-JOIN ends AS e
-    ON e.version_of = v.run_id AND e.path = v.path
-    AND e.source IS NOT DISTINCT FROM v.source
-    AND e.recorded_at IS NOT DISTINCT FROM v.recorded_at
-ASOF LEFT JOIN snapshots AS s ON s.source = v.source AND s.started_at > v.seen_at;
-
 -- files: one row per discovered file per run, 'ok' or 'error' with an error_code: each
 -- discovery-complete run with the versions true at its start (recorded_by: the run that wrote
--- the row); a run killed during discovery shows the rows it had written.
+-- the row), through run_files; a run killed during discovery shows the rows it had written.
+-- (Earlier, a per-path window over every version computed when each stopped being true:
+-- 33.7 s for a count of 10 M rows here, against 4.8 s; tests/unit/test_files_views.py keeps
+-- that definition as the reference both are checked against.)
 CREATE OR REPLACE VIEW files AS
-SELECT r.run_id, v.* EXCLUDE (run_id, source, seen_at, valid_until), v.run_id AS recorded_by
-FROM discoveries AS r
-JOIN file_versions AS v
-    ON v.source IS NOT DISTINCT FROM r.source
-    AND v.seen_at <= r.started_at
-    AND (v.valid_until IS NULL OR r.started_at < v.valid_until)
+SELECT * FROM run_files((SELECT list(run_id) FROM discoveries))
 UNION ALL BY NAME
 SELECT f.*, f.run_id AS recorded_by
 FROM read_parquet(lake_path('files/*.parquet'), union_by_name = true) AS f

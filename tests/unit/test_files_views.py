@@ -1,7 +1,8 @@
 """The files a run saw, three ways that must agree: a model of random histories (kept here, in
-Python), the `files` view (every run's versions expanded), and `run_files` / `images` (each
-wanted run's span of events, the latest per path winning), which the product reads because it
-costs a scan, not a window, at 10 M rows.
+Python), the `files` view's earlier definition (every version's end found by a per-path window,
+kept here as REFERENCE), and `run_files` / `files` / `images` (each wanted run's span of events,
+the latest per path winning), which the product reads because it costs a scan and a count per
+path, not a window, at 10 M rows.
 
 A history is written as runs write it: a source's first run (and a --rehash run) a snapshot of
 every row, later runs the new and changed rows and the removed paths, a decode error a second
@@ -27,6 +28,53 @@ from embedlake.tasks.schemas import (
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# `files` as it was defined before run_files (catalog names qualified: created in `memory`)
+REFERENCE = """
+CREATE OR REPLACE VIEW file_versions AS
+WITH versions AS (
+    SELECT f.*, d.source, d.started_at AS seen_at
+    FROM read_parquet(catalog.lake_path('files/*.parquet'), union_by_name = true) AS f
+    JOIN catalog.discoveries AS d USING (run_id)
+),
+timeline AS (
+    SELECT source, path, seen_at AS event_at, recorded_at, run_id AS version_of FROM versions
+    UNION ALL
+    SELECT d.source, g.path, d.started_at, NULL, NULL
+    FROM read_parquet(catalog.lake_path('files_gone/*.parquet'), union_by_name = true) AS g
+    JOIN catalog.discoveries AS d USING (run_id)
+),
+ends AS (
+    SELECT source, path, version_of, recorded_at,
+        lead(event_at) OVER (
+            PARTITION BY source, path ORDER BY event_at, recorded_at NULLS FIRST
+        ) AS next_at
+    FROM timeline
+),
+snapshots AS (SELECT source, started_at FROM catalog.discoveries WHERE snapshot)
+SELECT v.*, CASE
+        WHEN e.next_at IS NULL THEN s.started_at
+        WHEN s.started_at IS NULL THEN e.next_at
+        ELSE least(e.next_at, s.started_at)
+    END AS valid_until
+FROM versions AS v
+JOIN ends AS e
+    ON e.version_of = v.run_id AND e.path = v.path
+    AND e.source IS NOT DISTINCT FROM v.source
+    AND e.recorded_at IS NOT DISTINCT FROM v.recorded_at
+ASOF LEFT JOIN snapshots AS s ON s.source = v.source AND s.started_at > v.seen_at;
+
+CREATE OR REPLACE VIEW reference_files AS
+SELECT r.run_id, v.* EXCLUDE (run_id, source, seen_at, valid_until), v.run_id AS recorded_by
+FROM catalog.discoveries AS r
+JOIN memory.file_versions AS v
+    ON v.source IS NOT DISTINCT FROM r.source
+    AND v.seen_at <= r.started_at
+    AND (v.valid_until IS NULL OR r.started_at < v.valid_until)
+UNION ALL BY NAME
+SELECT f.*, f.run_id AS recorded_by
+FROM read_parquet(catalog.lake_path('files/*.parquet'), union_by_name = true) AS f
+WHERE f.run_id NOT IN (SELECT run_id FROM catalog.discoveries);
+"""
 COLUMNS = ["path", "image_id", "status", "error_code", "recorded_at"]
 
 
@@ -113,6 +161,11 @@ def test_run_files_and_images_agree_with_the_files_view_and_the_model(tmp_path, 
     lake = tmp_path / "lake"
     seen = write_history(lake, seed)
     with connect_read_only(lake) as con:
+        con.execute("USE memory")
+        con.execute(REFERENCE)
+        con.execute("USE catalog")
+        reference = _rows(con, "SELECT * FROM memory.reference_files")
+        assert _rows(con, "SELECT * FROM files") == reference
         for run_id, run in seen.items():
             model = sorted((run_id, p, r["image_id"], r["status"]) for p, r in run["files"].items())
             fast = _rows(con, "SELECT * FROM run_files([$r])", {"r": run_id})
@@ -131,7 +184,7 @@ def test_run_files_and_images_agree_with_the_files_view_and_the_model(tmp_path, 
         images = _rows(con, "SELECT * FROM images")
         assert [r[:3] for r in images] == sorted(current)
         old_rule = """
-            SELECT f.* FROM files AS f
+            SELECT f.* FROM memory.reference_files AS f
             JOIN (
                 SELECT run_id FROM runs WHERE status = 'finished'
                 QUALIFY row_number() OVER (PARTITION BY source ORDER BY started_at DESC) = 1
