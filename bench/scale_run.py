@@ -539,9 +539,9 @@ _PRODUCT = ("/tasks/", "/flows/", "embedlake/tasks/", "embedlake/flows/")
 
 
 def _profile_rerun(source: Path, lake_dir: Path, env: dict, work: Path, new: int, rate: int):
-    """One more rerun adding `new` images, under `py-spy record` (the CLI process, every thread,
-    `rate` samples a second; untimed): per stage, the product functions it spent its samples in
-    (the deepest frame under tasks/ or flows/ of each sample)."""
+    """One more rerun adding `new` images, under `py-spy record --idle` (the CLI process, every
+    thread, `rate` samples a second; untimed): per stage, the product functions it spent its
+    samples in (the deepest frame under tasks/ or flows/ of each sample)."""
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         return {"skipped": "py-spy is not installed in this environment"}
@@ -554,7 +554,7 @@ def _profile_rerun(source: Path, lake_dir: Path, env: dict, work: Path, new: int
         path.rename(folder / path.name)
     raw = work / "py-spy.txt"
     command = [
-        *(str(spy), "record", "--format", "raw", "--full-filenames", "--rate", str(rate)),
+        *(str(spy), "record", "--format", "raw", "--full-filenames", "--idle", "--rate", str(rate)),
         *("-o", str(raw), "--"),
         *(sys.executable, "-m", "embedlake.flows.cli", "run", str(source)),
         *("--lake", str(lake_dir), "--weights", "random"),
@@ -599,9 +599,12 @@ def _profile_rerun(source: Path, lake_dir: Path, env: dict, work: Path, new: int
             "leaf_function": top(found["leaf"]),
         }
     return {
-        "what": f"a rerun adding {new} images under py-spy record --rate {rate} (the CLI "
-        "process, every thread; untimed: sampling slows it). Each sample is counted under its "
-        "stage (the step function on its stack) and the deepest embedlake frame on it",
+        "what": f"a rerun adding {new} images under py-spy record --idle --rate {rate} (the CLI "
+        "process, every thread, waiting ones too: a thread waiting on Arrow's or DuckDB's own "
+        "threads counts; untimed: sampling slows it). Each sample is counted under its stage "
+        "(the step function on its stack) and the deepest embedlake frame on it; samples of "
+        "threads without a step on their stack (thread pools, Prefect) are 'other threads' or "
+        "'outside embedlake's code', idle waits included",
         "wall_seconds_under_py_spy": round(wall, 1),
         "n_embedded": row["n_embedded"],
         "stage_seconds": json.loads(row["stage_seconds"]),
