@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import stat
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .schemas import FILES_SCHEMA
@@ -40,8 +43,10 @@ __all__ = [
     "discover_files",
     "iter_discovered",
     "fs_path",
-    "is_unchanged",
+    "Listing",
+    "LISTING_SCHEMA",
     "iter_source_files",
+    "walk_source",
     "NotARegularFile",
     "open_regular_file",
     "path_from_readable",
@@ -71,22 +76,39 @@ _HASH_CHUNK = 1 << 20
 
 def iter_source_files(source: Path, skip: list[Path] | None = None) -> list[Path]:
     """Every regular file under `source` by the skip rules above, in a stable (sorted) order."""
+    return [Path(name) for name, _ in walk_source(source, skip)]
+
+
+def walk_source(
+    source: Path, skip: list[Path] | None = None
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(path, directory entry) of every regular file under `source` by the skip rules above,
+    lazily, in a stable order: a folder's files by name, then its folders by name, each in turn
+    (os.walk's order). One `scandir` per folder; a file costs no system call here (its type comes
+    from the listing) unless it is a symlink, whose target is checked. An unreadable folder is
+    left out, as os.walk leaves it."""
     source = source.resolve()
-    skip_resolved = [p.resolve() for p in (skip or [])]
-    found: list[Path] = []
-    for root, dirs, files in os.walk(source, followlinks=False):
-        root_path = Path(root)
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if not d.startswith(".") and (root_path / d).resolve() not in skip_resolved
-        )
-        found.extend(
-            root_path / name
-            for name in sorted(files)
-            if not name.startswith(".") and _is_regular_file(root_path / name, source)
-        )
-    return found
+    skip_resolved = {p.resolve() for p in (skip or [])}
+    folders = [str(source)]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            continue
+        below = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if Path(entry.path).resolve() not in skip_resolved:
+                    below.append(entry.path)
+            elif entry.is_file(follow_symlinks=False) or (
+                entry.is_symlink() and _is_regular_file(Path(entry.path), source)
+            ):
+                yield entry.path, entry
+        folders.extend(reversed(below))
 
 
 def _is_regular_file(path: Path, source: Path) -> bool:
@@ -228,63 +250,100 @@ def iter_discovered(
     skip: list[Path | str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     chunk_rows: int = 4096,
-    known: Mapping[str, dict[str, Any]] | None = None,
 ) -> Iterator[list[tuple[dict[str, Any], bool]]]:
-    """Inventory every file under `source`, yielding (row, reused) pairs in chunks of at most
+    """Probe every file under `source`, yielding (row, False) pairs in chunks of at most
     `chunk_rows` (in the listing's order), so a caller can write each chunk before the next is
-    read. Threads: hashing is I/O bound and releases the GIL.
+    read. `skip`: folders (local paths) or URLs whose contents are not inventoried (the lake).
+    A rerun probes only what changed (tasks.inventory: `Listing.write`, then `Listing.probe`)."""
+    with Listing(source, skip) as listing:
+        for rows in listing.probed(max_pixels, chunk_rows):
+            yield [(row, False) for row in rows]
 
-    `known`: the source's rows from its previous run, by `path`. A file whose size and mtime (ns)
-    match its known row, and whose row is 'ok' or has an error its bytes decide, is not opened:
-    its known row is reused (`reused` True). As with rsync's quick check, a file rewritten with
-    the same size and mtime goes unnoticed; `--rehash` (no `known`) reads everything.
-    `skip`: folders (local paths) or URLs whose contents are not inventoried (the lake)."""
-    workers = min(8, (os.cpu_count() or 1) * 2)
-    known = known or {}
-    if isinstance(source, RemoteSource):
-        entries: list[Any] = source.list_files([s for s in skip or [] if isinstance(s, str)])
 
-        def identity(entry: Any) -> tuple[str, int, int | None]:
-            rel = readable_path(entry.rel.encode("utf-8", "surrogateescape"))
-            return rel, entry.size, _remote_mtime_ns(entry)
+# the stat of every file under SOURCE, as a rerun compares it with the previous run's rows
+LISTING_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),  # the listing's order
+        ("path", pa.string()),  # readable_path of the name
+        ("name", pa.binary()),  # the exact relative name (local) or the remote file's index
+        ("size_bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),  # None: unknown (a failed stat, a store without mtimes)
+    ]
+)
 
-        def probe(entry: Any) -> dict[str, Any]:
-            return probe_remote_file(source, entry, max_pixels)
-    else:
-        source = source.resolve()
-        entries = iter_source_files(source, [s for s in skip or [] if isinstance(s, Path)])
 
-        def identity(entry: Any) -> tuple[str, int, int | None]:
-            info = entry.stat()
-            rel = readable_path(os.fsencode(entry.relative_to(source).as_posix()))
-            return rel, info.st_size, info.st_mtime_ns
+class Listing:
+    """The files under SOURCE by the skip rules: their stats (`write`), and their `files` rows
+    (`probe`, by the `name`s the listing holds). Local folders are walked lazily, so memory does
+    not follow the number of files; a remote store is listed whole by fsspec."""
 
-        def probe(entry: Any) -> dict[str, Any]:
-            return probe_file(entry, source, max_pixels)
+    def __init__(self, source: Path | RemoteSource, skip: list[Path | str] | None = None):
+        if isinstance(source, RemoteSource):
+            self.source: Path | RemoteSource = source
+            self.remote = source.list_files([s for s in skip or [] if isinstance(s, str)])
+        else:
+            self.source = source.resolve()
+            self.skip = [s for s in skip or [] if isinstance(s, Path)]
+            self.remote = []
 
-    def inventory(entry: Any) -> tuple[dict[str, Any], bool]:
-        if known:
+    def keys(self) -> Iterator[tuple[bytes, str, int | None, int | None]]:
+        """(name, path, size, mtime_ns) per file, in the listing's order (the stat is taken
+        here; a file that fails it has size and mtime None: its probe says why)."""
+        if isinstance(self.source, RemoteSource):
+            for index, entry in enumerate(self.remote):
+                rel = readable_path(entry.rel.encode("utf-8", "surrogateescape"))
+                yield str(index).encode(), rel, entry.size, _remote_mtime_ns(entry)
+            return
+        start = len(str(self.source)) + 1
+        for name, entry in walk_source(self.source, self.skip):
+            raw = os.fsencode(name[start:])
             try:
-                rel, size, mtime_ns = identity(entry)
+                info = entry.stat()
+                size, mtime_ns = info.st_size, info.st_mtime_ns
             except OSError:
-                rel, size, mtime_ns = "", -1, None  # gone or unreadable: the probe says which
-            old = known.get(rel)
-            if old is not None and mtime_ns is not None and is_unchanged(old, size, mtime_ns):
-                return dict(old), True
-        return probe(entry), False
+                size = mtime_ns = None
+            yield raw, readable_path(raw), size, mtime_ns
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(entries), chunk_rows):
-            yield list(pool.map(inventory, entries[start : start + chunk_rows]))
+    def write(self, dest: Path, batch_rows: int = 65_536) -> int:
+        """The listing as a Parquet file at `dest` (streamed: memory is one batch); its rows."""
+        seq = 0
+        with pq.ParquetWriter(dest, LISTING_SCHEMA) as writer:
+            for chunk in _chunks(self.keys(), batch_rows):
+                names, paths, sizes, mtimes = zip(*chunk, strict=True)
+                seqs = range(seq, seq + len(chunk))
+                columns = [seqs, paths, names, sizes, mtimes]
+                arrays = [pa.array(c, f.type) for c, f in zip(columns, LISTING_SCHEMA, strict=True)]
+                writer.write_batch(pa.record_batch(arrays, schema=LISTING_SCHEMA))
+                seq += len(chunk)
+        return seq
+
+    def probe(self, names: Iterable[bytes], max_pixels: int) -> list[dict[str, Any]]:
+        """The `files` rows of files of the listing, by name, probed on threads (hashing is I/O
+        bound and releases the GIL). Use the listing in a `with` block: it owns the threads."""
+        return list(self._pool.map(lambda name: self._probe_one(name, max_pixels), names))
+
+    def probed(self, max_pixels: int, chunk_rows: int) -> Iterator[list[dict[str, Any]]]:
+        """Every file's row, in chunks of at most `chunk_rows`, in the listing's order."""
+        for chunk in _chunks(self.keys(), chunk_rows):
+            yield self.probe((key[0] for key in chunk), max_pixels)
+
+    def __enter__(self) -> Listing:
+        self._pool = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
+
+    def _probe_one(self, name: bytes, max_pixels: int) -> dict[str, Any]:
+        if isinstance(self.source, RemoteSource):
+            return probe_remote_file(self.source, self.remote[int(name)], max_pixels)
+        return probe_file(self.source / os.fsdecode(name), self.source, max_pixels)
 
 
-def is_unchanged(old: Mapping[str, Any], size: int, mtime_ns: int) -> bool:
-    """Whether a known row still describes a file of this size and mtime (rsync's quick check)."""
-    return (
-        old.get("mtime_ns") == mtime_ns
-        and old.get("size_bytes") == size
-        and (old.get("status") == "ok" or old.get("error_code") in STABLE_ERRORS)
-    )
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _remote_mtime_ns(entry: RemoteFile) -> int | None:

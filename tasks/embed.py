@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
@@ -31,7 +31,6 @@ from .params import Precision
 if TYPE_CHECKING:
     import torch
 
-    from .lake import Lake
     from .weights import LoadedBackbone
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "Embedder",
     "cpu_has_native_bf16",
     "iter_embedded_batches",
-    "missing_thumbnail_ids",
     "thumbnails_table",
 ]
 
@@ -76,19 +74,6 @@ def thumbnails_table(thumbnails: list[tuple[str, Thumbnail]], run_id: str) -> pa
         },
         schema=THUMBNAILS_SCHEMA,
     )
-
-
-def missing_thumbnail_ids(root: Lake, image_ids: Iterable[str]) -> set[str]:
-    """Which of `image_ids` have no thumbnail in the lake's committed parts (the filter pushed
-    into the scan, only the image_id column read: the JPEG bytes stay on disk)."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    wanted = pa.array(sorted(set(image_ids)), pa.string())
-    where = ds.field("image_id").isin(wanted)
-    done = root.read_table("thumbnails", ["image_id"], filter=where).column("image_id")
-    lacking = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=done.combine_chunks())))
-    return set(lacking.to_pylist())
 
 
 def cpu_has_native_bf16() -> bool:

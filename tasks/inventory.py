@@ -1,81 +1,112 @@
 """A run's inventory of SOURCE: which files exist, which are new, changed, unchanged or gone since
-the source's previous run, and their `files` rows (`discover` probes the files themselves)."""
+the source's previous run, and their `files` rows (`discover` probes the files themselves).
+
+Nothing here holds a row per file in memory: a rerun writes SOURCE's stats to a scratch Parquet
+file as it walks, DuckDB compares them with the previous run's rows (out of core, under a memory
+limit), and only the files it finds new or changed are opened, a chunk at a time. The run's
+files are then what `run_files([run_id])` says (the unchanged rows stay where earlier runs wrote
+them), and the later stages ask the lake through the queries in sql/inventory/.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 from . import catalog, discover, lake
 from .decode_pool import load_pillow_plugins
 from .run_context import RunContext, failpoint, log, source_text, stage_row
 
-__all__ = ["Inventory", "discover_source_fn", "previous_files"]
+__all__ = ["Inventory", "discover_source_fn"]
 
 
 class Inventory:
-    """The `files` rows of a run (as discovered), the seconds discovery took, and how the files
-    compare with the source's previous run (n_files_new, _changed, _unchanged, _gone).
+    """A run's discovery: the seconds it took and how SOURCE compares with the source's previous
+    run (n_files, n_files_new, _changed, _unchanged, _gone, files_snapshot). The run's files
+    themselves are in the lake: `query` runs a statement of sql/inventory/ over them.
 
     A plain class, not a dataclass, on purpose: Prefect walks a task's dataclass arguments field
-    by field (to resolve futures), which cost ~2 s per task call at 20,000 rows; it leaves other
-    objects alone."""
+    by field (to resolve futures); it leaves other objects alone."""
 
-    def __init__(self, rows: list[dict[str, Any]], seconds: float, counts: dict[str, Any]):
-        self.rows, self.seconds, self.counts = rows, seconds, counts
+    def __init__(self, run_id: str, seconds: float, counts: dict[str, Any]):
+        self.run_id, self.seconds, self.counts = run_id, seconds, counts
+
+    def query(self, root: lake.Lake, name: str, **params: Any) -> pa.Table:
+        """sql/inventory/`name`.sql over this run's files (its `run_id` given), as Arrow."""
+        with self.reading(root) as query:
+            return query(name, **params)
+
+    @contextlib.contextmanager
+    def reading(self, root: lake.Lake) -> Iterator[Callable[..., pa.Table]]:
+        """`query` on one read connection, for a stage that asks several things (a read
+        connection costs ~0.2 s to open: it makes the catalog's views its own)."""
+        with catalog.connect_read_only(root) as con:
+
+            def query(name: str, **params: Any) -> pa.Table:
+                return con.sql(
+                    catalog.sql_text("inventory", f"{name}.sql"),
+                    params={"run_id": self.run_id, **params},
+                ).to_arrow_table()
+
+            yield query
+
+    def rows(self, root: lake.Lake) -> list[dict[str, Any]]:
+        """The run's `files` rows as dicts, by path: for a sidecar's join and the probes' labels
+        (those hold a row per file anyway)."""
+        return self.query(root, "run_files").to_pylist()
 
 
-def previous_files(ctx: RunContext) -> dict[str, dict[str, Any]]:
-    """The source's rows from its previous run whose discovery completed, by path."""
-    with catalog.connect_read_only(ctx.lake) as con:
-        table = con.sql(
-            catalog.sql_text("inventory", "previous_files.sql"),
-            params={"source": source_text(ctx), "run_id": ctx.run_id},
-        ).to_arrow_table()
-    return {row["path"]: row for row in table.to_pylist()}
+def _previous_discovery(ctx: RunContext, con: Any) -> str | None:
+    """The source's latest run before this one whose discovery completed."""
+    found = con.sql(
+        catalog.sql_text("inventory", "previous_discovery.sql"),
+        params={"source": source_text(ctx), "run_id": ctx.run_id},
+    ).fetchall()
+    return found[0][0] if found else None
 
 
 def discover_source_fn(ctx: RunContext) -> Inventory:
     """Inventory SOURCE against its previous run: an unchanged file (same path, size and mtime)
-    is not opened, its row is reused; rows of new and changed files are written as parts chunk by
-    chunk as they are probed (so a run that fails later still leaves its inventory), then the
-    paths that are gone, then the run's 'discovered' row with the counts."""
+    is not opened and nothing is written for it; rows of new and changed files are written as
+    parts chunk by chunk as they are probed (so a run that fails later still leaves its
+    inventory), then the paths that are gone, then the run's 'discovered' row with the counts."""
     started = time.perf_counter()
     load_pillow_plugins(ctx.params.pillow_plugins)
-    known = {} if ctx.params.rehash else previous_files(ctx)
     # the lake is not inventoried when it lies under SOURCE (a folder, or a URL's prefix)
-    lake_at = ctx.lake.path or ctx.lake.url
-    rows: list[dict[str, Any]] = []
+    skip = [ctx.lake.path or ctx.lake.url]
     counts = Counter(n_files_new=0, n_files_changed=0, n_files_unchanged=0)
-    chunks = discover.iter_discovered(
-        ctx.source, [lake_at], ctx.params.max_pixels, ctx.params.part_rows, known
-    )
-    for seq, chunk in enumerate(chunks):
-        written = []
-        for row, reused in chunk:
-            row["run_id"] = ctx.run_id
-            rows.append(row)
-            if reused:
-                counts["n_files_unchanged"] += 1
-            else:
-                counts["n_files_changed" if row["path"] in known else "n_files_new"] += 1
-                written.append({**row, "recorded_at": datetime.now(UTC)})
-        if written:
-            table = lake.rows_to_table(written, lake.FILES_SCHEMA)
-            ctx.lake.write_part(table, "files", f"{ctx.run_id}-{seq:06d}.parquet")
-            failpoint("discover-part")
-    seen = {row["path"] for row in rows}
-    gone = [{"run_id": ctx.run_id, "path": p} for p in sorted(set(known) - seen)]
-    if gone:
-        table = lake.rows_to_table(gone, lake.FILES_GONE_SCHEMA)
-        ctx.lake.write_part(table, "files_gone", f"{ctx.run_id}.parquet")
+    with (
+        catalog.connect_read_only(ctx.lake) as con,
+        discover.Listing(ctx.source, skip) as listing,
+        tempfile.TemporaryDirectory(prefix="embedlake-listing-") as scratch,
+    ):
+        previous = None if ctx.params.rehash else _previous_discovery(ctx, con)
+        if previous is None:  # a first run, or --rehash: every file is probed and written
+            n_files = n_gone = 0
+            chunks = listing.probed(ctx.params.max_pixels, ctx.params.part_rows)
+            for seq, chunk in enumerate(chunks):
+                _write_rows(ctx, chunk, seq)
+                counts["n_files_new"] += len(chunk)
+                n_files += len(chunk)
+        else:
+            path = Path(scratch) / "listing.parquet"
+            n_files = listing.write(path)
+            n_gone = _compare(ctx, con, listing, previous, path, counts)
+    counts["n_files_unchanged"] = n_files - counts["n_files_new"] - counts["n_files_changed"]
     summary = {
         **counts,
-        "n_files": len(rows),
-        "n_files_gone": len(gone),
-        "files_snapshot": not known,  # every row written: the run is a snapshot
+        "n_files": n_files,
+        "n_files_gone": n_gone,
+        "files_snapshot": previous is None,  # every row written: the run is a snapshot
     }
     ctx.lake.write_part(
         stage_row(ctx, "discovered", "running", **summary),
@@ -84,11 +115,54 @@ def discover_source_fn(ctx: RunContext) -> Inventory:
     )
     log().info(
         "discovered %d files under %s: %d new, %d changed, %d unchanged (not read), %d gone",
-        len(rows),
+        n_files,
         ctx.source,
         counts["n_files_new"],
         counts["n_files_changed"],
         counts["n_files_unchanged"],
-        len(gone),
+        n_gone,
     )
-    return Inventory(rows, time.perf_counter() - started, summary)
+    return Inventory(ctx.run_id, time.perf_counter() - started, summary)
+
+
+def _compare(
+    ctx: RunContext,
+    con: Any,
+    listing: discover.Listing,
+    previous: str,
+    path: Path,
+    counts: Counter,
+) -> int:
+    """Probe and write the listed files that are new or changed since `previous`, then record
+    the paths that are gone; counts the new and changed; returns how many are gone."""
+    params = {"previous": previous}
+    con.register("listing", ds.dataset(path, format="parquet"))
+    reader = con.sql(
+        catalog.sql_text("inventory", "to_probe.sql"),
+        params={**params, "stable_errors": sorted(discover.STABLE_ERRORS)},
+    ).to_arrow_reader(ctx.params.part_rows)
+    for seq, batch in enumerate(reader):
+        names = batch.column("name").to_pylist()
+        known = batch.column("known").to_pylist()
+        rows = listing.probe(names, ctx.params.max_pixels)
+        _write_rows(ctx, rows, seq)
+        n_changed = sum(known)
+        counts["n_files_changed"] += n_changed
+        counts["n_files_new"] += len(rows) - n_changed
+    gone = con.sql(catalog.sql_text("inventory", "gone.sql"), params=params).to_arrow_table()
+    if gone.num_rows:
+        table = gone.append_column("run_id", pa.array([ctx.run_id] * gone.num_rows, pa.string()))
+        table = table.select(lake.FILES_GONE_SCHEMA.names).cast(lake.FILES_GONE_SCHEMA)
+        ctx.lake.write_part(table, "files_gone", f"{ctx.run_id}.parquet")
+    return gone.num_rows
+
+
+def _write_rows(ctx: RunContext, rows: list[dict[str, Any]], seq: int) -> None:
+    """One part of this run's new `files` rows (`seq`: the part's number in the run)."""
+    if not rows:
+        return
+    recorded_at = datetime.now(UTC)
+    written = [{**row, "run_id": ctx.run_id, "recorded_at": recorded_at} for row in rows]
+    table = lake.rows_to_table(written, lake.FILES_SCHEMA)
+    ctx.lake.write_part(table, "files", f"{ctx.run_id}-{seq:06d}.parquet")
+    failpoint("discover-part")

@@ -44,7 +44,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -95,7 +95,6 @@ __all__ = [
     "INDEX_FOLDER",
     "NotALake",
     "cache_root",
-    "missing_image_ids",
     "embeddings_schema",
     "embeddings_table",
     "ensure_lake",
@@ -731,32 +730,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def missing_image_ids(
-    lake: Path | Lake, image_ids: Iterable[str], weights_ids: dict[str, str], precision: str
-) -> dict[str, set[str]]:
-    """Per backbone, which of `image_ids` lack an embedding with its weights_id at `precision`.
-
-    Read in Arrow with the filter pushed into the scan, a part at a time: memory follows the
-    run's ids, not the number of stored embeddings.
-    """
-    import pyarrow.compute as pc
-
-    wanted = pa.array(sorted(set(image_ids)), pa.string())
-    root = Lake.at(lake)
-    missing = {}
-    for backbone, weights_id in weights_ids.items():
-        where = (
-            (ds.field("backbone") == backbone)
-            & (ds.field("weights_id") == weights_id)
-            & (ds.field("precision") == precision)
-            & ds.field("image_id").isin(wanted)
-        )
-        done = root.read_table("embeddings", ["image_id"], filter=where).column("image_id")
-        lacking = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=done.combine_chunks())))
-        missing[backbone] = set(lacking.to_pylist())
-    return missing
 
 
 def stored_precisions(lake: Path | Lake, weights_ids: dict[str, str]) -> set[str]:

@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,9 @@ import pyarrow.compute as pc
 from . import graph, lake
 from .lake import GroupKey
 from .schemas import MAP_SCHEMA
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 __all__ = [
     "FIT_SAMPLE",
@@ -334,16 +337,15 @@ def update_group_map(
     )
 
 
-def run_collection(root: lake.Lake, source: str, rows: list[dict[str, Any]]) -> pa.Table | None:
-    """The current collection once a run of `source` with these `files` rows finishes, without a
-    catalog query, when every finished run of the lake read that source (the usual lake): the
-    rows' 'ok' image_ids. None when other sources share the lake (`current_image_ids` then)."""
+def run_collection(root: lake.Lake, source: str, inventory: Inventory) -> pa.Table | None:
+    """The current collection once this run of `source` finishes, without a catalog query over
+    every run, when every finished run of the lake read that source (the usual lake): the run's
+    'ok' image_ids. None when other sources share the lake (`current_image_ids` then)."""
     runs = root.read_table("runs", columns=["source", "status"])
     finished = runs.filter(pc.equal(runs["status"], "finished"))
     if pc.all(pc.equal(finished["source"], source)).as_py() not in (True, None):
         return None
-    ids = {row["image_id"] for row in rows if row["status"] == "ok" and row["image_id"]}
-    return pa.table({"image_id": pa.array(sorted(ids), pa.string())})
+    return inventory.query(root, "ok_image_ids")
 
 
 def update_maps(

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from . import catalog, discover, lake
 from .backbones import resolve_backbone
 from .decode import crop_plans
 from .decode_pool import DecodeJob
-from .embed import Embedder, iter_embedded_batches, missing_thumbnail_ids, thumbnails_table
+from .embed import Embedder, iter_embedded_batches, thumbnails_table
 from .engine import EnginePlan, plan_run, resolve_device
 from .inventory import Inventory, discover_source_fn
 from .metadata import SidecarResult, join_sidecar, read_sidecar, validate_sidecar
@@ -179,18 +180,31 @@ class EmbedPlan:
 def _plan_embedding(
     ctx: RunContext, inventory: Inventory, backbones: BackboneSet, cluster_gpus: float = 0.0
 ) -> EmbedPlan:
-    """The run's engine plan (logged in one line), and the images it lacks at its precision."""
-    first_path: dict[str, Path | str] = {}
-    formats: dict[str, str | None] = {}
-    for row in inventory.rows:
-        if row["status"] == "ok" and row["image_id"] not in first_path:
-            first_path[row["image_id"]] = discover.fs_path(ctx.source, row)
-            formats[row["image_id"]] = row["format"]
+    """The run's engine plan (logged in one line), and the images it lacks at its precision.
+    What the run's files lack is asked of the lake (sql/inventory/, on one read connection), so
+    memory follows what is missing, not the collection."""
+    with inventory.reading(ctx.lake) as query:
+        return _plan_with(ctx, query, backbones, cluster_gpus)
+
+
+def _plan_with(
+    ctx: RunContext, query: Callable[..., pa.Table], backbones: BackboneSet, cluster_gpus: float
+) -> EmbedPlan:
     weights_ids = {b.spec.name: b.weights_id for b in backbones.loaded}
+    names = sorted(weights_ids)
 
     @functools.cache  # read once: the plan asks at its precision, then so do the items
     def missing_at(precision: str) -> dict[str, set[str]]:
-        return lake.missing_image_ids(ctx.lake, first_path, weights_ids, precision)
+        table = query(
+            "lacking_embeddings",
+            backbones=names,
+            weights_ids=[weights_ids[n] for n in names],
+            precision=precision,
+        )
+        missing: dict[str, set[str]] = {name: set() for name in names}
+        for backbone, image_id in zip(*table.columns, strict=True):
+            missing[backbone.as_py()].add(image_id.as_py())
+        return missing
 
     def lacking(precision: str) -> set[str]:
         return set().union(*missing_at(precision).values())
@@ -200,23 +214,28 @@ def _plan_embedding(
     )
     _log().info(engine.line())
     todo = sorted(lacking(engine.precision))
-    outcome = EmbedOutcome(engine, n_unique_images=len(first_path))
-    outcome.n_skipped = len(first_path) - len(todo)
+    n_unique = query("unique_images").column("n")[0].as_py()
+    outcome = EmbedOutcome(engine, n_unique_images=n_unique)
+    outcome.n_skipped = n_unique - len(todo)
     # an image the lake has no thumbnail of gets one from the decode that embeds it; one
     # embedded before without it (a lake older than thumbnails, a killed run) is decoded for
     # its thumbnail alone, once
-    unthumbed = missing_thumbnail_ids(ctx.lake, first_path)
+    unthumbed = set(query("lacking_thumbnails").column("image_id").to_pylist())
     embedding = set(todo)
     thumbnail_only = sorted(unthumbed - embedding)
     if thumbnail_only:
         _log().info("making thumbnails of %d images embedded before", len(thumbnail_only))
+    wanted = sorted(embedding | unthumbed)
+    files = {row["image_id"]: row for row in query("image_files", image_ids=wanted).to_pylist()}
+
+    def job(image_id: str, **options: Any) -> DecodeJob:
+        row = files[image_id]
+        return DecodeJob(image_id, discover.fs_path(ctx.source, row), row["format"], **options)
+
     return EmbedPlan(
         outcome=outcome,
-        items=[DecodeJob(i, first_path[i], formats[i], thumbnail=i in unthumbed) for i in todo]
-        + [
-            DecodeJob(i, first_path[i], formats[i], thumbnail=True, crops=False)
-            for i in thumbnail_only
-        ],
+        items=[job(i, thumbnail=i in unthumbed) for i in todo]
+        + [job(i, thumbnail=True, crops=False) for i in thumbnail_only],
         missing=missing_at(engine.precision),
         weights_ids=weights_ids,
         sources={b.spec.name: b.source for b in backbones.loaded},
@@ -365,7 +384,7 @@ def attach_metadata_fn(ctx: RunContext, frame: Any, inventory: Inventory) -> Sid
     """Store the sidecar as this run's metadata part, with path and image_id for joins."""
     if frame is None:
         return None
-    result = join_sidecar(frame, ctx.params.key, inventory.rows)
+    result = join_sidecar(frame, ctx.params.key, inventory.rows(ctx.lake))
     if result.n_without_file:
         _log().warning(
             "%d sidecar rows match no file under SOURCE (kept; counted as n_metadata_without_file)",
@@ -388,27 +407,27 @@ def record_embedded_fn(
 
     A file whose header passed discovery but whose pixels failed to decode gets a new version:
     its row as an error, written now, so `files` shows what it turned out to be."""
-    n_error = 0
-    codes: Counter[str] = Counter()
-    failed = []
-    for row in inventory.rows:
-        error = outcome.decode_errors.get(row["image_id"]) if row["status"] == "ok" else None
-        if error:
-            row.update(status="error", error_code=error[0], error_message=error[1])
-            failed.append({**row, "recorded_at": datetime.now(UTC)})
-        if row["status"] == "error":
-            n_error += 1
-            codes[row["error_code"]] += 1
-    if failed:
-        table = lake.rows_to_table(failed, lake.FILES_SCHEMA)
-        ctx.lake.write_part(table, "files", f"{ctx.run_id}-decode-errors.parquet")
+    failed_ids = sorted(outcome.decode_errors)
+    with inventory.reading(ctx.lake) as query:
+        if failed_ids:
+            failed = query("decode_failed", image_ids=failed_ids).to_pylist()
+            recorded_at = datetime.now(UTC)
+            for row in failed:
+                code, message = outcome.decode_errors[row["image_id"]]
+                row.update(status="error", error_code=code, error_message=message)
+                row["recorded_at"] = recorded_at
+            table = lake.rows_to_table(failed, lake.FILES_SCHEMA)
+            ctx.lake.write_part(table, "files", f"{ctx.run_id}-decode-errors.parquet")
+        errors = query("error_counts").to_pylist()
+    codes = {row["error_code"]: row["n"] for row in errors}
+    n_error = sum(codes.values())
     n_new = outcome.n_embedded
     summary = RunSummary(
         run_id=ctx.run_id,
         lake=str(ctx.lake),
         status="running",
         **inventory.counts,
-        n_ok=len(inventory.rows) - n_error,
+        n_ok=inventory.counts["n_files"] - n_error,
         n_error=n_error,
         n_unique_images=outcome.n_unique_images - len(outcome.decode_errors),
         n_embedded=n_new,
@@ -497,7 +516,7 @@ def build_maps_fn(ctx: RunContext, inventory: Inventory) -> list[dict[str, Any]]
     from .maps import run_collection, update_maps
     from .run_context import source_text
 
-    current = run_collection(ctx.lake, source_text(ctx), inventory.rows)
+    current = run_collection(ctx.lake, source_text(ctx), inventory)
     outcomes = update_maps(ctx.lake, ctx.run_id, current_of=ctx.run_id, current=current)
     for outcome in outcomes:
         _log().info(outcome.line())
@@ -539,9 +558,10 @@ def probe_labels_fn(
     if not ctx.params.label_columns:
         return []
     frame = sidecar.frame if sidecar else None
-    labels = {c: labels_of(c, frame, inventory.rows) for c in ctx.params.label_columns}
+    files = inventory.rows(ctx.lake)  # by path
+    labels = {c: labels_of(c, frame, files) for c in ctx.params.label_columns}
     paths: dict[str, str] = {}
-    for row in sorted(inventory.rows, key=lambda r: r["path"]):
+    for row in files:
         if row["status"] == "ok" and row["image_id"] is not None:
             paths.setdefault(row["image_id"], row["path"])
     engine = summary.engine

@@ -84,3 +84,35 @@ def test_changed_and_deleted_files_are_versions_and_gone_rows(prefect_api, colle
     # then one new and one changed version
     assert stored == 9 + 1 + 2
     assert images == 6 - 1 + 1  # ok files: one copy gone, one new
+
+
+def test_a_file_whose_error_its_bytes_do_not_decide_is_read_again(
+    prefect_api, collection, tmp_path
+):
+    source = tmp_path / "src"
+    shutil.copytree(collection[0], source)
+    lake = tmp_path / "lake"
+    first = _run(source, lake, max_pixels=100_000)  # the 512x512 photos are over this limit
+
+    def codes(run_id):
+        with duckdb.connect(str(lake / "catalog.duckdb"), read_only=True) as con:
+            rows = con.execute(
+                "SELECT path, error_code FROM files WHERE run_id = ?", [run_id]
+            ).fetchall()
+        return dict(rows)
+
+    before = codes(first.run_id)
+    bombs = {path for path, code in before.items() if code == "decompression_bomb"}
+    assert len(bombs) >= 4 and before["broken/empty.jpg"] == "empty_file"
+
+    second = _run(source, lake)  # the default limit: the same files, unchanged on disk
+    after = codes(second.run_id)
+    # a pixel limit is not the bytes' own error: those files are probed again, now 'ok'
+    assert second.n_files_changed == len(bombs) and second.n_files_new == 0
+    assert second.n_files_unchanged == 9 - len(bombs)
+    assert (
+        after.pop("broken/truncated.jpg") == "truncated"
+    )  # its header passes, now its pixels fail
+    assert all(after[path] is None for path in bombs - {"broken/truncated.jpg"})
+    assert after["broken/empty.jpg"] == "empty_file"  # decided by its bytes: kept, not read
+    assert second.n_embedded == 4  # the four photos (the truncated one fails to decode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -189,3 +190,35 @@ def test_fs_path_refuses_names_that_leave_source(tmp_path, path):
 
     with pytest.raises(ValueError, match="does not name a file under SOURCE"):
         fs_path(tmp_path, {"path": path})
+
+
+def test_the_walk_lists_what_os_walk_listed_in_its_order(tmp_path):
+    from embedlake.tasks.discover import _is_regular_file
+
+    src = tmp_path / "src"
+    names = ["b.jpg", "a/z.jpg", "a/b/c.jpg", "a-b/x.jpg", "a/b-c.jpg", "A.jpg", "c/d/e/f.jpg"]
+    names += ["é.jpg", "a/.hidden/x.jpg", ".h.jpg", "skip/me.jpg"]
+    for name in names:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"x")
+    (src / "link_dir").symlink_to(src / "a")  # a symlinked folder is not descended into
+    (src / "a" / "link.jpg").symlink_to(src / "b.jpg")  # a link to a file inside: listed
+    (src / "dangling.jpg").symlink_to(src / "nothing.jpg")
+
+    def os_walk(source, skip):  # the definition the scandir walk replaced
+        found = []
+        for root, dirs, files in os.walk(source, followlinks=False):
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != skip
+            )
+            found += [
+                Path(root) / n
+                for n in sorted(files)
+                if not n.startswith(".") and _is_regular_file(Path(root) / n, source)
+            ]
+        return found
+
+    got = iter_source_files(src, skip=[src / "skip"])
+    assert got == os_walk(src.resolve(), (src / "skip").resolve())
+    assert "a/link.jpg" in {p.relative_to(src).as_posix() for p in got}
+    assert len(got) == 9

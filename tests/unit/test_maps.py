@@ -202,22 +202,41 @@ def test_the_same_lake_gives_the_same_map(tmp_path):
 
 
 def test_a_runs_own_files_are_the_collection_when_the_lake_has_one_source(tmp_path):
-    from embedlake.tasks.schemas import RUNS_SCHEMA
+    from datetime import UTC, datetime
+
+    from embedlake.tasks.catalog import build_catalog
+    from embedlake.tasks.inventory import Inventory
+    from embedlake.tasks.schemas import FILES_SCHEMA, RUNS_SCHEMA
 
     root = lake.Lake.at(lake.ensure_lake(tmp_path / "lake"))
-    rows = [
-        {"image_id": "b", "status": "ok"},
-        {"image_id": "a", "status": "ok"},
-        {"image_id": "a", "status": "ok"},  # two paths, one image
-        {"image_id": "c", "status": "error"},
-        {"image_id": None, "status": "error"},
+    files = [
+        {"run_id": "r0", "path": path, "image_id": image_id, "status": status}
+        for path, image_id, status in [
+            ("b.jpg", "b", "ok"),
+            ("a1.jpg", "a", "ok"),
+            ("a2.jpg", "a", "ok"),  # two paths, one image
+            ("c.txt", "c", "error"),
+            ("d.txt", None, "error"),
+        ]
     ]
-    got = maps.run_collection(root, "/src", rows)  # a new lake: no finished run yet
+    root.write_part(lake.rows_to_table(files, FILES_SCHEMA), "files", "r0-000000.parquet")
+    discovered = {
+        "run_id": "r0",
+        "stage": "discovered",
+        "status": "running",
+        "source": "/src",
+        "started_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "files_snapshot": True,
+    }
+    root.write_part(lake.rows_to_table([discovered], RUNS_SCHEMA), "runs", "r0-0-d.parquet")
+    build_catalog(root)
+    run = Inventory("r0", 0.0, {})
+    got = maps.run_collection(root, "/src", run)  # a new lake: no finished run yet
     assert got.column("image_id").to_pylist() == ["a", "b"]
-    finished = {"run_id": "r1", "stage": "finished", "status": "finished", "source": "/src"}
-    root.write_part(lake.rows_to_table([finished], RUNS_SCHEMA), "runs", "r1-1-finished.parquet")
-    assert maps.run_collection(root, "/src", rows).num_rows == 2
+    finished = {**discovered, "stage": "finished", "status": "finished"}
+    root.write_part(lake.rows_to_table([finished], RUNS_SCHEMA), "runs", "r0-1-finished.parquet")
+    assert maps.run_collection(root, "/src", run).num_rows == 2
     # another source shares the lake: its images are current too, so the catalog is asked
     other = {**finished, "run_id": "r2", "source": "/elsewhere"}
     root.write_part(lake.rows_to_table([other], RUNS_SCHEMA), "runs", "r2-1-finished.parquet")
-    assert maps.run_collection(root, "/src", rows) is None
+    assert maps.run_collection(root, "/src", run) is None
