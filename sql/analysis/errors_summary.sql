@@ -4,9 +4,8 @@
 SELECT f.error_code, count(*) AS files, sum(f.size_bytes) AS bytes,
        list(f.path ORDER BY f.path)[1:5] AS example_paths,
        any_value(f.error_message) AS example_message
-FROM files AS f
+FROM run_files([coalesce(
+    $run_id, (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1))]) AS f
 WHERE f.status = 'error'
-  AND f.run_id = coalesce(
-      $run_id, (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1))
 GROUP BY f.error_code
 ORDER BY files DESC;
