@@ -794,6 +794,10 @@ def measure(args) -> dict:
         "device": rerun["device"],
         "precision": rerun["precision"],
         "written": _latest_parts(lake_dir, row["run_id"], launched),
+        # what each report section took (its summary.json), where the report's time goes
+        "report_section_seconds": (
+            json.loads(summary.read_text()).get("section_seconds") if summary.exists() else None
+        ),
     }
     after = _lake_bytes(str(lake_dir))
     result["bytes_after_rerun"] = {"lake": after}

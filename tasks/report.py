@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -451,22 +452,31 @@ def build_report(
         run = _the_run(con, root, run_id)
         run_id = lake.valid_run_id(run["run_id"])  # it names the report's folder
         tables: dict[str, pa.Table] = {}
-        thumbs = _Thumbnails(con, source)
-        vectors = _sampled_vectors(con, run_id, sample)
+        seconds: dict[str, float] = {}
+
+        def timed(name: str, build: Any, *args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return build(*args)
+            finally:
+                seconds[name] = round(time.perf_counter() - started, 3)
+
+        thumbs = timed("thumbnails", _Thumbnails, con, source)
+        vectors = timed("sample", _sampled_vectors, con, run_id, sample)
         sections = [
-            _run_section(run, run_id, thumbs),
-            _errors_section(con, run_id, tables),
-            _exif_section(con, run_id, tables),
-            _duplicates_section(con, thumbs, tables),
-            _outliers_section(con, thumbs, tables),
-            _label_structure_section(con, color_by, vectors, tables),
-            _agreement_section(con, tables),
+            timed("run", _run_section, run, run_id, thumbs),
+            timed("errors", _errors_section, con, run_id, tables),
+            timed("exif", _exif_section, con, run_id, tables),
+            timed("duplicates", _duplicates_section, con, thumbs, tables),
+            timed("outliers", _outliers_section, con, thumbs, tables),
+            timed("label_structure", _label_structure_section, con, color_by, vectors, tables),
+            timed("agreement", _agreement_section, con, tables),
         ]
         for column in json.loads(run["params"] or "{}").get("label_columns") or []:
-            sections.append(_labels_section(con, column, thumbs, tables))
-        sections.append(_changes_section(con, run_id, vectors, sample, tables))
-        sections = thumbs.fill(con, sections)
-    return _write_report(root, run, run_id, sections, tables)
+            sections.append(timed(f"labels:{column}", _labels_section, con, column, thumbs, tables))
+        sections.append(timed("changes", _changes_section, con, run_id, vectors, sample, tables))
+        sections = timed("fill_thumbnails", thumbs.fill, con, sections)
+    return _write_report(root, run, run_id, sections, tables, seconds)
 
 
 def _the_run(con: Any, root: lake.Lake, run_id: str | None) -> dict[str, Any]:
@@ -664,8 +674,10 @@ def _write_report(
     run_id: str,
     sections: list[tuple[str, str]],
     tables: dict[str, pa.Table],
+    seconds: dict[str, float],
 ) -> ReportResult:
-    """The page, its CSVs and summary.json in reports/<run_id>/, copied to reports/latest."""
+    """The page, its CSVs and summary.json in reports/<run_id>/, copied to reports/latest
+    (`section_seconds`: what each section's queries and plots took)."""
     reports = root.local_dir / "reports"
     folder = reports / run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -676,6 +688,7 @@ def _write_report(
     summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
     summary["sections"] = [t for t, _ in sections]
     summary["tables"] = {name: t.num_rows for name, t in tables.items()}
+    summary["section_seconds"] = seconds
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _replace_latest(reports, folder, run_id)
     return ReportResult(
