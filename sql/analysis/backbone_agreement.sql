@@ -3,14 +3,30 @@
 -- param backbone_a: VARCHAR = 'mobilenet_v1'
 -- param backbone_b: VARCHAR = 'xception'
 -- param k: INTEGER = 10  -- neighbours compared per image
+-- param sample: INTEGER = NULL  -- only the images with the N smallest image_ids (uniform); NULL: all
 -- example: embedlake query backbone_agreement --param k=5
-WITH a AS (SELECT image_id, neighbor_id FROM neighbors WHERE backbone = $backbone_a AND rank <= $k),
-b AS (SELECT image_id, neighbor_id FROM neighbors WHERE backbone = $backbone_b AND rank <= $k),
+WITH chosen AS MATERIALIZED (  -- the images compared, with their first path by name
+    SELECT image_id, min(path) AS path
+    FROM images
+    WHERE $sample IS NULL OR image_id IN (
+        SELECT DISTINCT image_id FROM images ORDER BY image_id LIMIT $sample
+    )
+    GROUP BY image_id
+),
+bound AS (SELECT max(image_id) AS last FROM chosen),  -- lets the scans skip row groups above it
+a AS (
+    SELECT image_id, neighbor_id FROM neighbors
+    WHERE backbone = $backbone_a AND rank <= $k AND image_id <= (SELECT last FROM bound)
+),
+b AS (
+    SELECT image_id, neighbor_id FROM neighbors
+    WHERE backbone = $backbone_b AND rank <= $k AND image_id <= (SELECT last FROM bound)
+),
 per_image AS (
     SELECT image_id,
            count(*) FILTER (WHERE b.neighbor_id IS NOT NULL) / $k::DOUBLE AS overlap
     FROM a LEFT JOIN b USING (image_id, neighbor_id)
-    WHERE image_id IN (SELECT image_id FROM b)
+    WHERE image_id IN (SELECT image_id FROM b) AND image_id IN (SELECT image_id FROM chosen)
     GROUP BY image_id
 )
 SELECT 'overall' AS scope, NULL AS path, avg(overlap) AS overlap,
@@ -20,6 +36,6 @@ SELECT 'overall' AS scope, NULL AS path, avg(overlap) AS overlap,
        count(*) AS images
 FROM per_image
 UNION ALL
-SELECT 'image', p.path, overlap, NULL, 1
-FROM per_image JOIN image_paths AS p USING (image_id)
+SELECT 'image', c.path, overlap, NULL, 1
+FROM per_image JOIN chosen AS c USING (image_id)
 ORDER BY scope DESC, overlap, path;

@@ -195,6 +195,18 @@ def test_backbone_agreement_under_rotation_is_total(synthetic_lake):
     assert overall["scope"] == "overall" and overall["images"] == 62
     assert overall["overlap"] == pytest.approx(1.0)
     assert overall["linear_cka"] == pytest.approx(1.0, abs=1e-6)
+    # a sample: the images with the smallest image_ids, each with its first path
+    sampled = _rows(synthetic_lake, "backbone_agreement", k=5, sample=7)
+    assert sampled[0]["images"] == 7
+    everyone = {r["path"] for r in rows if r["scope"] == "image"}
+    chosen = [r["path"] for r in sampled if r["scope"] == "image"]
+    assert len(chosen) == 7 and set(chosen) <= everyone
+    with connect_read_only(synthetic_lake) as con:
+        smallest = con.execute(
+            "SELECT min(path) FROM images WHERE image_id IN "
+            "(SELECT DISTINCT image_id FROM images ORDER BY image_id LIMIT 7) GROUP BY image_id"
+        ).fetchall()
+    assert sorted(chosen) == sorted(p for (p,) in smallest)
 
 
 def test_every_query_has_a_header_and_runs(synthetic_lake):
