@@ -115,19 +115,45 @@ def _needs_json_text(kind: pa.DataType) -> bool:
     )
 
 
+# a cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA = "^[=+\\-@\t\r]"
+
+
+def formula_safe_text(text: str | None) -> str | None:
+    """`text` with a leading apostrophe when a spreadsheet would run it as a formula."""
+    return "'" + text if text is not None and text.startswith(FORMULA_START) else text
+
+
+def formula_safe(column: pa.Array) -> pa.Array:
+    """A string column with `formula_safe_text` applied to every cell (vectorised)."""
+    import pyarrow.compute as pc
+
+    guarded = pc.binary_join_element_wise(pa.scalar("'", column.type), column, "")
+    return pc.if_else(pc.match_substring_regex(column, _FORMULA), guarded, column)
+
+
 def _write_csv(data: pa.RecordBatchReader, sink) -> None:
+    """CSV, with nested values as JSON text; text from the lake is untrusted, so a header or cell
+    a spreadsheet would run as a formula gets a leading apostrophe (`--format json` or `parquet`
+    keep text exactly)."""
     import pyarrow.csv as pacsv
 
     nested = {i for i, f in enumerate(data.schema) if _needs_json_text(f.type)}
-    schema = pa.schema(
-        [f.with_type(pa.string()) if i in nested else f for i, f in enumerate(data.schema)]
-    )
+    fields = [f.with_type(pa.string()) if i in nested else f for i, f in enumerate(data.schema)]
+    schema = pa.schema([f.with_name(formula_safe_text(f.name)) for f in fields])
+    text = {
+        i
+        for i, f in enumerate(schema)
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    }
     with pacsv.CSVWriter(sink, schema) as writer:
         for batch in data:
             columns = [
                 _as_json_text(column) if i in nested else column
                 for i, column in enumerate(batch.columns)
             ]
+            columns = [formula_safe(c) if i in text else c for i, c in enumerate(columns)]
             writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
 
 

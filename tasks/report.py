@@ -38,6 +38,7 @@ from . import lake
 from .catalog import connect_read_only, sql_text
 from .discover import fs_path, open_regular_file
 from .queries import run_query
+from .render import formula_safe, formula_safe_text
 from .sources import RemoteSource, open_source, readable_path
 
 __all__ = ["ReportResult", "build_report", "csv_safe"]
@@ -746,14 +747,6 @@ def _replace_latest(reports: Path, folder: Path, run_id: str) -> None:
     staging.rename(latest)
 
 
-# a cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(text: str | None) -> str | None:
-    return "'" + text if text is not None and text.startswith(_FORMULA_START) else text
-
-
 def _csv_name(table: str) -> str:
     """A table's CSV file name; a label column names some tables, and a lake's params name the
     label columns, so anything but a plain word character is replaced."""
@@ -772,6 +765,6 @@ def csv_safe(table: pa.Table) -> pa.Table:
                 pa.string(),
             )
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            column = pa.array([_csv_cell(v) for v in column.to_pylist()], column.type)
-        columns[_csv_cell(name)] = column
+            column = formula_safe(column)
+        columns[formula_safe_text(name)] = column
     return pa.table(columns)

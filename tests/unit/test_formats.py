@@ -270,3 +270,25 @@ def test_binary_columns_are_hex_in_every_text_format(capsys):
     for fmt in ("csv", "json", "table"):
         write_result(table, fmt)
         assert "636166e92e6a7067" in capsys.readouterr().out, fmt
+
+
+def test_csv_guards_text_a_spreadsheet_would_run_as_a_formula(tmp_path):
+    import csv
+
+    from embedlake.tasks.render import write_result
+
+    table = _result(
+        "SELECT * FROM (VALUES ('=HYPERLINK(\"http://x\")', -3, '+1'), ('plain', 4, 'a=b'),"
+        " ('@SUM(A1)', 5, '-x')) AS t(\"=name\", n, other)"
+    )
+    out = tmp_path / "out.csv"
+    write_result(table, "csv", str(out))
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["'=name", "n", "other"]  # a header is lake text too
+    assert rows[1:] == [
+        ['\'=HYPERLINK("http://x")', "-3", "'+1"],  # numbers stay numbers
+        ["plain", "4", "a=b"],
+        ["'@SUM(A1)", "5", "'-x"],
+    ]
+    write_result(table, "json", str(tmp_path / "out.json"))  # json keeps text exactly
+    assert json.loads((tmp_path / "out.json").read_text().splitlines()[0])["=name"].startswith("=")
