@@ -103,55 +103,6 @@ def test_a_legacy_whole_graph_part_is_version_zero(tmp_path):
     _assert_same(_graph(root), _brute_force(ids, x, 3))
 
 
-# The view's definition before it skipped the window (kept as the reference it is checked
-# against): per list, the rows of its latest version, by a window over every row.
-_WINDOW_NEIGHBORS = """
-WITH parts AS (
-    SELECT *, coalesce(try_cast(regexp_extract(filename, '-(\\d{8})\\.parquet$', 1) AS INTEGER), 0)
-        AS version
-    FROM read_parquet(lake_path('neighbors/*.parquet'), union_by_name = true, filename = true)
-)
-SELECT backbone, weights_id, precision, image_id, neighbor_id, rank, similarity, method
-FROM parts
-QUALIFY version = max(version) OVER (PARTITION BY backbone, weights_id, precision, image_id)
-"""
-
-
-def test_the_neighbors_view_is_each_lists_latest_version(tmp_path):
-    from embedlake.tasks.schemas import NEIGHBORS_SCHEMA
-
-    root = lake.ensure_lake(tmp_path / "lake")
-    rng = np.random.default_rng(5)
-    ids = [f"i{i:03d}" for i in range(200)]
-    n_rows = 0
-    for group in (KEY, lake.GroupKey("xception", "w-x", "fp32")):
-        name = graph.group_name(*group)
-        for version in range(4):  # version 0: a legacy whole part; then updates of some lists
-            chosen = range(200) if version == 0 else rng.choice(200, rng.integers(1, 120), False)
-            rows = [
-                {
-                    **group._asdict(),
-                    "image_id": ids[i],
-                    "neighbor_id": ids[(i + r + 7 * version + 1) % 200],
-                    "rank": r + 1,
-                    "similarity": float(rng.random()),
-                    "method": "exact",
-                }
-                for i in chosen
-                for r in range(3)
-            ]
-            part = f"{name}.parquet" if version == 0 else f"{name}-{version:08d}.parquet"
-            table = pa.Table.from_pylist(rows, schema=NEIGHBORS_SCHEMA)
-            lake.Lake.at(root).write_part(table, "neighbors", part)
-            n_rows += len(rows)
-    build_catalog(root)
-    with connect_read_only(root) as con:
-        got = sorted(con.execute("SELECT * FROM neighbors").fetchall())
-        want = sorted(con.execute(_WINDOW_NEIGHBORS).fetchall())
-    assert got == want
-    assert len(got) == 2 * 200 * 3 < n_rows  # every list once, though many are in several parts
-
-
 def _indexed_ids(root) -> list[str]:
     index = graph.open_index(lake.Lake.at(root), KEY)
     return [i for seg in index.segments() for i in index._labels(seg)]
