@@ -312,3 +312,19 @@ def test_ann_mode_on_a_lake_behind_fsspec(tmp_path):
     build_neighbor_graph(root, k=5, ann_threshold=1000)
     index = graph.open_index(lake.Lake.at(url), KEY)
     assert index.ntotal == 1600 and len(index.manifest.segments) == 2
+
+
+def test_the_index_puts_vectors_in_lists_with_a_wide_quantizer_search(tmp_path):
+    faiss = pytest.importorskip("faiss")
+    from embedlake.tasks import ann_index
+
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(3000, 32, seed=4)
+    _add(root, [f"q{i:05d}" for i in range(len(x))], x, "r0")
+    build_neighbor_graph(root, k=10, ann_threshold=1000)
+    index = graph.open_index(lake.Lake.at(root), KEY)
+    names = [index.manifest.trained] + [seg.name for seg in index.segments()]
+    for name in names:  # the trained index every segment copies, and the segments themselves
+        read = faiss.read_index(str(index.folder / f"{name}.faiss"))
+        quantizer = faiss.downcast_index(faiss.extract_index_ivf(read).quantizer)
+        assert quantizer.hnsw.efSearch == ann_index.QUANTIZER_EF > 16  # faiss's default: 16
