@@ -674,17 +674,7 @@ def measure(args) -> dict:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     source, lake_dir = work / "source", work / "lake"
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_HOME=str(work / "prefect"),
-        EMBEDLAKE_CACHE=str(work / "cache"),
-        # Prefect's default 20 s was not always enough for its ephemeral server to start here
-        # (a fresh PREFECT_HOME runs its migrations): runs failed with "Timed out while
-        # attempting to connect to ephemeral Prefect API server" on an idle machine
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-    )
+    env = _run_env(work)
     result: dict = {
         "what": "a real `embedlake run` adding M new images to a lake of N made as a run would "
         "leave it; see 'synthetic' and bench/scale_run.py",
@@ -826,6 +816,21 @@ def measure(args) -> dict:
     return result
 
 
+def _run_env(work: Path) -> dict:
+    """The environment of the runs the bench times or traces, all under `work`."""
+    return dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(work / "prefect"),
+        EMBEDLAKE_CACHE=str(work / "cache"),
+        # Prefect's default 20 s was not always enough for its ephemeral server to start here
+        # (a fresh PREFECT_HOME runs its migrations): runs failed with "Timed out while
+        # attempting to connect to ephemeral Prefect API server" on an idle machine
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+    )
+
+
 def _du(folder: Path) -> dict:
     """Apparent bytes and allocated bytes of the files under `folder`."""
     apparent = allocated = files = 0
@@ -919,14 +924,7 @@ def main() -> int:
         work = WORK / f"n{args.n}"
         out = MEASURED / f"scale-run-{args.n}.json"
         result = json.loads(out.read_text())
-        env = dict(
-            os.environ,
-            HF_HUB_OFFLINE="1",
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            PREFECT_HOME=str(work / "prefect"),
-            EMBEDLAKE_CACHE=str(work / "cache"),
-            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        )
+        env = _run_env(work)
         rate = args.profile or 25
         result["profile_rerun"] = _profile_rerun(
             work / "source", work / "lake", env, work, 20, rate
