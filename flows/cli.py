@@ -309,7 +309,7 @@ def _parser() -> argparse.ArgumentParser:
         "reindex", help="rebuild the neighbour graph, its index and the catalog from the Parquet"
     )
     _add_lake(reindex)
-    _add_run_options(reindex, source=False, only=("device",))
+    _add_run_options(reindex, source=False, only=("device", "runner"))
 
     bb = sub.add_parser("backbones", help="describe the registered backbones")
     bb.add_argument("names", nargs="*", metavar="NAME", help="default: mobilenet_v1 and xception")
@@ -670,12 +670,13 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     from embedlake.tasks.lake import Lake
 
     device = _run_option(args, "device")  # refused before torch is imported
+    runner = _run_option(args, "runner")
     root = Lake.at(args.lake)
     if not root.exists():
         raise CliError(f"no lake at {root}")
     from embedlake.tasks.steps import reindex_fn
 
-    written = reindex_fn(root, device)
+    written = reindex_fn(root, device, runner)
     print(f"reindexed {root}: " + ", ".join(f"{g} {n} lists" for g, n in written.items()))
     return 0
 

@@ -294,6 +294,47 @@ class GroupIndex:
         """The committed segments, then those added since."""
         return self.manifest.segments + self.pending
 
+    # --------------------------------------------------------------- searching from elsewhere
+
+    def view(self) -> dict:
+        """What another process needs to search this index as this one sees it (its pending
+        segments too), as plain data: `GroupIndex.from_view` opens it. For a URL lake the
+        pending segments are uploaded first (not the manifest: other readers see nothing until
+        `commit`, and a killed update's uploads are leftovers the next commit deletes); those
+        the remote has are not sent again."""
+        if isinstance(self.root, lake.UrlLake):  # the trained file too: a new index's
+            live = {f"{s.name}.{ext}" for s in self.pending for ext in ("faiss", "parquet")}
+            live.add(f"{self.manifest.trained}.faiss")
+            _push(self.root, self.folder, self.name, live, manifest=False)
+        manifest = asdict(self.manifest)
+        manifest["segments"] = [asdict(s) for s in self.segments()]
+        return {
+            "lake": str(self.root),
+            "name": self.name,
+            "manifest": manifest,
+            "nprobe": self.nprobe,
+        }
+
+    @classmethod
+    def from_view(cls, view: dict) -> GroupIndex:
+        """The index `view` describes, its files fetched to this machine's copy of a URL lake.
+        Its names are checked as a manifest read from the lake is: nothing outside the index
+        folder is opened."""
+        root = lake.Lake.at(view["lake"])
+        name = check_group_name(view["name"])
+        manifest = Manifest.parse(json.dumps(view["manifest"]), name)
+        self = cls(root, name, manifest)
+        self.nprobe = int(view["nprobe"])
+        if isinstance(root, lake.UrlLake):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _fetch(root, self.folder, name, manifest)
+        elif not (self.folder / f"{manifest.trained}.faiss").is_file():
+            raise BadIndex(
+                f"index {name}: not found under {root} from {os.uname().nodename}: a worker "
+                "on another machine needs the lake at a URL or on a folder every node mounts"
+            )
+        return self
+
     def search(
         self,
         queries: np.ndarray,
@@ -429,7 +470,15 @@ def _pull(root: lake.UrlLake, folder: Path, name: str) -> None:
         for path in root.fs.glob(f"{root.root}/{INDEX_FOLDER}/{name}.*"):  # legacy layout
             root.fs.get_file(path, str(folder.parent / path.rsplit("/", 1)[-1]))
         return
-    manifest = Manifest.parse(text, name)  # before anything it names is fetched
+    _fetch(root, folder, name, Manifest.parse(text, name))  # parsed before anything is fetched
+    _write_atomically(folder / _MANIFEST, text)
+
+
+def _fetch(root: lake.UrlLake, folder: Path, name: str, manifest: Manifest) -> None:
+    """Download the files `manifest` names that this machine lacks or holds with another size
+    than the remote's (a download cut short by a kill)."""
+    remote = f"{root.root}/{INDEX_FOLDER}/{name}"
+    root.fs.invalidate_cache(remote)  # a listing cached by an earlier search lacks new segments
     # listed after the manifest was read: a segment it names is immutable, so its size is known
     sizes = {p["name"].rsplit("/", 1)[-1]: p["size"] for p in root.fs.ls(remote, detail=True)}
     wanted = [f"{manifest.trained}.faiss"] + [
@@ -444,7 +493,6 @@ def _pull(root: lake.UrlLake, folder: Path, name: str) -> None:
         local = folder / file
         if not local.is_file() or local.stat().st_size != sizes[file]:
             _download(root, f"{remote}/{file}", local, sizes[file])
-    _write_atomically(folder / _MANIFEST, text)
 
 
 def _download(root: lake.UrlLake, source: str, target: Path, size: int) -> None:
@@ -459,13 +507,18 @@ def _download(root: lake.UrlLake, source: str, target: Path, size: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _push(root: lake.UrlLake, folder: Path, name: str, live: set[str]) -> None:
-    """Upload the files the remote lacks, the manifest last; then delete the remote's others."""
+def _push(
+    root: lake.UrlLake, folder: Path, name: str, live: set[str], manifest: bool = True
+) -> None:
+    """Upload the files the remote lacks, the manifest last; then delete the remote's others.
+    Not `manifest`: the files alone (no manifest, nothing deleted)."""
     remote = f"{root.root}/{INDEX_FOLDER}/{name}"
     root.fs.invalidate_cache(remote)
     there = {p.rsplit("/", 1)[-1] for p in root.fs.glob(f"{remote}/*")}
     for file in sorted(live - there - {_MANIFEST}):
         _upload(root, folder / file, f"{remote}/{file}")
+    if not manifest:
+        return
     _upload(root, folder / _MANIFEST, f"{remote}/{_MANIFEST}")
     for file in there - live:
         root.fs.rm_file(f"{remote}/{file}")

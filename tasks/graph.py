@@ -43,7 +43,9 @@ __all__ = [
     "group_size",
     "iter_group_blocks",
     "open_index",
+    "Searcher",
     "search_group",
+    "search_here",
     "update_group",
 ]
 
@@ -423,13 +425,36 @@ def _new_index(root: lake.Lake, key: GroupKey, n: int) -> GroupIndex:
     return GroupIndex.create(root, group_name(*key), n, np.concatenate(sample))
 
 
-def _ann_update(root: lake.Lake, key: GroupKey, index: GroupIndex, k: int, block_rows: int) -> int:
+# (index, blocks of (image_ids, vectors), k) -> each block's (image_ids, similarities, neighbours)
+Searcher = Callable[
+    [GroupIndex, Iterable[tuple[np.ndarray, np.ndarray]], int],
+    Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]],
+]
+
+
+def search_here(
+    index: GroupIndex, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each block's lists, searched in this process (`index_shards.RaySearch`: on a cluster)."""
+    for ids, vectors in blocks:
+        sims, names = index.search(vectors, k, query_ids=ids)
+        yield ids, sims, names
+
+
+def _ann_update(
+    root: lake.Lake,
+    key: GroupKey,
+    index: GroupIndex,
+    k: int,
+    block_rows: int,
+    search: Searcher = search_here,
+) -> int:
     """Index the rows of the parts the index does not cover, then find their lists and merge
     them into the lists they enter; lists written.
 
     Two passes over the new rows (insert all, then search), each a block at a time; each block's
-    lists are written as they come. When the index held nothing before (a new or rebuilt index)
-    every row is new and no existing list is read.
+    lists are written as they come, in block order whoever searched them. When the index held
+    nothing before (a new or rebuilt index) every row is new and no existing list is read.
     """
     covered = set(index.manifest.parts)
     new_parts = [name for name in embedding_part_names(root) if name not in covered]
@@ -440,8 +465,8 @@ def _ann_update(root: lake.Lake, key: GroupKey, index: GroupIndex, k: int, block
     written = 0
     added: set[str] = set()
     hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (existing, sim, new) per block
-    for ids, vectors in iter_group_blocks(root, key, parts=new_parts, block_rows=block_rows):
-        sims, names = index.search(vectors, k, query_ids=ids)
+    blocks = iter_group_blocks(root, key, parts=new_parts, block_rows=block_rows)
+    for ids, sims, names in search(index, blocks, k):
         _write_lists(root, key, Lists(ids, names, sims), ANN_METHOD)
         written += len(ids)
         if not all_new:
@@ -561,12 +586,14 @@ def update_group(
     query_block: int = 2048,
     key_block: int = 8192,
     rebuild: bool = False,
+    search: Searcher = search_here,
 ) -> int:
     """Bring one group's graph up to date with its stored embeddings; lists written.
 
     `rebuild`: start from nothing (a new index, every list recomputed), then drop older parts.
     A group that has an index stays in ANN mode; one without gets an index when it outgrows
-    `ann_threshold`.
+    `ann_threshold`. `search`: who runs an ANN update's searches (the exact mode's scan runs
+    here, on `device`).
     """
     name = group_name(*key)
     old_parts = [part for _, part in _group_parts(root, name)] if rebuild else []
@@ -578,7 +605,7 @@ def update_group(
     if index is None and k and n > ann_threshold and _have_faiss(n, ann_threshold):
         index = _new_index(root, key, n)
     if index is not None:
-        written = _ann_update(root, key, index, k, block_rows=65_536)
+        written = _ann_update(root, key, index, k, block_rows=65_536, search=search)
     else:
         written = 0
         current = Lists.empty(k) if rebuild else read_lists(root, key, k)

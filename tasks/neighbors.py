@@ -104,10 +104,12 @@ def build_neighbor_graph(
     ann_threshold: int = 200_000,
     cka_sample: int = 50_000,
     rebuild: bool = False,
+    search: graph.Searcher = graph.search_here,
     **blocks: int,
 ) -> dict[str, int]:
     """Update (or `rebuild`) LAKE/neighbors and LAKE/agreement; lists written per group.
 
+    `search`: who runs the ANN searches (`index_shards.RaySearch`: a Ray cluster's workers).
     `blocks`: query_block and key_block of the exact scan (rows per block).
     """
     root = lake.Lake.at(root)
@@ -120,6 +122,7 @@ def build_neighbor_graph(
             device=device,
             ann_threshold=ann_threshold,
             rebuild=rebuild,
+            search=search,
             **blocks,
         )
         for key in keys

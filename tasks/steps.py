@@ -15,15 +15,16 @@ one final row: 'finished' when every stage passed, 'failed' naming the stage tha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from prefect import task
@@ -62,6 +63,9 @@ from .weights import (
     load_backbone,
     parse_weights_spec,
 )
+
+if TYPE_CHECKING:
+    from .graph import Searcher
 
 __all__ = [
     "EmbedOutcome",
@@ -499,14 +503,31 @@ def build_neighbors_fn(ctx: RunContext, engine: EnginePlan) -> dict[str, int]:
     graph is computed on this process's device, the run's engine plan's `local_device`."""
     from .neighbors import build_neighbor_graph
 
-    written = build_neighbor_graph(
-        ctx.lake,
-        k=ctx.params.neighbors_k,
-        device=engine.local_device,
-        ann_threshold=ctx.params.ann_threshold,
-    )
+    with _searcher(ctx.params.runner) as search:
+        written = build_neighbor_graph(
+            ctx.lake,
+            k=ctx.params.neighbors_k,
+            device=engine.local_device,
+            ann_threshold=ctx.params.ann_threshold,
+            search=search,
+        )
     _log().info("neighbour graph: lists written per group %s", written)
     return written
+
+
+@contextlib.contextmanager
+def _searcher(runner: str) -> Iterator[Searcher]:
+    """Who runs the ANN searches: this process (`local`), or the Ray cluster `runner` names,
+    connected for the block (a run's Ray task runner has connected already)."""
+    from .graph import search_here
+
+    if runner == "local":
+        yield search_here
+        return
+    from .index_shards import RaySearch, ray_connection
+
+    with ray_connection(runner):
+        yield RaySearch()
 
 
 def build_maps_fn(ctx: RunContext, inventory: Inventory) -> list[dict[str, Any]]:
@@ -523,15 +544,16 @@ def build_maps_fn(ctx: RunContext, inventory: Inventory) -> list[dict[str, Any]]
     return [dataclasses.asdict(outcome) for outcome in outcomes]
 
 
-def reindex_fn(root: lake.Lake, device: str = "auto") -> dict[str, int]:
+def reindex_fn(root: lake.Lake, device: str = "auto", runner: str = "local") -> dict[str, int]:
     """Rebuild the graph, its indexes, every group's map (refitted) and the catalog from the
-    Parquet, under the writer's lock."""
+    Parquet, under the writer's lock. `runner` (a RunParams.runner): ray or ray=ADDRESS shards
+    the ANN searches across that Ray cluster's workers (tasks.index_shards)."""
     from .maps import update_maps
     from .neighbors import build_neighbor_graph
     from .params import RunParams
 
     defaults = RunParams.model_fields
-    with root.lock():
+    with root.lock(), _searcher(runner) as search:
         root.remove_stale_temporaries()
         written = build_neighbor_graph(
             root,
@@ -539,6 +561,7 @@ def reindex_fn(root: lake.Lake, device: str = "auto") -> dict[str, int]:
             device=resolve_device(device),
             ann_threshold=defaults["ann_threshold"].default,
             rebuild=True,
+            search=search,
         )
         catalog.build_catalog(root)  # the map reads the current collection through it
         update_maps(root, lake.new_run_id(), refit=True)

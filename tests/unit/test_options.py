@@ -111,6 +111,7 @@ def test_a_refused_value_is_one_line_and_exit_2(
     ("options", "message"),
     [
         (["reindex", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda[:N]"),
+        (["reindex", "--runner", "spark"], "--runner 'spark': expected local, ray or ray=ADDRESS"),
         (["similar", "q.jpg", "--k", "0"], "--k must be at least 1"),
         (["nearest", "abc", "--backbone", "xception", "--k", "0"], "--k must be at least 1"),
     ],
