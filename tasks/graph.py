@@ -120,25 +120,6 @@ def group_ids(root: lake.Lake, key: GroupKey) -> pa.Array:
     return ids.unique() if len(ids) else pa.array([], pa.string())
 
 
-def smallest_ids(root: lake.Lake, key: GroupKey, k: int) -> pa.Array:
-    """The group's `k` smallest distinct image_ids, sorted. Ids are SHA-256 digests, so these
-    are a uniform sample of the group, and a stable one: as the group grows, an image enters
-    only with an id below the k-th. Parts are sorted by image_id, so once `k` ids are held, a
-    part's row groups whose ids all lie above the k-th are skipped on their statistics: the
-    scan reads about a row group a part and holds O(k) ids, never the group's (10 M ids are
-    ~1 GB as Arrow strings)."""
-    kept = pa.array([], pa.string())
-    for _, part in _embedding_parts(root):
-        where = _group_filter(key)
-        if len(kept) >= k:
-            where = where & (ds.field("image_id") <= kept[k - 1].as_py())
-        ids = part.to_table(columns=["image_id"], filter=where).column("image_id")
-        if len(ids):
-            merged = pa.concat_arrays([kept, *ids.cast(pa.string()).chunks]).unique()
-            kept = merged.take(pc.sort_indices(merged))[:k]
-    return kept
-
-
 def group_size(root: lake.Lake, key: GroupKey) -> int:
     """How many rows the group has (its key columns alone are read)."""
     return sum(part.count_rows(filter=_group_filter(key)) for _, part in _embedding_parts(root))

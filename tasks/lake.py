@@ -93,6 +93,7 @@ __all__ = [
     "PartWriter",
     "UrlLake",
     "INDEX_FOLDER",
+    "SAMPLES_FOLDER",
     "NotALake",
     "cache_root",
     "embeddings_schema",
@@ -109,6 +110,7 @@ __all__ = [
 
 _TMP_MARK = ".tmp-"
 INDEX_FOLDER = "index"  # the ANN indexes (tasks.ann_index), a folder per group
+SAMPLES_FOLDER = "samples"  # each graph group's agreement sample (tasks.samples), a part each
 # shown to readers, never written: today's columns beside an older lake's schema part
 _CURRENT_SCHEMA_PART = "_schema_current.parquet"
 # The temporary names embedlake's writers make, and only those: a part or an index file
@@ -256,7 +258,11 @@ class Lake(abc.ABC):
         holding only table folders (and the lock) is a lake whose creation was cut short.
         """
         entries = self._top_entries()
-        if entries is None or entries <= {*TABLES, ".lock"} or self.part_names("runs"):
+        if (
+            entries is None
+            or entries <= {*TABLES, SAMPLES_FOLDER, ".lock"}
+            or self.part_names("runs")
+        ):
             return
         raise NotALake(
             f"{self} is not empty and is not an embedlake lake (it has no runs table): "
@@ -356,6 +362,7 @@ class LocalLake(Lake):
         return f"{LOCAL_PROTOCOL}://{self.url}"
 
     def write_part(self, table: pa.Table, folder: str, name: str) -> str:
+        (self.path / folder).mkdir(exist_ok=True)  # samples/ is made by its first part
         return str(write_part_atomically(table, self.path / folder / name))
 
     def part_names(self, folder: str) -> list[str]:
@@ -370,7 +377,7 @@ class LocalLake(Lake):
         groups = [p for p in index.iterdir() if p.is_dir()] if index.is_dir() else []
         found = [
             path
-            for folder in [*(self.path / table for table in TABLES), index, *groups]
+            for folder in [*(self.path / t for t in (*TABLES, SAMPLES_FOLDER)), index, *groups]
             for path in (folder.glob(f"*{_TMP_MARK}*") if folder.is_dir() else [])
             if _TEMPORARY.match(path.name)
         ]
@@ -461,6 +468,8 @@ class UrlLake(Lake):
         staging = self.local_dir / "staging"
         staging.mkdir(parents=True, exist_ok=True)
         target = self._part_path(folder, name)
+        if not self.object_store:  # samples/ is made by its first part
+            self.fs.makedirs(f"{self.root}/{folder}", exist_ok=True)
         put_part_atomically(table, self.fs, target, staging, self.object_store)
         return self.location(folder, name)
 
@@ -481,7 +490,7 @@ class UrlLake(Lake):
                 removed.append(str(path))
         if not self.object_store:  # elsewhere, temporaries live beside their targets
             self.fs.invalidate_cache()
-            for folder in (*TABLES, INDEX_FOLDER):
+            for folder in (*TABLES, SAMPLES_FOLDER, INDEX_FOLDER):
                 for path in self.fs.find(f"{self.root}/{folder}"):
                     depth = path[len(self.root) + 1 :].count("/")  # index/<group>/<file>: 2
                     if (depth == 1 or (folder == INDEX_FOLDER and depth == 2)) and (

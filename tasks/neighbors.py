@@ -8,8 +8,9 @@ exact top-k (`topk.top_k` over row blocks of one array).
 
 Beside it, linear CKA between each pair of backbones over the images both embedded (centred
 Gram-free form ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), on at most `cka_sample` images: the
-smallest image_ids, a uniform sample read without holding the group's ids), summed block by
-block: the sums X^T Y, X^T X, Y^T Y and the column sums, never all the vectors.
+smallest image_ids, a uniform sample each group keeps in the lake and brings up to date from the
+parts a run added, `tasks/samples.py`), summed block by block: the sums X^T Y, X^T X, Y^T Y and
+the column sums, never all the vectors in float64.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import graph, lake, topk
+from .samples import group_sample, remove_samples
 
 __all__ = [
     "AGREEMENT_SCHEMA",
@@ -129,6 +131,7 @@ def build_neighbor_graph(
     }
     if rebuild:  # parts of groups no stored embedding belongs to any more
         names = {graph.group_name(*key) for key in keys}
+        remove_samples(root)  # rebuilt from the parts by _write_agreement
         for part in root.part_names("neighbors"):
             group = part.removesuffix(".parquet").rsplit("-", 1)[0]
             stale = group not in names and part.removesuffix(".parquet") not in names
@@ -146,15 +149,17 @@ def _write_agreement(root: lake.Lake, keys: list[lake.GroupKey], cka_sample: int
         for key_b in keys[i + 1 :]
         if key_a.backbone != key_b.backbone and key_a.precision == key_b.precision
     ]
-    # the sample: each group's cka_sample smallest ids (a uniform sample, as ids are SHA-256,
-    # read in O(sample) memory), those both groups hold; groups without a partner are not read
-    ids = {
-        key: graph.smallest_ids(root, key, cka_sample)
-        for key in {k for pair in pairs for k in pair}
+    # the sample: each group's cka_sample smallest ids (a uniform sample, as ids are SHA-256),
+    # kept in the lake with their vectors (tasks.samples), those both groups hold; groups
+    # without a partner are not read
+    samples = {
+        key: group_sample(root, key, cka_sample) for key in {k for pair in pairs for k in pair}
     }
     for key_a, key_b in pairs:
-        shared = pc.filter(ids[key_a], pc.is_in(ids[key_a], value_set=ids[key_b]))
-        if len(shared) < 3:
+        a, b = samples[key_a], samples[key_b]
+        a = a.filter(pc.is_in(a["image_id"], value_set=b["image_id"]))
+        b = b.filter(pc.is_in(b["image_id"], value_set=a["image_id"]))
+        if a.num_rows < 3:
             continue
         rows.append(
             {
@@ -163,33 +168,20 @@ def _write_agreement(root: lake.Lake, keys: list[lake.GroupKey], cka_sample: int
                 "backbone_b": key_b.backbone,
                 "weights_id_b": key_b.weights_id,
                 "precision": key_a.precision,
-                "n_images": len(shared),
-                "linear_cka": _blocked_cka(root, key_a, key_b, shared),
+                "n_images": a.num_rows,
+                "linear_cka": _blocked_cka(a, b),
             }
         )
     root.write_part(lake.rows_to_table(rows, AGREEMENT_SCHEMA), "agreement", "agreement.parquet")
 
 
-def _blocked_cka(
-    root: lake.Lake, key_a: lake.GroupKey, key_b: lake.GroupKey, shared: pa.Array, chunk: int = 8192
-) -> float:
-    """CKA over `shared` ids, a chunk of ids at a time: memory follows the chunk, not N."""
+def _blocked_cka(a: pa.Table, b: pa.Table, chunk: int = 8192) -> float:
+    """CKA between two samples' vectors of the same ids in the same order, a chunk of rows at
+    a time (float32 only for the chunk)."""
     sums = None
-    for c0 in range(0, len(shared), chunk):
-        ids = shared.slice(c0, chunk)
-        x = _vectors_in_order(root, key_a, ids)
-        y = _vectors_in_order(root, key_b, ids)
+    for c0 in range(0, a.num_rows, chunk):
+        x = lake.vectors_of(a.slice(c0, chunk))
+        y = lake.vectors_of(b.slice(c0, chunk))
         sums = sums or _CkaSums(x.shape[1], y.shape[1])
         sums.add(x, y)
     return sums.value()
-
-
-def _vectors_in_order(root: lake.Lake, key: lake.GroupKey, ids: pa.Array) -> np.ndarray:
-    where = {image_id: i for i, image_id in enumerate(ids.to_pylist())}
-    out = None
-    for block_ids, vectors in graph.iter_group_blocks(root, key, only=ids):
-        if out is None:
-            out = np.empty((len(ids), vectors.shape[1]), np.float32)
-        out[[where[i] for i in block_ids]] = vectors
-    assert out is not None
-    return out

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedlake.flows.cli import main
-from embedlake.tasks.lake import TABLES
+from embedlake.tasks.lake import SAMPLES_FOLDER, TABLES
 from tests.conftest import CLI, cli_here, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -138,7 +138,8 @@ def test_views_match_the_design_contract(lake_run):
 def test_parts_read_with_pyarrow(lake_run):
     _, lake, _ = lake_run
     parts = sorted(lake.glob("*/*.parquet"))
-    assert {p.parent.name for p in parts} == set(TABLES)  # each has at least its schema part
+    # each table has at least its schema part; beside them the agreement samples (derived)
+    assert {p.parent.name for p in parts} == {*TABLES, SAMPLES_FOLDER}
     rows = sum(pq.read_table(p).num_rows for p in (lake / "embeddings").glob("*.parquet"))
     assert rows == 10
 

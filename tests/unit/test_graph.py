@@ -9,7 +9,7 @@ import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 
-from embedlake.tasks import graph, lake
+from embedlake.tasks import graph, lake, samples
 from embedlake.tasks.catalog import build_catalog, connect_read_only
 from embedlake.tasks.neighbors import build_neighbor_graph, exact_topk, linear_cka
 
@@ -221,12 +221,68 @@ def test_cka_samples_the_smallest_ids_both_backbones_hold(tmp_path):
         keep = [i for i in pick if i != 2]  # xception lacks c002
         _add(root, [ids[i] for i in keep], y[keep], f"{run}x", backbone="xception")
     mobilenet = graph.group_keys(lake.Lake.at(root))[0]
-    assert graph.smallest_ids(lake.Lake.at(root), mobilenet, 40).to_pylist() == ids[:40]
+    kept = samples.group_sample(lake.Lake.at(root), mobilenet, 40)
+    assert kept["image_id"].to_pylist() == ids[:40]
+    np.testing.assert_array_equal(lake.vectors_of(kept), x[:40])
     build_neighbor_graph(root, k=3, cka_sample=40)
     (row,) = lake.Lake.at(root).read_table("agreement").to_pylist()
     sample = [i for i in range(40) if i != 2]  # the 40 smallest of each group, held by both
     assert row["n_images"] == len(sample)
     assert row["linear_cka"] == pytest.approx(linear_cka(x[sample], y[sample]), rel=1e-9)
+
+
+def test_the_agreement_sample_is_kept_and_read_with_the_new_parts_alone(
+    tmp_path, monkeypatch, caplog
+):
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(400, 16, seed=17)
+    y = _unit(x @ np.random.default_rng(18).normal(size=(16, 24)))
+    order = np.random.default_rng(19).permutation(400)
+    ids = [f"k{i:03d}" for i in range(400)]
+
+    def add(run, pick):
+        _add(root, [ids[i] for i in pick], x[pick], run)
+        _add(root, [ids[i] for i in pick], y[pick], f"{run}x", backbone="xception")
+
+    def cka_row():
+        (row,) = lake.Lake.at(root).read_table("agreement").to_pylist()
+        return row
+
+    add("r0", order[:300])
+    build_neighbor_graph(root, k=3, cka_sample=50)
+    kept = lake.Lake.at(root).part_names(samples.FOLDER)
+    assert len(kept) == 2  # one a group
+    # the next run's images: the sample is brought up to date from their parts alone
+    add("r1", order[300:])
+    keys = graph.group_keys(lake.Lake.at(root))
+    opened = []
+    real = graph._embedding_parts
+    monkeypatch.setattr(
+        graph, "_embedding_parts", lambda r, names=None: opened.append(names) or real(r, names)
+    )
+    for key in keys:
+        samples.group_sample(lake.Lake.at(root), key, 50)
+    assert opened == [["r1.parquet"], ["r1x.parquet"]] * 2  # each group, the new parts alone
+    monkeypatch.undo()
+    build_neighbor_graph(root, k=3, cka_sample=50)
+    row = cka_row()
+    assert row["n_images"] == 50  # the 50 smallest of all 400, not of the first 300
+    expected = linear_cka(x[:50], y[:50])
+    assert row["linear_cka"] == pytest.approx(expected, rel=1e-9)
+    # a sample file from elsewhere (other columns, a part name outside the lake) is rebuilt
+    folder = root / samples.FOLDER
+    pq.write_table(pa.table({"image_id": ["k000"], "path": ["../../etc/passwd"]}), folder / kept[0])
+    crafted = pa.table({"image_id": ["zzz"], "embedding": [[1.0] * 16]}).replace_schema_metadata(
+        {b"embedlake.sample": b'{"k": 50, "parts": ["../../../etc/passwd"]}'}
+    )
+    pq.write_table(crafted, folder / kept[1])
+    with caplog.at_level("WARNING", logger="embedlake"):
+        build_neighbor_graph(root, k=3, cka_sample=50)
+    assert "unreadable" in caplog.text
+    assert cka_row()["linear_cka"] == pytest.approx(expected, rel=1e-9)
+    # a reindex rebuilds them from the parts
+    build_neighbor_graph(root, k=3, cka_sample=50, rebuild=True)
+    assert cka_row()["linear_cka"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_reindex_command_rebuilds_the_graph_from_parquet(tmp_path, capsys):
