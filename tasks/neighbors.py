@@ -18,11 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import graph, lake, topk
-from .samples import group_sample, remove_samples
+from .samples import linear_cka, pair_cka, remove_samples, update_sample
 
 __all__ = [
     "AGREEMENT_SCHEMA",
@@ -63,40 +61,6 @@ def exact_topk(
         ids, sims = topk.top_k(vectors[mine], keys, k, query_ids=mine, device=device)
         out_idx[mine], out_sim[mine] = ids.astype(np.int64), sims
     return out_idx, out_sim
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA (Kornblith et al. 2019) between two representations of the same rows."""
-    cka = _CkaSums(x.shape[1], y.shape[1])
-    cka.add(x, y)
-    return cka.value()
-
-
-class _CkaSums:
-    """Running sums from which linear CKA of all rows added so far follows (float64)."""
-
-    def __init__(self, dim_x: int, dim_y: int):
-        self.n = 0
-        self.sx, self.sy = np.zeros(dim_x), np.zeros(dim_y)
-        self.xy = np.zeros((dim_x, dim_y))
-        self.xx, self.yy = np.zeros((dim_x, dim_x)), np.zeros((dim_y, dim_y))
-
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        self.n += len(x)
-        self.sx += x.sum(0)
-        self.sy += y.sum(0)
-        self.xy += x.T @ y
-        self.xx += x.T @ x
-        self.yy += y.T @ y
-
-    def value(self) -> float:
-        mx, my = self.sx / self.n, self.sy / self.n
-        # centred products: sum (x - mx)^T (y - my) = X^T Y - n mx my^T
-        xy = self.xy - self.n * np.outer(mx, my)
-        xx = self.xx - self.n * np.outer(mx, mx)
-        yy = self.yy - self.n * np.outer(my, my)
-        return float(np.linalg.norm(xy) ** 2 / (np.linalg.norm(xx) * np.linalg.norm(yy)))
 
 
 def build_neighbor_graph(
@@ -150,16 +114,15 @@ def _write_agreement(root: lake.Lake, keys: list[lake.GroupKey], cka_sample: int
         if key_a.backbone != key_b.backbone and key_a.precision == key_b.precision
     ]
     # the sample: each group's cka_sample smallest ids (a uniform sample, as ids are SHA-256),
-    # kept in the lake with their vectors (tasks.samples), those both groups hold; groups
-    # without a partner are not read
-    samples = {
-        key: group_sample(root, key, cka_sample) for key in {k for pair in pairs for k in pair}
+    # kept in the lake with their vectors, and each pair's sums over the ids both hold, brought
+    # up to date by what the run added (tasks.samples); groups without a partner are not read
+    kept = {
+        key: update_sample(root, key, cka_sample) for key in {k for pair in pairs for k in pair}
     }
     for key_a, key_b in pairs:
-        a, b = samples[key_a], samples[key_b]
-        a = a.filter(pc.is_in(a["image_id"], value_set=b["image_id"]))
-        b = b.filter(pc.is_in(b["image_id"], value_set=a["image_id"]))
-        if a.num_rows < 3:
+        (a0, a1), (b0, b1) = kept[key_a], kept[key_b]
+        found = pair_cka(root, (key_a, key_b), (a0, b0), (a1, b1))
+        if found is None:
             continue
         rows.append(
             {
@@ -168,20 +131,8 @@ def _write_agreement(root: lake.Lake, keys: list[lake.GroupKey], cka_sample: int
                 "backbone_b": key_b.backbone,
                 "weights_id_b": key_b.weights_id,
                 "precision": key_a.precision,
-                "n_images": a.num_rows,
-                "linear_cka": _blocked_cka(a, b),
+                "n_images": found[0],
+                "linear_cka": found[1],
             }
         )
     root.write_part(lake.rows_to_table(rows, AGREEMENT_SCHEMA), "agreement", "agreement.parquet")
-
-
-def _blocked_cka(a: pa.Table, b: pa.Table, chunk: int = 8192) -> float:
-    """CKA between two samples' vectors of the same ids in the same order, a chunk of rows at
-    a time (float32 only for the chunk)."""
-    sums = None
-    for c0 in range(0, a.num_rows, chunk):
-        x = lake.vectors_of(a.slice(c0, chunk))
-        y = lake.vectors_of(b.slice(c0, chunk))
-        sums = sums or _CkaSums(x.shape[1], y.shape[1])
-        sums.add(x, y)
-    return sums.value()

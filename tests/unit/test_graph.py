@@ -3,6 +3,8 @@ memory at 10N is measured in tests/slow/test_graph_memory.py.)"""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
@@ -250,25 +252,51 @@ def test_the_agreement_sample_is_kept_and_read_with_the_new_parts_alone(
 
     add("r0", order[:300])
     build_neighbor_graph(root, k=3, cka_sample=50)
+    first = order[:300][np.argsort(order[:300])][:50]  # the 50 smallest ids of the first run
+    assert cka_row()["linear_cka"] == pytest.approx(linear_cka(x[first], y[first]), rel=1e-9)
     kept = lake.Lake.at(root).part_names(samples.FOLDER)
-    assert len(kept) == 2  # one a group
+    assert len(kept) == 3  # a sample per group, and the pair's sums
+    sums, kept = kept[0], kept[1:]
+    assert sums.startswith("cka-")
     # the next run's images: the sample is brought up to date from their parts alone
     add("r1", order[300:])
-    keys = graph.group_keys(lake.Lake.at(root))
+    probe = lake.Lake.at(shutil.copytree(root, tmp_path / "probe"))  # this lake runs on below
+    keys = graph.group_keys(probe)
     opened = []
     real = graph._embedding_parts
     monkeypatch.setattr(
         graph, "_embedding_parts", lambda r, names=None: opened.append(names) or real(r, names)
     )
     for key in keys:
-        samples.group_sample(lake.Lake.at(root), key, 50)
+        samples.group_sample(probe, key, 50)
     assert opened == [["r1.parquet"], ["r1x.parquet"]] * 2  # each group, the new parts alone
     monkeypatch.undo()
+    # the pair's sums: the rows that entered the sample added, those pushed out taken away
+    summed = []
+    real_add = samples._add_rows
+    monkeypatch.setattr(
+        samples,
+        "_add_rows",
+        lambda s, a, b, sign=1: summed.append(sign * a.num_rows) or real_add(s, a, b, sign),
+    )
     build_neighbor_graph(root, k=3, cka_sample=50)
+    monkeypatch.undo()
+    entered = len(set(range(50)) - set(first))
+    assert summed == [entered, -entered] and 0 < entered < 50
     row = cka_row()
     assert row["n_images"] == 50  # the 50 smallest of all 400, not of the first 300
     expected = linear_cka(x[:50], y[:50])
     assert row["linear_cka"] == pytest.approx(expected, rel=1e-9)
+    # sums from elsewhere (another shape, for these ids) are summed again
+    bogus = pa.table({"n": [50], **{f: [[1.0]] for f in ("sx", "sy", "xx", "yy", "xy")}})
+    meta = pq.read_schema(root / samples.FOLDER / sums).metadata or {}
+    pq.write_table(bogus.replace_schema_metadata(meta), root / samples.FOLDER / sums)
+    add("r2", [])  # a run that adds nothing new to the samples: the sums are read
+    with caplog.at_level("WARNING", logger="embedlake"):
+        build_neighbor_graph(root, k=3, cka_sample=50)
+    assert "agreement sums" in caplog.text
+    assert cka_row()["linear_cka"] == pytest.approx(expected, rel=1e-9)
+    caplog.clear()
     # a sample file from elsewhere (other columns, a part name outside the lake) is rebuilt
     folder = root / samples.FOLDER
     pq.write_table(pa.table({"image_id": ["k000"], "path": ["../../etc/passwd"]}), folder / kept[0])
