@@ -46,6 +46,19 @@ class Inventory:
             return query(name, **params)
 
     @contextlib.contextmanager
+    def streaming(
+        self, root: lake.Lake, name: str, batch_rows: int = 65_536, **params: Any
+    ) -> Iterator[pa.RecordBatchReader]:
+        """sql/inventory/`name`.sql over this run's files, as batches read while the block runs
+        (the collection's ids at 10 M are ~0.8 GB as Arrow: never held whole)."""
+        with catalog.connect_read_only(root) as con:
+            query = con.sql(
+                catalog.sql_text("inventory", f"{name}.sql"),
+                params={"run_id": self.run_id, **params},
+            )
+            yield query.to_arrow_reader(batch_rows)
+
+    @contextlib.contextmanager
     def reading(self, root: lake.Lake) -> Iterator[Callable[..., pa.Table]]:
         """`query` on one read connection, for a stage that asks several things (a read
         connection costs ~0.2 s to open: it makes the catalog's views its own)."""

@@ -23,7 +23,8 @@ holds every current image of the group, a placement's only the images it placed.
 
 Memory: ids and positions live in a DuckDB connection (spilling to a temporary folder) as an
 integer key per image, edges as (key, key, weight); only the fit sample's vectors are held in
-NumPy. Nothing is held per image in Python objects.
+NumPy. Nothing is held per image in Python objects, nor the collection's ids in Arrow: they are
+streamed into the session.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ MIN_TSNE = 64
 # refit once the images placed since the fit exceed this share of the images the fit wrote
 REFIT_SHARE = 0.5
 PCA_DIMS = 50
+_BATCH_ROWS = 65_536  # ids streamed into the placement's session a batch at a time
 ROUNDS = 8  # placement rounds: chains of new images placed one through another
 SEED = 0
 _log = logging.getLogger("embedlake")
@@ -221,11 +223,20 @@ def _versions(root: lake.Lake, name: str) -> dict[int, list[str]]:
 
 def current_image_ids(root: lake.Lake, run_id: str | None = None) -> pa.Table:
     """The image_ids of the current collection once run `run_id` finishes (its own source's
-    files from this run, other sources' from their latest finished run); `images` without one."""
+    files from this run, other sources' from their latest finished run); `images` without one.
+    Whole, as Arrow: `update_maps` streams them instead (`_current_reader`)."""
+    with _current_reader(root, run_id) as reader:
+        return reader.read_all()
+
+
+@contextlib.contextmanager
+def _current_reader(root: lake.Lake, run_id: str | None) -> Iterator[pa.RecordBatchReader]:
+    """`current_image_ids` as batches, on a read connection open for the block."""
     from .catalog import connect_read_only
 
     with connect_read_only(root) as con:
-        return con.sql(_sql("current_images.sql"), params={"run_id": run_id}).to_arrow_table()
+        query = con.sql(_sql("current_images.sql"), params={"run_id": run_id})
+        yield query.to_arrow_reader(_BATCH_ROWS)
 
 
 @contextlib.contextmanager
@@ -272,7 +283,7 @@ def _fit_positions(con: Any, root: lake.Lake, key: GroupKey, sample: pa.ChunkedA
 def update_group_map(
     root: lake.Lake,
     key: GroupKey,
-    current: pa.Table,
+    current: pa.Table | pa.RecordBatchReader | None,
     run_id: str,
     refit: bool = False,
     fit_sample: int = FIT_SAMPLE,
@@ -284,7 +295,8 @@ def update_group_map(
     """Bring one group's map up to date with `current` (image_id): place the images its latest
     version lacks, or fit a new version (`refit`, no map yet, or past the refit share). `con`:
     a connection of `_session` to reuse (update_maps' one for all groups) on which the lake is
-    registered at `location` (a URL lake's filesystem registers once per connection)."""
+    registered at `location` (a URL lake's filesystem registers once per connection); `current`
+    None: that connection holds the table `current` already."""
     if con is None or location is None:
         with _session() as con:
             location = root.register(con)
@@ -292,6 +304,8 @@ def update_group_map(
                 root, key, current, run_id, refit, fit_sample, refit_share, seed, con, location
             )
     started = time.perf_counter()
+    if current is not None:
+        _load_current(con, current)
     name = graph.group_name(*key)
     versions = _versions(root, name)
     latest = max(versions, default=0)
@@ -299,20 +313,32 @@ def update_group_map(
     def path(folder: str, part: str) -> str:
         return f"{location}/{folder}/{part}"
 
-    con.register("current", current)
-    con.register("embedded", pa.table({"image_id": graph.group_ids(root, key)}))
+    # the group's embedded ids, scanned by DuckDB (it spills): not held in Python
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE embedded AS " + _sql("embedded.sql"),
+        {
+            "parts": [path("embeddings", p) for p in graph.embedding_part_names(root)],
+            "backbone": key.backbone,
+            "weights_id": key.weights_id,
+            "precision": key.precision,
+        },
+    )
     n_at_fit, n_since = _load_positions(con, [path("map", p) for p in versions.get(latest, [])])
-    new = con.sql(_sql("to_map.sql"), params={"all": False}).to_arrow_table()
-    fit = refit or needs_refit(n_at_fit, n_since, len(new), refit_share)
-    todo = con.sql(_sql("to_map.sql"), params={"all": True}).to_arrow_table() if fit else new
-    if not len(todo):
+    # the images to place stay in the session too (a refit's are every image of the group)
+    todo = "CREATE OR REPLACE TEMP TABLE todo AS " + _sql("to_map.sql")
+    con.execute(todo, {"all": False})
+    fit = refit or needs_refit(n_at_fit, n_since, _count(con, "todo"), refit_share)
+    if fit:
+        con.execute(todo, {"all": True})
+    if not _count(con, "todo"):
         action = "unchanged" if latest else "empty"
         return MapOutcome(name, action, latest, seconds=time.perf_counter() - started)
     version = latest + 1 if fit else latest
-    con.register("todo_in", todo)
-    con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT image_id FROM todo_in")
-    if fit:
-        _fit_positions(con, root, key, todo.column("image_id").slice(0, fit_sample), seed)
+    if fit:  # the first ids in id order (uniform: SHA-256): a deterministic sample
+        first = con.sql(
+            "SELECT image_id FROM todo ORDER BY image_id LIMIT $n", params={"n": fit_sample}
+        )
+        _fit_positions(con, root, key, first.to_arrow_table().column("image_id"), seed)
     neighbor_parts = [path("neighbors", p) for _, p in graph._group_parts(root, name)]
     counts = _place(con, neighbor_parts)
     table = con.sql(
@@ -337,15 +363,18 @@ def update_group_map(
     )
 
 
-def run_collection(root: lake.Lake, source: str, inventory: Inventory) -> pa.Table | None:
+def run_collection(
+    root: lake.Lake, source: str, inventory: Inventory
+) -> contextlib.AbstractContextManager[pa.RecordBatchReader] | None:
     """The current collection once this run of `source` finishes, without a catalog query over
     every run, when every finished run of the lake read that source (the usual lake): the run's
-    'ok' image_ids. None when other sources share the lake (`current_image_ids` then)."""
+    'ok' image_ids, streamed (a context that yields a reader). None when other sources share the
+    lake (`current_image_ids` then)."""
     runs = root.read_table("runs", columns=["source", "status"])
     finished = runs.filter(pc.equal(runs["status"], "finished"))
     if pc.all(pc.equal(finished["source"], source)).as_py() not in (True, None):
         return None
-    return inventory.query(root, "ok_image_ids")
+    return inventory.streaming(root, "ok_image_ids", batch_rows=_BATCH_ROWS)
 
 
 def update_maps(
@@ -353,21 +382,34 @@ def update_maps(
     run_id: str,
     refit: bool = False,
     current_of: str | None = None,
-    current: pa.Table | None = None,
+    current: contextlib.AbstractContextManager[pa.RecordBatchReader] | None = None,
 ) -> list[MapOutcome]:
     """Every group's map brought up to date (`refit`: every group refitted, as `reindex` does)
-    over `current` (image_id), by default the collection as it stands once `current_of` (a run
-    id; None: the `images` view) finishes. Call with the lake's writer lock held."""
+    over `current` (a context yielding image_id batches: `run_collection`), by default the
+    collection as it stands once `current_of` (a run id; None: the `images` view) finishes. The
+    ids are streamed into the placement's DuckDB session (which spills), never held whole here.
+    Call with the lake's writer lock held."""
     root = lake.Lake.at(root)
-    if current is None:
-        current = current_image_ids(root, current_of)
     outcomes = []
     with _session() as con:
         location = root.register(con)
+        with current or _current_reader(root, current_of) as reader:
+            _load_current(con, reader)
         for key in graph.group_keys(root):
             outcome = update_group_map(
-                root, key, current, run_id, refit=refit, con=con, location=location
+                root, key, None, run_id, refit=refit, con=con, location=location
             )
             _log.info(outcome.line())
             outcomes.append(outcome)
     return outcomes
+
+
+def _count(con: Any, table: str) -> int:
+    return con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
+def _load_current(con: Any, current: pa.Table | pa.RecordBatchReader) -> None:
+    """The session's table `current` (image_id) from a table or a stream of batches."""
+    con.register("current_in", current)
+    con.execute("CREATE OR REPLACE TEMP TABLE current AS SELECT image_id FROM current_in")
+    con.unregister("current_in")

@@ -231,11 +231,13 @@ def test_a_runs_own_files_are_the_collection_when_the_lake_has_one_source(tmp_pa
     root.write_part(lake.rows_to_table([discovered], RUNS_SCHEMA), "runs", "r0-0-d.parquet")
     build_catalog(root)
     run = Inventory("r0", 0.0, {})
-    got = maps.run_collection(root, "/src", run)  # a new lake: no finished run yet
-    assert got.column("image_id").to_pylist() == ["a", "b"]
+    with maps.run_collection(root, "/src", run) as got:  # a new lake: no finished run yet
+        batches = list(got)  # streamed, a batch at a time
+    assert pa.Table.from_batches(batches).column("image_id").to_pylist() == ["a", "b"]
     finished = {**discovered, "stage": "finished", "status": "finished"}
     root.write_part(lake.rows_to_table([finished], RUNS_SCHEMA), "runs", "r0-1-finished.parquet")
-    assert maps.run_collection(root, "/src", run).num_rows == 2
+    with maps.run_collection(root, "/src", run) as got:
+        assert got.read_all().num_rows == 2
     # another source shares the lake: its images are current too, so the catalog is asked
     other = {**finished, "run_id": "r2", "source": "/elsewhere"}
     root.write_part(lake.rows_to_table([other], RUNS_SCHEMA), "runs", "r2-1-finished.parquet")
