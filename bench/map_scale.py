@@ -138,19 +138,14 @@ def stage_catalog(lake_dir: str) -> dict:
 
 
 def stage_map(lake_dir: str) -> dict:
-    """The map's update as a run's map stage makes it (the collection as `images` shows it)."""
+    """The map's update as a run's map stage makes it (`maps.update_maps`: the collection as
+    `images` shows it, streamed into the placement's session)."""
     from embedlake.tasks import lake, maps
 
     root = lake.Lake.at(lake_dir)
     started = time.perf_counter()
-    current = maps.current_image_ids(root)
-    current_s = time.perf_counter() - started
-    outcomes = []
-    for key in maps.graph.group_keys(root):
-        outcomes.append(maps.update_group_map(root, key, current, lake.new_run_id()))
+    outcomes = maps.update_maps(root, lake.new_run_id())
     return {
-        "current_images": len(current),
-        "current_ids_s": round(current_s, 2),
         "outcomes": [
             {k: round(v, 2) if isinstance(v, float) else v for k, v in o.__dict__.items()}
             for o in outcomes
