@@ -224,8 +224,8 @@ def test_cka_samples_the_smallest_ids_both_backbones_hold(tmp_path):
         _add(root, [ids[i] for i in keep], y[keep], f"{run}x", backbone="xception")
     mobilenet = graph.group_keys(lake.Lake.at(root))[0]
     kept = samples.group_sample(lake.Lake.at(root), mobilenet, 40)
-    assert kept["image_id"].to_pylist() == ids[:40]
-    np.testing.assert_array_equal(lake.vectors_of(kept), x[:40])
+    assert kept.ids.to_pylist() == ids[:40]
+    np.testing.assert_array_equal(kept.vectors, x[:40])
     build_neighbor_graph(root, k=3, cka_sample=40)
     (row,) = lake.Lake.at(root).read_table("agreement").to_pylist()
     sample = [i for i in range(40) if i != 2]  # the 40 smallest of each group, held by both
@@ -277,7 +277,7 @@ def test_the_agreement_sample_is_kept_and_read_with_the_new_parts_alone(
     monkeypatch.setattr(
         samples,
         "_add_rows",
-        lambda s, a, b, sign=1: summed.append(sign * a.num_rows) or real_add(s, a, b, sign),
+        lambda s, a, b, sign=1: summed.append(sign * len(a)) or real_add(s, a, b, sign),
     )
     build_neighbor_graph(root, k=3, cka_sample=50)
     monkeypatch.undo()
@@ -412,3 +412,34 @@ def test_the_index_puts_vectors_in_lists_with_a_wide_quantizer_search(tmp_path):
         read = faiss.read_index(str(index.folder / f"{name}.faiss"))
         quantizer = faiss.downcast_index(faiss.extract_index_ivf(read).quantizer)
         assert quantizer.hnsw.efSearch == ann_index.QUANTIZER_EF > 16  # faiss's default: 16
+
+
+def test_an_agreement_sample_over_float16_and_float32_parts(tmp_path):
+    """A lake whose runs stored vectors as float16 and as float32 (--vector-storage): the kept
+    sample holds float32, and the CKA is that of the stored values."""
+    root = lake.ensure_lake(tmp_path / "lake")
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    y = x @ rng.normal(size=(8, 12)).astype(np.float32)
+    ids = [f"m{i:02d}" for i in range(60)]
+    for run, rows, storage in (("r0", slice(0, 30), "float16"), ("r1", slice(30, 60), "float32")):
+        for backbone, vectors in (("mobilenet_v1", x), ("xception", y)):
+            table = lake.embeddings_table(
+                image_ids=ids[rows],
+                backbone=backbone,
+                weights_id=f"w-{backbone[0]}",
+                precision="fp32",
+                vectors=vectors[rows],
+                norms=np.ones(30, np.float32),
+                run_id=run,
+                storage=storage,
+            )
+            lake.Lake.at(root).write_part(table, "embeddings", f"{run}{backbone[0]}.parquet")
+    build_neighbor_graph(root, k=3, cka_sample=50)
+    stored_x = np.concatenate([x[:30].astype(np.float16).astype(np.float32), x[30:50]])
+    stored_y = np.concatenate([y[:30].astype(np.float16).astype(np.float32), y[30:50]])
+    (row,) = lake.Lake.at(root).read_table("agreement").to_pylist()
+    assert row["n_images"] == 50
+    assert row["linear_cka"] == pytest.approx(linear_cka(stored_x, stored_y), rel=1e-9)
+    kept = samples.group_sample(lake.Lake.at(root), graph.group_keys(lake.Lake.at(root))[0], 50)
+    assert kept.vectors.dtype == np.float32
