@@ -69,7 +69,8 @@ class Sample:
         return Sample(self.ids.take(pa.array(rows, pa.int64())), self.vectors[rows])
 
     def where(self, mask: pa.Array) -> Sample:
-        return self.take(np.flatnonzero(mask.to_numpy(zero_copy_only=False)))
+        keep = mask.to_numpy(zero_copy_only=False)
+        return self if keep.all() else self.take(np.flatnonzero(keep))
 
 
 def group_sample(root: lake.Lake, key: GroupKey, k: int) -> Sample:
@@ -196,8 +197,9 @@ _SUMS = ("sx", "sy", "xx", "yy", "xy")
 
 
 def _write_sums(root: lake.Lake, name: str, sums: CkaSums, digest: str) -> None:
+    # each array one binary value of its float64 bytes (as lists, 7 M doubles took 2.7 s)
     columns = {"n": pa.array([sums.n], pa.int64())}
-    columns |= {f: pa.array([getattr(sums, f).ravel()], pa.list_(pa.float64())) for f in _SUMS}
+    columns |= {f: pa.array([getattr(sums, f).astype("<f8").tobytes()]) for f in _SUMS}
     table = pa.table(columns).replace_schema_metadata({_META: json.dumps({"ids": digest})})
     root.write_part(table, FOLDER, name)
 
@@ -218,7 +220,10 @@ def _read_sums(root: lake.Lake, name: str, dims: tuple[int, int], digest: str) -
         sums.n = table["n"][0].as_py()
         for field in _SUMS:
             want = getattr(sums, field)
-            got = np.array(table[field][0].values.to_numpy(zero_copy_only=False), np.float64)
+            value = table[field][0]
+            if not isinstance(value, pa.BinaryScalar) or len(value.as_buffer()) % 8:
+                raise ValueError(f"{field} is not float64 bytes")
+            got = np.frombuffer(value.as_buffer(), "<f8").astype(np.float64)
             if got.shape != (want.size,) or not np.isfinite(got).all():
                 raise ValueError(f"{field} is not {want.shape} finite numbers")
             setattr(sums, field, got.reshape(want.shape))
