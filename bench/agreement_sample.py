@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import PART_ROWS, _ids, _vectors  # noqa: E402
+from throughput import save_result  # noqa: E402
 
 from embedlake.tasks import graph, lake, samples  # noqa: E402
 from embedlake.tasks.neighbors import _write_agreement  # noqa: E402
@@ -86,10 +87,7 @@ def main() -> int:
         result["rerun"] = _agreement(root)
     result["first_over_rerun"] = round(result["first"]["seconds"] / result["rerun"]["seconds"], 1)
     print(json.dumps(result, indent=1))
-    out = Path(args.out or f"bench/results/agreement-sample-{args.n}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    save_result(result, args.out or f"bench/results/agreement-sample-{args.n}.json")
     return 0
 
 

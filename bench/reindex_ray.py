@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import BACKBONE, PRECISION, WEIGHTS, stage_index, stage_write  # noqa: E402
+from throughput import save_result  # noqa: E402
 
 from embedlake.tasks import graph, lake  # noqa: E402
 
@@ -128,10 +129,7 @@ def main() -> int:
                 "ray, 2 workers": _reindex(lake_dir, env, "--runner", "ray"),
             }
             print(json.dumps(result["reindex"], indent=1))
-    out = Path(args.out or f"bench/results/reindex-ray-{args.n}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    save_result(result, args.out or f"bench/results/reindex-ray-{args.n}.json")
     return 0
 
 
