@@ -251,3 +251,37 @@ def test_the_map_holds_each_current_image_once_at_its_latest_place(tmp_path):
         explorer.close()
     assert keys.tolist() == sorted(n >> 192 for n in expected)  # the ids' first 16 hex digits
     assert xy[:, 0].tolist() == [expected[n] for n in sorted(expected)]
+
+
+def test_errors_summary_of_a_run_killed_during_discovery_shows_what_it_wrote(tmp_path):
+    from embedlake.tasks.queries import run_query
+
+    lake = tmp_path / "lake"
+    for table, schema in SCHEMAS.items():
+        (lake / table).mkdir(parents=True)
+        pq.write_table(schema.empty_table(), lake / table / SCHEMA_PART)
+    for n, stages in ((0, ["started", "discovered", "finished"]), (1, ["started"])):
+        run_id = f"2026010{n}T000000Z-{n:06x}"
+        rows = [
+            {"run_id": run_id, "path": f"{c}.jpg", "status": "error", "error_code": "decode"}
+            for c in "ab"[: n + 1]
+        ] + [{"run_id": run_id, "path": "c.jpg", "status": "ok", "error_code": None}]
+        _part(lake, "files", f"{run_id}-000000.parquet", rows, FILES_SCHEMA)
+        for k, stage in enumerate(stages):
+            row = {
+                "run_id": run_id,
+                "stage": stage,
+                "started_at": T0 + timedelta(minutes=n),
+                "status": "running" if stage in ("started", "discovered") else stage,
+                "source": "/a",
+                "files_snapshot": True if stage == "discovered" else None,
+            }
+            _part(lake, "runs", f"{run_id}-{k}-{stage}.parquet", [row], RUNS_SCHEMA)
+    build_catalog(lake)
+    with connect_read_only(lake) as con:
+        killed = run_query(con, "errors_summary", {}).to_pylist()  # the latest run: the killed one
+        finished = run_query(con, "errors_summary", {"run_id": "20260100T000000Z-000000"})
+    assert [(r["error_code"], r["files"], r["example_paths"]) for r in killed] == [
+        ("decode", 2, ["a.jpg", "b.jpg"])
+    ]
+    assert finished.to_pylist()[0]["files"] == 1
