@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).parent))
+from scale_run import _run_env  # noqa: E402
 from throughput import make_photos, save_result  # noqa: E402
 
 
@@ -48,14 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="embedlake-ray-") as tmp:
         work = Path(tmp)
-        env = dict(
-            os.environ,
-            HF_HUB_OFFLINE="1",
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            PREFECT_HOME=str(work / "prefect"),
-            EMBEDLAKE_CACHE=str(work / "cache"),
-            RAY_AUTH_MODE="disabled",
-        )
+        env = dict(_run_env(work), RAY_AUTH_MODE="disabled")
         make_photos(work / "photos", args.images, (640, 480))
         make_photos(work / "warm", 2, (640, 480))
         run(work / "warm", work / "warm-lake", env)  # measures --precision auto once, cached

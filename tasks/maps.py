@@ -55,7 +55,6 @@ __all__ = [
     "MIN_TSNE",
     "REFIT_SHARE",
     "MapOutcome",
-    "current_image_ids",
     "fit_layout",
     "needs_refit",
     "place_from_neighbors",
@@ -221,17 +220,11 @@ def _versions(root: lake.Lake, name: str) -> dict[int, list[str]]:
     return {v: sorted(parts) for v, parts in found.items()}
 
 
-def current_image_ids(root: lake.Lake, run_id: str | None = None) -> pa.Table:
-    """The image_ids of the current collection once run `run_id` finishes (its own source's
-    files from this run, other sources' from their latest finished run); `images` without one.
-    Whole, as Arrow: `update_maps` streams them instead (`_current_reader`)."""
-    with _current_reader(root, run_id) as reader:
-        return reader.read_all()
-
-
 @contextlib.contextmanager
 def _current_reader(root: lake.Lake, run_id: str | None) -> Iterator[pa.RecordBatchReader]:
-    """`current_image_ids` as batches, on a read connection open for the block."""
+    """The image_ids of the current collection once run `run_id` finishes (its own source's
+    files from this run, other sources' from their latest finished run; `images` without one),
+    as batches, on a read connection open for the block."""
     from .catalog import connect_read_only
 
     with connect_read_only(root) as con:
@@ -369,7 +362,7 @@ def run_collection(
     """The current collection once this run of `source` finishes, without a catalog query over
     every run, when every finished run of the lake read that source (the usual lake): the run's
     'ok' image_ids, streamed (a context that yields a reader). None when other sources share the
-    lake (`current_image_ids` then)."""
+    lake (`update_maps` then asks the catalog)."""
     runs = root.read_table("runs", columns=["source", "status"])
     finished = runs.filter(pc.equal(runs["status"], "finished"))
     if pc.all(pc.equal(finished["source"], source)).as_py() not in (True, None):
