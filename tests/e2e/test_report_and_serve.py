@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import json
 import os
 import re
@@ -75,6 +76,18 @@ def test_each_run_leaves_a_self_contained_report(reported_lake):
         "label_purity.csv",
         "changes.csv",
     } <= {p.name for p in (lake / "reports" / "latest").iterdir()}
+    # the second run read the same files: every image kept, and both backbones' sampled
+    # centroids where they were
+    latest = lake / "reports" / "latest"
+    changes = dict(_csv_rows(latest / "changes.csv"))
+    assert changes["added"] == changes["removed"] == "0" and int(changes["kept"]) > 0
+    shifts = dict(_csv_rows(latest / "centroid_shift.csv"))
+    assert set(shifts) == {"mobilenet_v1", "xception"}
+    assert all(abs(float(v)) < 1e-6 for v in shifts.values())
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.read_text().splitlines()))[1:]
 
 
 def test_report_command_rebuilds_it(reported_lake):

@@ -285,3 +285,24 @@ def test_errors_summary_of_a_run_killed_during_discovery_shows_what_it_wrote(tmp
         ("decode", 2, ["a.jpg", "b.jpg"])
     ]
     assert finished.to_pylist()[0]["files"] == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_reports_changes_between_two_runs_follow_the_model(tmp_path, seed):
+    from embedlake.tasks.report import _report_rows
+
+    lake = tmp_path / "lake"
+    seen = write_history(lake, seed)
+    runs = sorted(seen)  # run_ids sort as their starts here
+    with connect_read_only(lake) as con:
+        for previous, run in zip(runs, runs[1:], strict=False):
+            ok = {
+                r: {f["image_id"] for f in seen[r]["files"].values() if f["status"] == "ok"}
+                for r in (previous, run)
+            }
+            changes = _report_rows(con, "image_changes", run_id=run, previous_id=previous)
+            assert {r["change"]: r["images"] for r in changes.to_pylist()} == {
+                "added": len(ok[run] - ok[previous]),
+                "removed": len(ok[previous] - ok[run]),
+                "kept": len(ok[run] & ok[previous]),
+            }
