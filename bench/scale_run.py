@@ -66,6 +66,7 @@ row's `finished_at` -> the report's summary.json written), `exit` (-> the proces
     python bench/scale_run.py --n 10000 --m 200
     python bench/scale_run.py --n 100000 --m 1000 [--strace] [--keep]
     python bench/scale_run.py --n 100000 --profile-kept      # after a --keep run
+    python bench/scale_run.py --n 1000000 --m 1000 --rerun-kept   # another timed rerun on it
     python bench/scale_run.py --compare     # what_grows across every scale-run-*.json
 
 Results: bench/measured/scale-run-<N>.json. Lakes under /tmp/scale_run/ (deleted unless --keep).
@@ -736,10 +737,65 @@ def measure(args) -> dict:
     result["synthetic_lake"] = json.loads(out.stdout.strip().splitlines()[-1])
     setup["synthesize"] = round(time.perf_counter() - t, 1)
     print(f"  {result['synthetic_lake']}", flush=True)
+    timed_rerun(result, work, m, n, "new")
+    ok = result["rerun"]["took_synthetic_lake_as_done"]
+    if args.strace:
+        print("strace rerun (untimed) ...", flush=True)
+        result["strace_rerun"] = _strace_rerun(source, lake_dir, env, work)
+    if args.profile:
+        print("py-spy rerun (untimed) ...", flush=True)
+        result["profile_rerun"] = _profile_rerun(source, lake_dir, env, work, 20, args.profile)
+    result["load_average"]["end"] = os.getloadavg()
+    result["disk_free_gib_at_end"] = round(shutil.disk_usage(WORK).free / 2**30, 1)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    if not ok:
+        out_path = MEASURED / f"scale-run-{n}-FAILED.json"
+        out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        counts = result["rerun"]["counts"]
+        raise SystemExit(
+            f"the rerun embedded {counts['n_embedded']} (expected {m}) and left "
+            f"{counts['n_files_unchanged']} files unread (expected {n}): {out_path}"
+        )
+    return result
+
+
+def rerun_kept(args) -> dict:
+    """Another timed rerun adding M images, on the lake an earlier --keep run of this --n left
+    (and any reruns since): what the current code takes on the same lake."""
+    work = WORK / f"n{args.n}"
+    existing = _rerun_row(work / "lake")["n_files"]
+    result: dict = {
+        "what": "a real `embedlake run` adding M new images to the lake an earlier `--keep` run "
+        f"of bench/scale_run.py left (its JSON, scale-run-{args.n}.json, says what is synthetic); "
+        "n_existing counts the images earlier reruns added",
+        "n": args.n,
+        "n_existing": existing,
+        "m": args.m,
+        "command": "python bench/scale_run.py " + " ".join(sys.argv[1:]),
+        "machine": _machine(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": {"start": os.getloadavg()},
+    }
+    folder = "new-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    timed_rerun(result, work, args.m, existing, folder)
+    result["load_average"]["end"] = os.getloadavg()
+    if not result["rerun"]["took_synthetic_lake_as_done"]:
+        raise SystemExit(f"the rerun did not embed {args.m} alone: {result['rerun']['counts']}")
+    return result
+
+
+def timed_rerun(result: dict, work: Path, m: int, n: int, folder: str) -> None:
+    """M new JPEGs into SOURCE/<folder>, then the timed `embedlake run` over the N files already
+    in the lake and them; its figures go to result["rerun"] (and the lake's bytes around it)."""
+    source, lake_dir = work / "source", work / "lake"
+    env = _run_env(work)
+    setup = result.setdefault("setup_seconds", {})
     t = time.perf_counter()
-    new_dir = source / "new"
+    new_dir = source / folder
+    side = 96 + sum(1 for p in source.iterdir() if p.name.startswith("new"))  # bytes never seen
     new_dir.mkdir()
-    for path in make_photos(work / "new-tmp", m, (96, 96)):
+    for path in make_photos(work / f"{folder}-tmp", m, (side, side)):
         path.rename(new_dir / path.name)
     setup["new_files"] = round(time.perf_counter() - t, 1)
     result["bytes_before_rerun"] = {"lake": _lake_bytes(str(lake_dir)), "source": _du(source)}
@@ -796,24 +852,6 @@ def measure(args) -> dict:
     }
     ok = row["n_embedded"] == m and row["n_files_unchanged"] == n
     result["rerun"]["took_synthetic_lake_as_done"] = ok
-    if args.strace:
-        print("strace rerun (untimed) ...", flush=True)
-        result["strace_rerun"] = _strace_rerun(source, lake_dir, env, work)
-    if args.profile:
-        print("py-spy rerun (untimed) ...", flush=True)
-        result["profile_rerun"] = _profile_rerun(source, lake_dir, env, work, 20, args.profile)
-    result["load_average"]["end"] = os.getloadavg()
-    result["disk_free_gib_at_end"] = round(shutil.disk_usage(WORK).free / 2**30, 1)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    if not ok:
-        out_path = MEASURED / f"scale-run-{n}-FAILED.json"
-        out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        raise SystemExit(
-            f"the rerun embedded {row['n_embedded']} (expected {m}) and left "
-            f"{row['n_files_unchanged']} files unread (expected {n}): {out_path}"
-        )
-    return result
 
 
 def _run_env(work: Path) -> dict:
@@ -910,6 +948,11 @@ def main() -> int:
         action="store_true",
         help="only the py-spy rerun, on the lake of an earlier --keep run of this --n",
     )
+    parser.add_argument(
+        "--rerun-kept",
+        action="store_true",
+        help="only a timed rerun adding M images, on the lake of an earlier --keep run of this --n",
+    )
     parser.add_argument("--out", help="the JSON (default bench/measured/scale-run-<N>.json)")
     parser.add_argument("--keep", action="store_true", help="keep /tmp/scale_run/n<N>")
     parser.add_argument("--compare", action="store_true", help="what_grows across the JSONs")
@@ -932,6 +975,13 @@ def main() -> int:
         result["profile_rerun"]["command"] = "python bench/scale_run.py " + " ".join(sys.argv[1:])
         out.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(json.dumps(result["profile_rerun"], indent=2))
+        return 0
+    if args.rerun_kept:
+        result = rerun_kept(args)
+        out = Path(args.out) if args.out else MEASURED / f"scale-run-{args.n}-kept.json"
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(json.dumps(result["rerun"], indent=2, default=str))
+        print(f"wrote {out}")
         return 0
     if not args.compare:
         result = measure(args)

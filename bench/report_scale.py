@@ -1,0 +1,182 @@
+"""`embedlake report` on a large lake: this checkout against an earlier commit (not a test).
+
+Both report the same lake's latest run, alternately, `--repeat` times each, in one session of
+this script, so the ratio between them is measured under the same load. The earlier commit's
+code runs from a git worktree of it (removed afterwards), put first on PYTHONPATH; each child
+prints the file its `embedlake.tasks` came from, which the bench checks. Per report: the wall
+time of the command, its peak RSS (the process's own high-water mark), and what each section
+took (its summary.json's `section_seconds`).
+
+The lake: one a `python bench/scale_run.py --n N --keep` run left (/tmp/scale_run/n<N>/lake;
+what is synthetic in it is said there). A report writes only under LAKE/reports.
+
+    python bench/report_scale.py --lake /tmp/scale_run/n1000000/lake --before e8aa650
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+MEASURED = HERE / "measured"
+sys.path.insert(0, str(HERE))
+
+from throughput import save_result  # noqa: E402
+
+# runs the CLI in this process, then reports where the code came from and the peak RSS
+_CHILD = """
+import resource, runpy, sys
+import embedlake.tasks
+sys.argv = ["embedlake", *sys.argv[1:]]
+try:
+    runpy.run_module("embedlake.flows.cli", run_name="__main__")
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+print("CODE_FROM", embedlake.tasks.__file__, file=sys.stderr)
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _shim(worktree: Path, folder: Path) -> Path:
+    """A folder holding an `embedlake` package whose parts are the worktree's folders."""
+    package = folder / "embedlake"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for part in ("flows", "tasks", "sql", "data"):
+        (package / part).symlink_to(worktree / part, target_is_directory=True)
+    return folder
+
+
+def _report(lake: Path, pythonpath: str | None) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, "report", "--lake", str(lake)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"the report failed: {done.stderr[-2000:]}")
+    lines = dict(
+        line.split(" ", 1) for line in done.stderr.splitlines() if line.startswith(("CODE_", "MAX"))
+    )
+    summary = json.loads((lake / "reports" / "latest" / "summary.json").read_text())
+    return {
+        "wall_seconds": round(wall, 2),
+        "peak_rss_mb": round(int(lines["MAXRSS_KB"]) / 1024),
+        "code_from": lines["CODE_FROM"],
+        "section_seconds": summary["section_seconds"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lake", required=True, type=Path)
+    parser.add_argument("--before", required=True, help="the earlier commit to compare with")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--out", help="default: bench/measured/report-scale-<images>.json")
+    args = parser.parse_args()
+    lake = args.lake.resolve()
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="report-scale-") as tmp:
+        worktree = Path(tmp) / "before"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.before],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            shim = str(_shim(worktree, Path(tmp) / "shim"))
+            runs: dict[str, list[dict]] = {"before": [], "after": []}
+            load = {"start": os.getloadavg()}
+            for i in range(args.repeat):
+                for which, path in (("before", shim), ("after", None)):
+                    print(f"{which} {i + 1}/{args.repeat} ...", flush=True)
+                    runs[which].append(_report(lake, path))
+            load["end"] = os.getloadavg()
+        finally:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                check=False,
+                capture_output=True,
+            )
+    if not all(r["code_from"].startswith(tmp) for r in runs["before"]) or any(
+        r["code_from"].startswith(tmp) for r in runs["after"]
+    ):
+        raise RuntimeError(f"the code did not come from where it should: {runs}")
+    best = {k: min(r["wall_seconds"] for r in v) for k, v in runs.items()}
+    sections = sorted({s for v in runs.values() for r in v for s in r["section_seconds"]})
+    by_section = {
+        s: {
+            k: statistics.median(r["section_seconds"].get(s, 0.0) for r in v)
+            for k, v in runs.items()
+        }
+        for s in sections
+    }
+    with _catalog(lake) as con:
+        images = con.execute("SELECT count(*) FROM images").fetchone()[0]
+    result = {
+        "what": "embedlake report on one lake, an earlier commit's code against this checkout's, "
+        "alternately; see bench/report_scale.py",
+        "command": "python bench/report_scale.py " + " ".join(sys.argv[1:]),
+        "lake": str(lake),
+        "images": images,
+        "before": args.before,
+        "after": head + (" + uncommitted changes" if _dirty() else ""),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": load,
+        "runs": runs,
+        "best_wall_seconds": best,
+        "speedup_best_wall": round(best["before"] / best["after"], 2),
+        "peak_rss_mb_max": {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()},
+        "median_section_seconds": by_section,
+    }
+    out = Path(args.out) if args.out else MEASURED / f"report-scale-{images}.json"
+    save_result(result, out)
+    for s, v in by_section.items():
+        print(f"{s:18s} {v['before']:7.2f} -> {v['after']:7.2f}")
+    ratio = result["speedup_best_wall"]
+    print(f"best wall {best['before']} -> {best['after']} s (x{ratio}); {out}")
+    return 0
+
+
+def _catalog(lake: Path):
+    from embedlake.tasks.catalog import connect_read_only
+
+    return connect_read_only(lake)
+
+
+def _dirty() -> bool:
+    status = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return bool(status.stdout.strip())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
