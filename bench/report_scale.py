@@ -11,6 +11,14 @@ The lake: one a `python bench/scale_run.py --n N --keep` run left (/tmp/scale_ru
 what is synthetic in it is said there). A report writes only under LAKE/reports.
 
     python bench/report_scale.py --lake /tmp/scale_run/n1000000/lake --before e8aa650
+
+`--collection N` measures one part of it where no lake of N images fits this disk: the report's
+queries over the collection (cameras, byte-identical duplicates, the outliers' and agreement's
+paths), each resolving the `images` view as before against one temporary table read once, on
+bench/explore_scale.py's synthetic lake (N `files` rows of one finished run; no images, no
+embeddings, no graph), each way in a fresh process with DuckDB's 1GB read connection:
+
+    python bench/report_scale.py --collection 10000000 --lake /tmp/collection10m
 """
 
 from __future__ import annotations
@@ -86,13 +94,103 @@ def _report(lake: Path, pythonpath: str | None) -> dict:
     }
 
 
+_COLLECTION_QUERIES = {  # what the report asks of the collection, by the named queries' SQL
+    "exif_summary": "SELECT count(*) FROM ({exif_summary})",
+    "duplicates": "SELECT count(*) FROM ({duplicates})",
+    "image_paths": "SELECT count(*) FROM image_paths",
+    "agreement_sample": "SELECT count(*) FROM (SELECT DISTINCT image_id FROM images "
+    "ORDER BY image_id LIMIT 50000)",
+}
+
+_COLLECTION_CHILD = """
+import json, resource, sys, time
+from embedlake.tasks.catalog import connect_read_only
+from embedlake.tasks.queries import load_query
+lake, once, queries = sys.argv[1], sys.argv[2] == "once", json.loads(sys.argv[3])
+params = {"$limit": "20", "$min_copies": "2"}
+texts = {}
+for n in ("exif_summary", "duplicates"):
+    texts[n] = load_query(n).sql.strip().rstrip(";")
+    for k, v in params.items():
+        texts[n] = texts[n].replace(k, v)
+seconds = {}
+with connect_read_only(lake) as con:
+    if once:
+        t = time.perf_counter()
+        con.execute("CREATE TEMP TABLE images AS SELECT * FROM images")
+        seconds["read_once"] = round(time.perf_counter() - t, 2)
+    for name, sql in queries.items():
+        t = time.perf_counter()
+        con.execute(sql.format(**texts)).fetchall()
+        seconds[name] = round(time.perf_counter() - t, 2)
+    spilled = con.execute(
+        "SELECT sum(temporary_storage_bytes) FROM duckdb_memory()").fetchone()[0]
+print()
+print("RESULT", json.dumps({"seconds": seconds, "total_seconds": round(sum(seconds.values()), 2),
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    "spilled_mb_at_end": round((spilled or 0) / 2**20)}))
+"""
+
+
+def collection(n: int, folder: Path) -> dict:
+    """The collection's queries per query against read once, on a synthetic lake of N files."""
+    from explore_scale import write_lake
+
+    lake = folder / "lake"
+    made = None
+    if not (lake / "catalog.duckdb").exists():
+        made = write_lake(lake, n)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    ways = {}
+    for way in ("per_query", "once"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _COLLECTION_CHILD,
+                str(lake),
+                way,
+                json.dumps(_COLLECTION_QUERIES),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        # (DuckDB's progress bar shares stdout)
+        ways[way] = json.loads(done.stdout.rsplit("RESULT ", 1)[1])
+    return {
+        "what": "the report's queries over the collection, each resolving the images view "
+        "(per_query, as before) against one temporary table read once (once, as now), on "
+        "bench/explore_scale.py's synthetic lake: N files rows of one run, nothing else; "
+        "see bench/report_scale.py",
+        "command": "python bench/report_scale.py " + " ".join(sys.argv[1:]),
+        "n": n,
+        "queries": _COLLECTION_QUERIES,
+        "write_lake": made,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
+        "ways": ways,
+        "speedup": round(ways["per_query"]["total_seconds"] / ways["once"]["total_seconds"], 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lake", required=True, type=Path)
-    parser.add_argument("--before", required=True, help="the earlier commit to compare with")
+    parser.add_argument("--before", help="the earlier commit to compare with")
+    parser.add_argument("--collection", type=int, help="N: the collection's queries alone")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", help="default: bench/measured/report-scale-<images>.json")
     args = parser.parse_args()
+    if args.collection:
+        result = collection(args.collection, args.lake)
+        out = Path(args.out or MEASURED / f"report-collection-{args.collection}.json")
+        save_result(result, out)
+        print(json.dumps(result["ways"], indent=2), f"x{result['speedup']}", out)
+        return 0
+    if not args.before:
+        parser.error("--before is needed (or --collection N)")
     lake = args.lake.resolve()
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],

@@ -66,6 +66,9 @@ border-radius:6px}
 """
 
 
+Sample = dict[str, tuple[list[str], np.ndarray]]  # per backbone: image ids and their vectors
+
+
 class ReportResult(dict):
     """Where the report went and what it says (`path`, `run_id`, `sections`, `bytes`).
 
@@ -482,7 +485,7 @@ def build_report(
             finally:
                 seconds[name] = round(time.perf_counter() - started, 3)
 
-        timed("collection", _read_collection_once, con)
+        read_once = timed("collection", _read_collection_once, con)
         thumbs = timed("thumbnails", _Thumbnails, con, source)
         previous = _previous_run(con, run_id)
         samples = timed("sample", _sampled_vectors, con, [run_id, previous or run_id], sample)
@@ -500,18 +503,30 @@ def build_report(
             sections.append(timed(f"labels:{column}", _labels_section, con, column, thumbs, tables))
         sections.append(timed("changes", _changes_section, con, run_id, previous, samples, tables))
         sections = timed("fill_thumbnails", thumbs.fill, con, sections)
-    return _write_report(root, run, run_id, sections, tables, seconds)
+    return _write_report(root, run, run_id, sections, tables, seconds, read_once)
 
 
-def _read_collection_once(con: Any) -> None:
+# The most rows of the collection the report reads into its session at once: half the read
+# connection's 1GB at the ~350 bytes a row measured (332 MB at 1 M rows). Past it the table
+# spills, and reading the spilled table took longer than resolving the view per query
+# (10 M rows: 23.6 s against 19.7 s, bench/measured/report-collection-10000000.json).
+READ_ONCE_ROWS = 1_500_000
+
+
+def _read_collection_once(con: Any) -> bool:
     """The current collection (`images`, a view resolving every source's latest files), read
     once into a temporary table of the same name, which the connection's queries then read in
-    its place (DuckDB resolves a name in `temp` first, from views and macros too).
+    its place (DuckDB resolves a name in `temp` first, from views and macros too); whether it
+    was (a collection of more than READ_ONCE_ROWS stays a view: see there).
 
-    Six sections ask for the collection; each resolved it again, 1.8 s at 1 M images. The table
-    counts against the connection's memory limit and spills past it to the private spill folder:
-    nothing is written to the lake. 332 MB at 1 M images."""
+    The sections about the collection (cameras, duplicates and near-duplicates, outliers,
+    agreement) ask for it seven times; each resolved it again, 1.8 s at 1 M images. The table
+    counts against the connection's memory limit: nothing is written to the lake."""
+    (rows,) = _report_rows(con, "collection_rows").column("n").to_pylist()
+    if rows > READ_ONCE_ROWS:
+        return False
     con.execute("CREATE TEMP TABLE images AS SELECT * FROM images")
+    return True
 
 
 def _the_run(con: Any, root: lake.Lake, run_id: str | None) -> dict[str, Any]:
@@ -521,9 +536,6 @@ def _the_run(con: Any, root: lake.Lake, run_id: str | None) -> dict[str, Any]:
             f"no run {run_id} in {root}" if run_id else f"no finished run in {root} yet"
         )
     return runs[0]
-
-
-Sample = dict[str, tuple[list[str], np.ndarray]]  # per backbone: image ids and their vectors
 
 
 def _previous_run(con: Any, run_id: str) -> str | None:
@@ -733,9 +745,11 @@ def _write_report(
     sections: list[tuple[str, str]],
     tables: dict[str, pa.Table],
     seconds: dict[str, float],
+    read_once: bool,
 ) -> ReportResult:
     """The page, its CSVs and summary.json in reports/<run_id>/, copied to reports/latest
-    (`section_seconds`: what each section's queries and plots took)."""
+    (`section_seconds`: what each section's queries and plots took; `collection_read_once`:
+    whether the collection was read into the session once, see `_read_collection_once`)."""
     reports = root.local_dir / "reports"
     folder = reports / run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -747,6 +761,7 @@ def _write_report(
     summary["sections"] = [t for t, _ in sections]
     summary["tables"] = {name: t.num_rows for name, t in tables.items()}
     summary["section_seconds"] = seconds
+    summary["collection_read_once"] = read_once
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _replace_latest(reports, folder, run_id)
     return ReportResult(

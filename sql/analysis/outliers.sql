@@ -10,7 +10,9 @@ WITH scores AS (
     GROUP BY backbone, image_id
 ),
 lowest AS (
-    SELECT backbone, unnest(min_by(struct_pack(image_id, path, score), score, greatest($limit, 1))) AS o
+    SELECT backbone,
+           unnest(min_by(struct_pack(image_id, path, score), (score, image_id),
+                         greatest($limit, 1))) AS o  -- the lowest, ties by image_id
     FROM scores
     JOIN image_paths USING (image_id)
     GROUP BY backbone

@@ -90,6 +90,20 @@ def _csv_rows(path: Path) -> list[list[str]]:
     return list(csv.reader(path.read_text().splitlines()))[1:]
 
 
+def test_a_collection_read_once_or_per_query_gives_the_same_report(reported_lake, monkeypatch):
+    from embedlake.tasks import report
+
+    lake, _ = reported_lake
+    tables = {}
+    for limit in (report.READ_ONCE_ROWS, 0):  # 0: every section resolves the view, as at 10 M
+        monkeypatch.setattr(report, "READ_ONCE_ROWS", limit)
+        done = report.build_report(lake)
+        assert done["summary"]["collection_read_once"] is (limit > 0)
+        folder = Path(done["path"]).parent
+        tables[limit] = {p.name: p.read_text() for p in folder.glob("*.csv")}
+    assert tables[0] == tables[report.READ_ONCE_ROWS] and "outliers.csv" in tables[0]
+
+
 def test_report_command_rebuilds_it(reported_lake):
     lake, _ = reported_lake
     shutil.rmtree(lake / "reports")
