@@ -782,6 +782,9 @@ def rerun_kept(args) -> dict:
     result["load_average"]["end"] = os.getloadavg()
     if not result["rerun"]["took_synthetic_lake_as_done"]:
         raise SystemExit(f"the rerun did not embed {args.m} alone: {result['rerun']['counts']}")
+    if args.strace:
+        print("strace rerun (untimed) ...", flush=True)
+        result["strace_rerun"] = _strace_rerun(work / "source", work / "lake", _run_env(work), work)
     return result
 
 
