@@ -488,7 +488,8 @@ def build_report(
         read_once = timed("collection", _read_collection_once, con)
         thumbs = timed("thumbnails", _Thumbnails, con, source)
         previous = _previous_run(con, run_id)
-        samples = timed("sample", _sampled_vectors, con, [run_id, previous or run_id], sample)
+        runs = [run_id] if previous is None else [run_id, previous]
+        samples = timed("sample", _sampled_vectors, con, runs, sample)
         vectors = samples.get(run_id, {})
         sections = [
             timed("run", _run_section, run, run_id, thumbs),
