@@ -194,17 +194,36 @@ class Lake(abc.ABC):
     ) -> pa.Table:
         """All committed parts of one table (temporaries are never matched), optionally only
         the rows a pyarrow expression `filter` keeps (read part by part, not all then cut)."""
-        names = self.part_names(table)
-        if not names:
+        dataset = self._dataset(table)
+        if dataset is None:
             schema = _SCHEMAS[table]
             return schema.empty_table().select(columns) if columns else schema.empty_table()
-        dataset = ds.dataset(
+        return dataset.to_table(columns=columns, filter=filter)
+
+    def distinct(self, table: str, columns: list[str]) -> list[dict[str, Any]]:
+        """The distinct values of some columns of a table, read batch by batch: memory follows
+        the distinct keys, not the rows (the embeddings' group keys at 10 M images are 20 M rows,
+        ~2 GB read whole as Arrow)."""
+        dataset = self._dataset(table)
+        if dataset is None:
+            return []
+        keys: set[tuple] = set()
+        for batch in dataset.to_batches(columns=columns):
+            found = pa.Table.from_batches([batch]).group_by(columns).aggregate([])
+            keys.update(zip(*(found.column(c).to_pylist() for c in columns), strict=True))
+        return [dict(zip(columns, key, strict=True)) for key in sorted(keys, key=repr)]
+
+    def _dataset(self, table: str) -> ds.Dataset | None:
+        """A table's committed parts as a dataset; None when it has none."""
+        names = self.part_names(table)
+        if not names:
+            return None
+        return ds.dataset(
             [self._part_path(table, n) for n in names],
             format="parquet",
             schema=_SCHEMAS.get(table),
             filesystem=self._arrow_filesystem(),
         )
-        return dataset.to_table(columns=columns, filter=filter)
 
     def ensure(self) -> Lake:
         """Create the lake's folders; write each table's zero-row schema part once.
@@ -743,8 +762,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def stored_precisions(lake: Path | Lake, weights_ids: dict[str, str]) -> set[str]:
     """The precisions of the embeddings the lake holds for these (backbone, weights_id)."""
-    table = Lake.at(lake).read_table("embeddings", ["backbone", "weights_id", "precision"])
-    keys = table.group_by(["backbone", "weights_id", "precision"]).aggregate([]).to_pylist()
+    keys = Lake.at(lake).distinct("embeddings", ["backbone", "weights_id", "precision"])
     return {k["precision"] for k in keys if weights_ids.get(k["backbone"]) == k["weights_id"]}
 
 

@@ -185,9 +185,9 @@ def _plan_embedding(
     ctx: RunContext, inventory: Inventory, backbones: BackboneSet, cluster_gpus: float = 0.0
 ) -> EmbedPlan:
     """The run's engine plan (logged in one line), and the images it lacks at its precision.
-    What the run's files lack is asked of the lake (sql/inventory/, on one read connection), so
-    memory follows what is missing, not the collection."""
-    with inventory.reading(ctx.lake) as query:
+    What the run's files lack is asked of the lake (sql/inventory/, on one read connection, the
+    run's images resolved once for it), so memory follows what is missing, not the collection."""
+    with inventory.reading(ctx.lake, run_images=True) as query:
         return _plan_with(ctx, query, backbones, cluster_gpus)
 
 
@@ -230,7 +230,8 @@ def _plan_with(
     if thumbnail_only:
         _log().info("making thumbnails of %d images embedded before", len(thumbnail_only))
     wanted = sorted(embedding | unthumbed)
-    files = {row["image_id"]: row for row in query("image_files", image_ids=wanted).to_pylist()}
+    rows = query("image_files", image_ids=wanted).to_pylist() if wanted else []
+    files = {row["image_id"]: row for row in rows}
 
     def job(image_id: str, **options: Any) -> DecodeJob:
         row = files[image_id]
@@ -412,7 +413,7 @@ def record_embedded_fn(
     A file whose header passed discovery but whose pixels failed to decode gets a new version:
     its row as an error, written now, so `files` shows what it turned out to be."""
     failed_ids = sorted(outcome.decode_errors)
-    with inventory.reading(ctx.lake) as query:
+    with inventory.reading(ctx.lake, run_images=True) as query:
         if failed_ids:
             failed = query("decode_failed", image_ids=failed_ids).to_pylist()
             recorded_at = datetime.now(UTC)

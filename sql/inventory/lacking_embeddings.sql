@@ -1,15 +1,10 @@
 -- The images of a run's 'ok' files that lack an embedding of a backbone (with its weights) at a
--- precision: one row per (backbone, image_id). The embeddings are read by key alone.
--- param run_id: VARCHAR
+-- precision: one row per (backbone, image_id) (run_images.sql made the table). The embeddings
+-- are read by key alone.
 -- param backbones: VARCHAR[]
 -- param weights_ids: VARCHAR[]  -- each backbone's, in the same order
 -- param precision: VARCHAR
-WITH run AS (
-    SELECT DISTINCT image_id
-    FROM run_files([$run_id])
-    WHERE status = 'ok' AND image_id IS NOT NULL
-),
-wanted AS (
+WITH wanted AS (
     SELECT unnest($backbones) AS backbone, unnest($weights_ids) AS weights_id
 ),
 stored AS (
@@ -18,7 +13,7 @@ stored AS (
     WHERE precision = $precision
 )
 SELECT w.backbone, r.image_id
-FROM run AS r
+FROM run_images AS r
 CROSS JOIN wanted AS w
 WHERE NOT EXISTS (
     SELECT 1 FROM stored AS s

@@ -136,6 +136,40 @@ def test_float16_and_float32_parts_read_together_as_float32(tmp_path):
     np.testing.assert_allclose(stored[30:], new, rtol=0, atol=1e-3)
 
 
+def test_distinct_keys_are_those_of_every_part_read_whole(tmp_path):
+    """`Lake.distinct` reads batch by batch; its keys are the whole table's, each once."""
+    root = lake.Lake.at(tmp_path / "lake").ensure()
+    assert root.distinct("embeddings", ["backbone", "precision"]) == []
+    parts = {
+        "r1": _stored(_unit_vectors(30, 16, seed=1), "float16", "r1"),
+        "r2": pa.concat_tables(
+            [
+                _stored(_unit_vectors(5, 16, seed=2), "float16", "r2"),
+                lake.embeddings_table(
+                    image_ids=["x"],
+                    backbone="xception",
+                    weights_id="v",
+                    precision="bf16",
+                    vectors=_unit_vectors(1, 16, seed=3),
+                    norms=np.ones(1, np.float32),
+                    run_id="r2",
+                ),
+            ]
+        ),
+    }
+    for name, part in parts.items():
+        root.write_part(part, "embeddings", f"{name}.parquet")
+    columns = ["backbone", "weights_id", "precision"]
+    whole = root.read_table("embeddings", columns).group_by(columns).aggregate([]).to_pylist()
+    found = root.distinct("embeddings", columns)
+    assert len(found) == 2 and sorted(found, key=repr) == sorted(whole, key=repr)
+    assert lake.stored_precisions(root, {"mobilenet_v1": "w", "xception": "v"}) == {
+        "fp32",
+        "bf16",
+    }
+    assert lake.stored_precisions(root, {"mobilenet_v1": "other"}) == set()
+
+
 def test_stale_temporaries_are_removed_and_never_read(tmp_path):
     root = lake.ensure_lake(tmp_path / "lake")
     stale = root / "embeddings" / "r0-000000.parquet.tmp-999-abc123"
