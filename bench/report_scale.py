@@ -24,6 +24,7 @@ embeddings, no graph), each way in a fresh process with DuckDB's 1GB read connec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -192,38 +194,15 @@ def main() -> int:
     if not args.before:
         parser.error("--before is needed (or --collection N)")
     lake = args.lake.resolve()
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="report-scale-") as tmp:
-        worktree = Path(tmp) / "before"
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.before],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            shim = str(_shim(worktree, Path(tmp) / "shim"))
-            runs: dict[str, list[dict]] = {"before": [], "after": []}
-            load = {"start": os.getloadavg()}
-            for i in range(args.repeat):
-                for which, path in (("before", shim), ("after", None)):
-                    print(f"{which} {i + 1}/{args.repeat} ...", flush=True)
-                    runs[which].append(_report(lake, path))
-            load["end"] = os.getloadavg()
-        finally:
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
-                check=False,
-                capture_output=True,
-            )
-    if not all(r["code_from"].startswith(tmp) for r in runs["before"]) or any(
-        r["code_from"].startswith(tmp) for r in runs["after"]
-    ):
-        raise RuntimeError(f"the code did not come from where it should: {runs}")
+    with before_code(args.before) as shim:
+        runs: dict[str, list[dict]] = {"before": [], "after": []}
+        load = {"start": os.getloadavg()}
+        for i in range(args.repeat):
+            for which, path in (("before", shim), ("after", None)):
+                print(f"{which} {i + 1}/{args.repeat} ...", flush=True)
+                runs[which].append(_report(lake, path))
+        load["end"] = os.getloadavg()
+    check_code_from(runs, shim)
     best = {k: min(r["wall_seconds"] for r in v) for k, v in runs.items()}
     sections = sorted({s for v in runs.values() for r in v for s in r["section_seconds"]})
     by_section = {
@@ -242,7 +221,7 @@ def main() -> int:
         "lake": str(lake),
         "images": images,
         "before": args.before,
-        "after": head + (" + uncommitted changes" if _dirty() else ""),
+        "after": this_code(),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average": load,
         "runs": runs,
@@ -258,6 +237,48 @@ def main() -> int:
     ratio = result["speedup_best_wall"]
     print(f"best wall {best['before']} -> {best['after']} s (x{ratio}); {out}")
     return 0
+
+
+@contextlib.contextmanager
+def before_code(rev: str) -> Iterator[str]:
+    """A PYTHONPATH under which `embedlake` is the code of commit `rev` (a git worktree of it,
+    removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="before-code-") as tmp:
+        worktree = Path(tmp) / "before"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), rev],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield str(_shim(worktree, Path(tmp) / "shim"))
+        finally:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                check=False,
+                capture_output=True,
+            )
+
+
+def check_code_from(runs: dict[str, list[dict]], shim: str) -> None:
+    """Each child's `code_from` names the code it was meant to run: the earlier commit's for
+    "before", this checkout's for "after"."""
+    root = str(Path(shim).parent)
+    if not all(r["code_from"].startswith(root) for r in runs["before"]) or any(
+        r["code_from"].startswith(root) for r in runs["after"]
+    ):
+        raise RuntimeError(f"the code did not come from where it should: {runs}")
+
+
+def this_code() -> str:
+    """This checkout's commit, and whether it has uncommitted changes."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return head + (" + uncommitted changes" if _dirty() else "")
 
 
 def _catalog(lake: Path):
