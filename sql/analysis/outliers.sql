@@ -3,10 +3,11 @@
 -- param limit: INTEGER = 10  -- images per backbone
 -- example: embedlake query outliers --param limit=20
 -- (Each list is scored before the join to the current collection's paths, one row per image:
--- joining every neighbour row first took 2.3x as long at 1 M images.)
+-- joining every neighbour row first took 2.3x as long at 1 M images; and scored by list_scores,
+-- see there.) An image with lists in several groups of a backbone is scored over all their rows.
 WITH scores AS (
-    SELECT backbone, image_id, avg(similarity) AS score
-    FROM neighbors
+    SELECT backbone, image_id, sum(similarity_sum) / sum(n) AS score
+    FROM list_scores()
     GROUP BY backbone, image_id
 ),
 lowest AS (

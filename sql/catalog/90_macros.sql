@@ -38,6 +38,28 @@ FROM long
 WHERE field = column_name AND image_id IS NOT NULL
 GROUP BY image_id;
 
+-- close_neighbors(threshold): the rows of the current lists (the `neighbors` view's) whose
+-- similarity is at least `threshold`. The rows at or above it are found first, which the scan
+-- filters, and only their images' latest versions are then looked up, where the view ranks
+-- every row's version before any filter (at 1 M images: 4.3 -> 2.9 s at 0.95; a low threshold
+-- keeps most rows and gains nothing).
+CREATE OR REPLACE MACRO close_neighbors(threshold) AS TABLE
+WITH close AS (
+    SELECT * FROM neighbor_versions WHERE similarity >= threshold
+),
+latest AS (  -- the current version of the lists those rows belong to (of any, not only close)
+    SELECT backbone, weights_id, precision, image_id, max(version) AS version
+    FROM neighbor_versions
+    WHERE image_id IN (SELECT image_id FROM close)
+    GROUP BY ALL
+)
+SELECT c.backbone, c.weights_id, c.precision, c.image_id, c.neighbor_id, c.rank, c.similarity,
+    c.method
+FROM close AS c
+SEMI JOIN latest AS l
+    ON l.backbone = c.backbone AND l.weights_id = c.weights_id AND l.precision = c.precision
+    AND l.image_id = c.image_id AND l.version = c.version;
+
 -- group_pairs(backbone, weights_id, precision, threshold): the pairs of different images of one
 -- backbone group whose graph similarity is at least `threshold`, each pair once as (a, b), a < b:
 -- the explorer's near-duplicate and leaky-split queues and its duplicate colouring.
@@ -45,9 +67,9 @@ CREATE OR REPLACE MACRO group_pairs(group_backbone, group_weights_id, group_prec
 AS TABLE
 SELECT least(image_id, neighbor_id) AS a, greatest(image_id, neighbor_id) AS b,
        max(similarity) AS similarity
-FROM neighbors
+FROM close_neighbors(threshold)
 WHERE backbone = group_backbone AND weights_id = group_weights_id
-  AND precision = group_precision AND similarity >= threshold
+  AND precision = group_precision
 GROUP BY ALL;
 
 -- near_duplicate_pairs(threshold, backbone): pairs of different images whose graph similarity is
@@ -55,6 +77,6 @@ GROUP BY ALL;
 CREATE OR REPLACE MACRO near_duplicate_pairs(threshold, backbone_name) AS TABLE
 SELECT backbone, least(image_id, neighbor_id) AS image_id_a,
        greatest(image_id, neighbor_id) AS image_id_b, max(similarity) AS similarity
-FROM neighbors
-WHERE similarity >= threshold AND (backbone_name IS NULL OR backbone = backbone_name)
+FROM close_neighbors(threshold)
+WHERE backbone_name IS NULL OR backbone = backbone_name
 GROUP BY ALL;

@@ -2,9 +2,8 @@
 -- cosine similarity to the graph neighbours, as the `outliers` query). One case at $pos.
 -- param backbone, weights_id, precision: VARCHAR -- the group
 -- param pos: INTEGER -- the case's position (0 = first)
-SELECT [image_id] AS image_ids, avg(similarity) AS score, count(*) OVER () AS total
-FROM neighbors
+SELECT [image_id] AS image_ids, similarity_sum / n AS score, count(*) OVER () AS total
+FROM list_scores()
 WHERE backbone = $backbone AND weights_id = $weights_id AND precision = $precision
-GROUP BY image_id
 ORDER BY score, image_id
 LIMIT 1 OFFSET $pos;

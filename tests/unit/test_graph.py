@@ -443,3 +443,53 @@ def test_an_agreement_sample_over_float16_and_float32_parts(tmp_path):
     assert row["linear_cka"] == pytest.approx(linear_cka(stored_x, stored_y), rel=1e-9)
     kept = samples.group_sample(lake.Lake.at(root), graph.group_keys(lake.Lake.at(root))[0], 50)
     assert kept.vectors.dtype == np.float32
+
+
+def test_scores_and_close_rows_follow_the_current_lists_across_versions(tmp_path):
+    """list_scores() and close_neighbors() read every version's rows without the `neighbors`
+    view's window; what they give is what that view's current lists give: random lists
+    rewritten over several versions (a legacy version 0 too), groups sharing a backbone."""
+    root = lake.Lake.at(tmp_path / "lake").ensure()
+    rng = np.random.default_rng(5)
+    ids = np.asarray([f"i{i:03d}" for i in range(60)], object)
+    keys = [
+        KEY,
+        lake.GroupKey("mobilenet_v1", "w-m", "bf16"),
+        lake.GroupKey("xception", "w-x", "fp32"),
+    ]
+    for key in keys:
+        for version in range(4):
+            chosen = ids[rng.random(len(ids)) < 0.5]
+            k = 4
+            picks = rng.integers(0, len(ids), (len(chosen), k))
+            sims = -np.sort(-rng.uniform(0.5, 1.0, (len(chosen), k)).astype(np.float32), axis=1)
+            neighbors = ids[picks]
+            neighbors[rng.random(len(chosen)) < 0.2, -1] = None  # some lists shorter
+            name = graph._write_lists(root, key, graph.Lists(chosen, neighbors, sims), "exact")
+            if version == 0:  # as embedlake wrote a group's graph before it was maintained
+                folder = root.path / "neighbors"
+                (folder / name).rename(folder / f"{graph.group_name(*key)}.parquet")
+    build_catalog(root)
+    group = "backbone, weights_id, precision, image_id"
+    with connect_read_only(root) as con:
+        scores = con.execute(
+            f"SELECT {group}, similarity_sum, n FROM list_scores() ORDER BY ALL"
+        ).fetchall()
+        expected = con.execute(
+            f"SELECT {group}, sum(similarity), count(*) FROM neighbors GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        assert [s[:4] + (s[5],) for s in scores] == [e[:4] + (e[5],) for e in expected]
+        np.testing.assert_allclose([s[4] for s in scores], [e[4] for e in expected], rtol=1e-6)
+        for threshold in (0.0, 0.8, 0.95, 2.0):
+            close = con.execute(
+                "SELECT * FROM close_neighbors($t) ORDER BY ALL", {"t": threshold}
+            ).fetchall()
+            current = con.execute(
+                "SELECT * FROM neighbors WHERE similarity >= $t ORDER BY ALL", {"t": threshold}
+            ).fetchall()
+            assert close == current, threshold
+        assert (
+            0
+            < len(con.execute("SELECT * FROM close_neighbors(0.8)").fetchall())
+            < len(con.execute("SELECT * FROM neighbor_versions WHERE similarity >= 0.8").fetchall())
+        )  # older versions' rows were there to be left out
