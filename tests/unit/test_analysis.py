@@ -209,6 +209,49 @@ def test_backbone_agreement_under_rotation_is_total(synthetic_lake):
     assert sorted(chosen) == sorted(p for (p,) in smallest)
 
 
+def test_an_older_version_of_the_lists_changes_no_answer(synthetic_lake, tmp_path):
+    """The graph queries that read every version's rows (outliers, near-duplicates, agreement)
+    keep each list's latest: an older version of every list, of random neighbours all at 0.99
+    (a legacy `<group>.parquet`, version 0), changes none of their answers."""
+    import shutil
+
+    from embedlake.tasks import graph
+
+    root = tmp_path / "lake"
+    shutil.copytree(synthetic_lake, root)
+    queries = {
+        "outliers": {"limit": 3},
+        "near_duplicates": {"threshold": 0.95},
+        "backbone_agreement": {"k": 5, "sample": 20},
+    }
+    before = {name: _rows(root, name, **params) for name, params in queries.items()}
+    with connect_read_only(root) as con:
+        groups = con.sql("SELECT DISTINCT backbone, weights_id, precision FROM neighbors")
+        groups = groups.fetchall()
+        found = con.sql("SELECT DISTINCT image_id FROM neighbors ORDER BY 1").fetchall()
+    ids = np.asarray([i for (i,) in found], object)
+    rng = np.random.default_rng(1)
+    for key in groups:
+        neighbors = ids[rng.integers(0, len(ids), (len(ids), 5))]
+        sims = np.full((len(ids), 5), 0.99, np.float32)
+        name = graph._write_lists(
+            lake.Lake.at(root),
+            lake.GroupKey(*key),
+            graph.Lists(ids, neighbors, sims),
+            "exact",
+        )
+        (root / "neighbors" / name).rename(root / "neighbors" / f"{graph.group_name(*key)}.parquet")
+    build_catalog(root)
+    with connect_read_only(root) as con:  # the old rows are there, under the current ones
+        ((old,),) = con.sql("SELECT count(*) FROM neighbor_versions WHERE version = 0").fetchall()
+    assert old == len(ids) * 5 * len(groups)
+    after = {name: _rows(root, name, **params) for name, params in queries.items()}
+    for name in queries:
+        assert len(after[name]) == len(before[name]), name
+        for got, expected in zip(after[name], before[name], strict=True):
+            assert got == pytest.approx(expected), name
+
+
 def test_every_query_has_a_header_and_runs(synthetic_lake):
     assert {
         "duplicates",
