@@ -187,6 +187,11 @@ def test_label_purity_of_tight_clusters(synthetic_lake):
         assert purity[(backbone, "Z")] == 0.0
     constant = _rows(synthetic_lake, "label_purity", column="species")
     assert {r["purity"] for r in constant} == {1.0}
+    # a sample: the images with the smallest ids (A.., then B..), scored on their own lists
+    assert _rows(synthetic_lake, "label_purity", sample=1000) == rows
+    sampled = _rows(synthetic_lake, "label_purity", sample=25)
+    assert {r["label"] for r in sampled} == {"A", "B"}
+    assert sum(r["images"] for r in sampled) == 50  # each image once per backbone
 
 
 def test_backbone_agreement_under_rotation_is_total(synthetic_lake):
