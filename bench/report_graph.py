@@ -20,7 +20,9 @@ of them).
     python bench/report_graph.py --n 10000000 --lake /tmp/collection10m --before REV
 
 `--before REV`: the same queries from an earlier commit's code (bench/report_scale.py's git
-worktree), alternately with this checkout's.
+worktree), alternately with this checkout's. `--report`: then the whole `embedlake report` on
+that lake once with this checkout's code (wall time, peak RSS, seconds per section; the lake
+has no embeddings or thumbnails, so its sample and galleries are empty).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from report_scale import MEASURED, before_code, check_code_from, this_code  # noqa: E402
+from report_scale import MEASURED, _report, before_code, check_code_from, this_code  # noqa: E402
 from throughput import save_result  # noqa: E402
 
 K = 10
@@ -123,6 +125,7 @@ def main() -> int:
     parser.add_argument("--lake", required=True, type=Path, help="explore_scale's lake folder")
     parser.add_argument("--before", help="an earlier commit to compare with")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="then the whole report, once")
     parser.add_argument("--out", help="default: bench/measured/report-graph-<n>.json")
     args = parser.parse_args()
     lake = args.lake.resolve() / "lake"
@@ -144,6 +147,7 @@ def main() -> int:
                 for which, path in codes.items():
                     print(f"{name} {which} {i + 1}/{args.repeat} ...", flush=True)
                     runs.setdefault(name, {}).setdefault(which, []).append(_query(lake, name, path))
+    report = _report(lake, None) if args.report else None
     load["end"] = os.getloadavg()
     if shim:
         for by_code in runs.values():
@@ -168,12 +172,15 @@ def main() -> int:
         "total_best_seconds": {
             which: round(sum(b[which] for b in best.values()), 2) for which in codes
         },
+        "report": report,
     }
     out = Path(args.out) if args.out else MEASURED / f"report-graph-{args.n}.json"
     save_result(result, out)
     for name, b in best.items():
         print(f"{name:20s}", "  ".join(f"{w} {s:7.2f} s" for w, s in b.items()))
     print("total", result["total_best_seconds"], out)
+    if report:
+        print("report", report["wall_seconds"], "s,", report["peak_rss_mb"], "MB peak RSS")
     return 0
 
 
