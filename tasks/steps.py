@@ -413,7 +413,7 @@ def record_embedded_fn(
     A file whose header passed discovery but whose pixels failed to decode gets a new version:
     its row as an error, written now, so `files` shows what it turned out to be."""
     failed_ids = sorted(outcome.decode_errors)
-    with inventory.reading(ctx.lake, run_images=True) as query:
+    with inventory.reading(ctx.lake) as query:
         if failed_ids:
             failed = query("decode_failed", image_ids=failed_ids).to_pylist()
             recorded_at = datetime.now(UTC)
