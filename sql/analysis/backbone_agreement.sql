@@ -5,13 +5,13 @@
 -- param k: INTEGER = 10  -- neighbours compared per image
 -- param sample: INTEGER = NULL  -- only the images with the N smallest image_ids (uniform); NULL: all
 -- example: embedlake query backbone_agreement --param k=5
-WITH chosen AS MATERIALIZED (  -- the images compared, with their first path by name
+WITH chosen AS MATERIALIZED (  -- the images compared, with their first path by name (one pass
+    -- over the collection; LIMIT NULL keeps all)
     SELECT image_id, min(path) AS path
     FROM images
-    WHERE $sample IS NULL OR image_id IN (
-        SELECT DISTINCT image_id FROM images ORDER BY image_id LIMIT $sample
-    )
     GROUP BY image_id
+    ORDER BY image_id
+    LIMIT $sample
 ),
 sampled AS (  -- the chosen images' rows of every version of their lists: the join on image_id
     -- reaches the scan (the chosen are the smallest ids, so it skips the row groups above them)

@@ -8,12 +8,12 @@
 -- latest versions taken among them, as backbone_agreement does; labels are looked up for those
 -- images and their neighbours alone. Through the `neighbors` view, joined to every image's
 -- label twice, the report's purity at 10 M images spilled past 39 GB of disk and failed.)
-WITH chosen AS MATERIALIZED (
+WITH chosen AS MATERIALIZED (  -- the images scored (one pass over the collection; LIMIT NULL
+    -- keeps all)
     SELECT DISTINCT image_id
     FROM images
-    WHERE $sample IS NULL OR image_id IN (
-        SELECT DISTINCT image_id FROM images ORDER BY image_id LIMIT $sample
-    )
+    ORDER BY image_id
+    LIMIT $sample
 ),
 sampled AS (
     SELECT * FROM neighbor_versions WHERE image_id IN (SELECT image_id FROM chosen)
