@@ -23,16 +23,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from report_scale import MEASURED, before_code, check_code_from, this_code  # noqa: E402
+from report_scale import (  # noqa: E402
+    MEASURED,
+    before_code,
+    check_code_from,
+    child_result,
+    this_code,
+)
 from throughput import save_result  # noqa: E402
 
 _CHILD = """
@@ -77,21 +81,7 @@ print("RESULT", json.dumps({"seconds": seconds, "total_seconds": round(sum(secon
 
 
 def _plan(lake: Path, wanted: int, pythonpath: str | None) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(lake), str(wanted)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tempfile.gettempdir(),
-    )
-    if done.returncode:
-        raise RuntimeError(f"the plan failed: {done.stderr[-2000:]}")
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    (code,) = [x for x in done.stderr.splitlines() if x.startswith("CODE_FROM ")]
-    return {**json.loads(line.split(" ", 1)[1]), "code_from": code.split(" ", 1)[1]}
+    return child_result(_CHILD, [str(lake), str(wanted)], pythonpath, "the plan")
 
 
 def main() -> int:

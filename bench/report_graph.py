@@ -31,9 +31,7 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +41,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from report_scale import MEASURED, _report, before_code, check_code_from, this_code  # noqa: E402
+from report_scale import (  # noqa: E402
+    MEASURED,
+    _report,
+    before_code,
+    check_code_from,
+    child_result,
+    this_code,
+)
 from throughput import save_result  # noqa: E402
 
 K = 10
@@ -101,22 +106,8 @@ def write_graph(lake: Path, n: int) -> dict:
 
 
 def _query(lake: Path, name: str, pythonpath: str | None) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(lake), name, json.dumps(QUERIES[name])],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tempfile.gettempdir(),
-    )
-    if done.returncode:
-        raise RuntimeError(f"{name} failed: {done.stderr[-2000:]}")
-    (code,) = [x for x in done.stderr.splitlines() if x.startswith("CODE_FROM ")]
-    # (DuckDB's progress bar shares stdout)
-    result = json.loads(done.stdout.rsplit("RESULT ", 1)[1])
-    return {**result, "code_from": code.split(" ", 1)[1]}
+    args = [str(lake), name, json.dumps(QUERIES[name])]
+    return child_result(_CHILD, args, pythonpath, name)
 
 
 def main() -> int:

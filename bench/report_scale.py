@@ -59,6 +59,28 @@ sys.exit(code)
 """
 
 
+def child_result(code: str, args: list[str], pythonpath: str | None, what: str) -> dict:
+    """Run `code` in a fresh Python with `args` (the earlier commit's code first on PYTHONPATH
+    where given): the JSON it printed after "RESULT ", and where its embedlake came from (its
+    "CODE_FROM" line on stderr)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    if done.returncode:
+        raise RuntimeError(f"{what} failed: {done.stderr[-2000:]}")
+    (origin,) = [x for x in done.stderr.splitlines() if x.startswith("CODE_FROM ")]
+    # (DuckDB's progress bar shares stdout)
+    result = json.loads(done.stdout.rsplit("RESULT ", 1)[1])
+    return {**result, "code_from": origin.split(" ", 1)[1]}
+
+
 def _shim(worktree: Path, folder: Path) -> Path:
     """A folder holding an `embedlake` package whose parts are the worktree's folders."""
     package = folder / "embedlake"

@@ -52,33 +52,31 @@ class Inventory:
         """sql/inventory/`name`.sql over this run's files, as batches read while the block runs
         (the collection's ids at 10 M are ~0.8 GB as Arrow: never held whole)."""
         with catalog.connect_read_only(root) as con:
-            query = con.sql(
-                catalog.sql_text("inventory", f"{name}.sql"),
-                params={"run_id": self.run_id, **params},
-            )
-            yield query.to_arrow_reader(batch_rows)
+            text, given = self._statement(name, params)
+            yield con.sql(text, params=given).to_arrow_reader(batch_rows)
+
+    def _statement(self, name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """sql/inventory/`name`.sql and its parameters: this run's `run_id` where it names it
+        (DuckDB refuses a parameter a statement does not use)."""
+        text = catalog.sql_text("inventory", f"{name}.sql")
+        return text, {"run_id": self.run_id, **params} if "$run_id" in text else params
 
     @contextlib.contextmanager
     def reading(
         self, root: lake.Lake, run_images: bool = False
     ) -> Iterator[Callable[..., pa.Table]]:
         """`query` on one read connection, for a stage that asks several things (a read
-        connection costs ~0.2 s to open: it makes the catalog's views its own). A statement
-        that names `$run_id` is given this run's. `run_images`: first resolve the run's images
-        once into the connection's `run_images` table (sql/inventory/run_images.sql), which
-        the embed plan's statements read."""
+        connection costs ~0.2 s to open: it makes the catalog's views its own). `run_images`:
+        first resolve the run's images once into the connection's `run_images` table
+        (sql/inventory/run_images.sql), which the embed plan's statements read."""
         with catalog.connect_read_only(root) as con:
 
-            def statement(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-                text = catalog.sql_text("inventory", f"{name}.sql")
-                return text, {"run_id": self.run_id, **params} if "$run_id" in text else params
-
             def query(name: str, **params: Any) -> pa.Table:
-                text, given = statement(name, params)
+                text, given = self._statement(name, params)
                 return con.sql(text, params=given).to_arrow_table()
 
             if run_images:
-                con.execute(*statement("run_images", {}))
+                con.execute(*self._statement("run_images", {}))
             yield query
 
     def rows(self, root: lake.Lake) -> list[dict[str, Any]]:
