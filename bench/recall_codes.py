@@ -2,7 +2,9 @@
 
 On bench/scale.py's synthetic collection (1,000 clustered centres, 1024-d unit vectors: the data
 on which the product's lists had recall@10 0.915 at 1 M and 0.921 at 10 M), with the product's
-own index recipe (`ann_index.FACTORY`, its nlist and training-sample rules, nprobe 32):
+index recipe as it was then (`IVF{nlist}_HNSW32,SQ8`: an HNSW graph over the centroids as the coarse
+quantiser, since replaced by an exact one, bench/quantizer_choice.py; its nlist and
+training-sample rules, nprobe 32):
 
 - `SQ8`: the product's index as it is (8-bit codes);
 - `SQfp16`: the same IVF with 16-bit float codes (twice the code bytes; the lake stores vectors
@@ -35,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import _vectors  # noqa: E402  (the same collection as bench/scale.py's)
 
 from embedlake.tasks import ann_index, topk  # noqa: E402
+
+HNSW_FACTORY = "IVF{nlist}_HNSW32,SQ8"  # the product's ann_index.FACTORY when this was measured
 
 
 def _collection(n: int, dim: int) -> np.ndarray:
@@ -96,7 +100,7 @@ def main() -> int:
     sample = x[np.random.default_rng(3).choice(args.n, nlist * ann_index.TRAIN_PER_LIST, False)]
 
     def build(codes: str):
-        factory = ann_index.FACTORY.format(nlist=nlist).replace(",SQ8", f",{codes}")
+        factory = HNSW_FACTORY.format(nlist=nlist).replace(",SQ8", f",{codes}")
         t0 = time.perf_counter()
         index = faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT)
         index.train(sample)

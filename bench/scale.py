@@ -339,6 +339,7 @@ def main() -> int:
     parser.add_argument("--ann-threshold", type=int, default=200_000)
     parser.add_argument("--recall-sample", type=int, default=200)
     parser.add_argument("--lake", help="default: a temporary folder under /work/tmp")
+    parser.add_argument("--out", help="default: bench/measured/scale-<N>.json")
     parser.add_argument(
         "--again",
         default="",
@@ -355,7 +356,7 @@ def main() -> int:
         return 0
 
     n, dim = args.n, args.dim
-    out = Path(f"bench/measured/scale-{n}.json")
+    out = Path(args.out or f"bench/measured/scale-{n}.json")
     if args.again:
         return _again(out, args.again.split(","))
     lake_dir = args.lake or tempfile.mkdtemp(prefix="scale-", dir="/work/tmp")
@@ -369,6 +370,10 @@ def main() -> int:
         "lake": lake_dir,
         "started_at": datetime.now(UTC).isoformat(),
         "cpus": os.cpu_count(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "command": "python " + " ".join(sys.argv),
         "stages": {},
     }
     stages = result["stages"]
@@ -389,6 +394,8 @@ def main() -> int:
     stages["nearest_cli"] = _child("nearest_cli", lake_dir, total)
     lo = 0 if args.base == "reindex" else n  # images that have lists
     stages["recall"] = _child("recall", lake_dir, lo, total, args.recall_sample)
+    if args.base == "index":  # the stored images as a reindex would search them
+        stages["nprobe"] = _child("nprobe", lake_dir, total, args.recall_sample)
     result["lake_bytes"] = _lake_bytes(lake_dir)
     result["finished_at"] = datetime.now(UTC).isoformat()
     out.write_text(json.dumps(result, indent=2) + "\n")

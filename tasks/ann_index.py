@@ -37,16 +37,16 @@ from . import lake, topk
 __all__ = ["FACTORY", "NPROBE", "BadIndex", "GroupIndex", "check_group_name", "remove_index"]
 
 # chosen by bench/index_choice.py (README, "The neighbour graph"): IVF lists of 8-bit scalar
-# quantised codes (a quarter of float32), recall@10 near HNSW-flat's. The coarse quantiser is an
-# HNSW graph over the centroids, so assigning 10 M vectors to 4,096 lists is not 10 M x 4,096
-# dot products (bench/scale.py measures recall with it).
-FACTORY = "IVF{nlist}_HNSW32,SQ8"
+# quantised codes (a quarter of float32), recall@10 near HNSW-flat's. The coarse quantiser is
+# exact (flat): a vector goes to its nearest centroid's list, nlist x dim dot products done as one
+# matrix product per block. An HNSW graph over the centroids (indexes written before) sent a share
+# of the vectors to other lists, and searching it widely enough cost more than the exact scan: at
+# 1 M, recall@10 0.911 (efSearch 16) and 0.973 (128) against 0.980 exact, adding 1 M vectors 123
+# and 370 s against 76 (bench/quantizer_choice.py, bench/measured/quantizer-choice-1000000.json).
+FACTORY = "IVF{nlist},SQ8"
 NPROBE = 32
-# how widely that HNSW graph is searched to put a vector in its list (and to pick a query's
-# lists). At faiss's default, 16, a tenth of 1 M vectors went to other lists than their nearest
-# centroid's: recall@10 0.911 with 8-bit codes, 0.933 with 16-bit ones, 1.000 with an exact
-# (flat) quantiser; at 128, 0.973 with 8-bit codes, 1.7 ms a query instead of 1.2
-# (bench/recall_codes.py, bench/measured/recall-codes-1000000.json)
+# an index written with an HNSW quantiser keeps it (its vectors' lists); it is searched, and
+# added to, at this efSearch at least (faiss's default is 16)
 QUANTIZER_EF = 128
 INDEX_FOLDER = lake.INDEX_FOLDER
 SEGMENT_BYTES = 512 * 2**20
@@ -132,8 +132,9 @@ def _no_prefetch(ivf) -> None:
 
 
 def _tuned(index):
-    """`index` with its coarse quantiser's HNSW searched at QUANTIZER_EF at least (an index
-    written before keeps its vectors' lists, but adds and searches at it from now on)."""
+    """`index` with a coarse quantiser that is an HNSW graph (an index written before the flat
+    quantiser) searched at QUANTIZER_EF at least: it keeps its vectors' lists, but adds and
+    searches at it from now on."""
     import faiss
 
     quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
@@ -159,6 +160,7 @@ class GroupIndex:
         self.folder = _folder(root, name)
         self.pending: list[Segment] = []  # written, not yet in the committed manifest
         self.nprobe = NPROBE
+        self._trained_index = None  # read once, for its coarse quantiser (`_coarse`)
 
     # ------------------------------------------------------------------ opening and creating
 
@@ -379,6 +381,19 @@ class GroupIndex:
         ids[~np.isfinite(sims)] = None
         return sims, ids
 
+    def _coarse(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, list numbers) of the nprobe lists each query probes, found once by the trained
+        index's coarse quantiser. Every segment is a copy of that trained index (its centroids
+        and lists), so a query probes the same lists in each, where each segment's own search
+        would find them again (at 10 M, in each of 21 segments)."""
+        import faiss
+
+        if self._trained_index is None:
+            path = self.folder / f"{self.manifest.trained}.faiss"
+            self._trained_index = _tuned(faiss.read_index(str(path)))
+        ivf = faiss.extract_index_ivf(self._trained_index)
+        return ivf.quantizer.search(queries, min(self.nprobe, ivf.nlist))
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, image_ids) of each query's k best over every segment, one segment
         mapped at a time; unfound slots are -inf / None."""
@@ -387,6 +402,7 @@ class GroupIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         n = len(queries)
         segments = self.segments()
+        probe_s, probed = self._coarse(queries)
         # a hit is (segment number << 40 | label): one running top-k over the segments
         best_at, best_s = _unfound(n, k, np.int64(-1))
         for number, seg in enumerate(segments):
@@ -398,10 +414,10 @@ class GroupIndex:
                     f"index {self.name}: segment {seg.name} unreadable ({exc}); "
                     "it may have been merged by a concurrent update: retry"
                 ) from exc
-            ivf = faiss.extract_index_ivf(_tuned(index))
-            ivf.nprobe = self.nprobe
+            ivf = faiss.extract_index_ivf(index)
+            ivf.nprobe = probed.shape[1]
             _no_prefetch(ivf)
-            sims, labels = index.search(queries, min(k, seg.rows))
+            sims, labels = ivf.search_preassigned(queries, min(k, seg.rows), probed, probe_s)
             del index  # unmaps the segment
             sims[labels < 0] = -np.inf
             at = np.where(labels >= 0, (number << 40) | labels, -1)

@@ -398,7 +398,9 @@ def test_ann_mode_on_a_lake_behind_fsspec(tmp_path):
     assert index.ntotal == 1600 and len(index.manifest.segments) == 2
 
 
-def test_the_index_puts_vectors_in_lists_with_a_wide_quantizer_search(tmp_path):
+def test_the_index_puts_each_vector_in_its_nearest_centroids_list(tmp_path):
+    """A new index's coarse quantiser is exact (flat); one written with an HNSW quantiser (before)
+    is searched and added to at QUANTIZER_EF, not faiss's default of 16."""
     faiss = pytest.importorskip("faiss")
     from embedlake.tasks import ann_index
 
@@ -410,8 +412,43 @@ def test_the_index_puts_vectors_in_lists_with_a_wide_quantizer_search(tmp_path):
     names = [index.manifest.trained] + [seg.name for seg in index.segments()]
     for name in names:  # the trained index every segment copies, and the segments themselves
         read = faiss.read_index(str(index.folder / f"{name}.faiss"))
-        quantizer = faiss.downcast_index(faiss.extract_index_ivf(read).quantizer)
-        assert quantizer.hnsw.efSearch == ann_index.QUANTIZER_EF > 16  # faiss's default: 16
+        ivf = faiss.extract_index_ivf(read)
+        assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat)
+        _, lists = ivf.quantizer.search(np.ascontiguousarray(x[:200]), 1)
+        exact = np.argmax(x[:200] @ ivf.quantizer.reconstruct_n(0, ivf.nlist).T, axis=1)
+        assert (lists[:, 0] == exact).mean() > 0.99  # float ties aside
+    legacy = faiss.index_factory(32, "IVF16_HNSW32,SQ8", faiss.METRIC_INNER_PRODUCT)
+    legacy.train(np.ascontiguousarray(x[:1000]))
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(ann_index._tuned(legacy)).quantizer)
+    assert quantizer.hnsw.efSearch == ann_index.QUANTIZER_EF > 16  # faiss's default: 16
+
+
+def test_a_search_finds_each_querys_lists_once_and_what_every_segment_would(tmp_path):
+    """`_search` picks each query's probed lists once, from the trained index every segment
+    copies, and searches the segments with them: the hits of each segment's own search, merged."""
+    faiss = pytest.importorskip("faiss")
+    root = lake.ensure_lake(tmp_path / "lake")
+    x = _clustered(3000, 32, seed=9)
+    ids = [f"s{i:05d}" for i in range(len(x))]
+    for run, rows in (("r0", slice(0, 1500)), ("r1", slice(1500, 3000))):
+        _add(root, ids[rows], x[rows], run)
+        build_neighbor_graph(root, k=10, ann_threshold=1000)
+    index = graph.open_index(lake.Lake.at(root), KEY)
+    assert len(index.segments()) == 2
+    queries = np.ascontiguousarray(x[::40], np.float32)
+    sims, found = index._search(queries, 10)
+    hits = [[] for _ in queries]
+    for seg in index.segments():
+        own = faiss.read_index(str(index.folder / f"{seg.name}.faiss"))
+        faiss.extract_index_ivf(own).nprobe = index.nprobe
+        seg_sims, labels = own.search(queries, 10)
+        names = index._names(seg, labels.ravel()).reshape(labels.shape)
+        for q in range(len(queries)):
+            hits[q] += [(s, i) for s, i in zip(seg_sims[q], names[q], strict=True) if i is not None]
+    for q, row in enumerate(hits):
+        best = sorted(row, key=lambda hit: -hit[0])[:10]
+        assert set(found[q]) == {i for _, i in best}
+        np.testing.assert_allclose(sims[q], [s for s, _ in best], rtol=1e-5)
 
 
 def test_an_agreement_sample_over_float16_and_float32_parts(tmp_path):
