@@ -36,6 +36,7 @@ from .lake import GroupKey
 
 __all__ = [
     "ANN_METHOD",
+    "delete_lists_part",
     "embedding_part_names",
     "group_ids",
     "group_keys",
@@ -281,8 +282,40 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
     parts = _group_parts(root, name)
     version = parts[-1][0] + 1 if parts else 1
     part = f"{name}-{version:08d}.parquet"
+    # the lists' scores first: one whose neighbours part is missing (an update killed between
+    # the two writes) is ignored by `list_score_versions`, where a neighbours part without its
+    # scores would be scored from its rows, correct but slower
+    root.write_part(_list_scores(key, lists), "list_scores", part)
     root.write_part(rows, "neighbors", part)
     return part
+
+
+def _list_scores(key: GroupKey, lists: Lists) -> pa.Table:
+    """One row per non-empty list: its similarity sum (float64, as DuckDB sums the rows), its
+    length and its best similarity."""
+    valid = lists.neighbors != None  # noqa: E711 (element-wise)
+    sims = np.where(valid, lists.sims, 0).astype(np.float64)
+    n = valid.sum(1)
+    keep = n > 0
+    best = np.where(valid, lists.sims, -np.inf).max(1) if lists.sims.size else np.zeros(len(n))
+    return pa.table(
+        {
+            "backbone": pa.array([key.backbone] * int(keep.sum()), pa.string()),
+            "weights_id": pa.array([key.weights_id] * int(keep.sum()), pa.string()),
+            "precision": pa.array([key.precision] * int(keep.sum()), pa.string()),
+            "image_id": pa.array(lists.ids[keep], pa.string()),
+            "similarity_sum": pa.array(sims.sum(1)[keep]),
+            "n": pa.array(n[keep].astype(np.int16)),
+            "max_similarity": pa.array(best[keep].astype(np.float32)),
+        },
+        schema=lake.LIST_SCORES_SCHEMA,
+    )
+
+
+def delete_lists_part(root: lake.Lake, part: str) -> None:
+    """Remove a neighbours part and its scores (the scores first: see `_write_lists`)."""
+    root.delete_part("list_scores", part)
+    root.delete_part("neighbors", part)
 
 
 # ------------------------------------------------------------------------------- exact mode
@@ -599,6 +632,6 @@ def update_group(
             _write_lists(root, key, lists, "exact")
             written = len(lists.ids)
     for old in old_parts:
-        root.delete_part("neighbors", old)
+        delete_lists_part(root, old)
     _log.info("neighbour graph %s: %d lists written", key.backbone, written)
     return written

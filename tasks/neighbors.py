@@ -96,11 +96,11 @@ def build_neighbor_graph(
     if rebuild:  # parts of groups no stored embedding belongs to any more
         names = {graph.group_name(*key) for key in keys}
         remove_samples(root)  # rebuilt from the parts by _write_agreement
-        for part in root.part_names("neighbors"):
+        for part in sorted(set(root.part_names("neighbors")) | set(root.part_names("list_scores"))):
             group = part.removesuffix(".parquet").rsplit("-", 1)[0]
             stale = group not in names and part.removesuffix(".parquet") not in names
             if stale and part != lake.SCHEMA_PART:
-                root.delete_part("neighbors", part)
+                graph.delete_lists_part(root, part)
     _write_agreement(root, keys, cka_sample)
     return written
 

@@ -15,6 +15,7 @@ __all__ = [
     "MAP_SCHEMA",
     "METADATA_KEYS_SCHEMA",
     "NEIGHBORS_SCHEMA",
+    "LIST_SCORES_SCHEMA",
     "PREDICTIONS_SCHEMA",
     "PROBES_SCHEMA",
     "REVIEWS_SCHEMA",
@@ -33,6 +34,7 @@ TABLES = (
     "embeddings",
     "metadata",
     "neighbors",
+    "list_scores",
     "agreement",
     "probes",
     "predictions",
@@ -154,6 +156,21 @@ NEIGHBORS_SCHEMA = pa.schema(
         ("rank", pa.int16()),
         ("similarity", pa.float32()),
         ("method", pa.string()),
+    ]
+)
+
+# one row per list of a neighbours part, in a part of the same name written before it: what the
+# report's whole-graph questions ask of a list (outliers: the mean similarity; near-duplicates:
+# whether any row reaches a threshold) in a tenth of the rows (the `list_score_versions` view)
+LIST_SCORES_SCHEMA = pa.schema(
+    [
+        ("backbone", pa.string()),
+        ("weights_id", pa.string()),
+        ("precision", pa.string()),
+        ("image_id", pa.string()),
+        ("similarity_sum", pa.float64()),
+        ("n", pa.int16()),
+        ("max_similarity", pa.float32()),
     ]
 )
 
@@ -279,6 +296,7 @@ SCHEMAS = {
     "embeddings": EMBEDDINGS_SCHEMA,
     "metadata": METADATA_KEYS_SCHEMA,
     "neighbors": NEIGHBORS_SCHEMA,
+    "list_scores": LIST_SCORES_SCHEMA,
     "agreement": AGREEMENT_SCHEMA,
     "probes": PROBES_SCHEMA,
     "predictions": PREDICTIONS_SCHEMA,

@@ -5,10 +5,14 @@
 -- (resolved over keys alone: k rows per image, no vectors).
 -- neighbor_versions: every stored row of every version of every list, with its `version` (the
 -- part's); `neighbors` is the latest version's rows per image.
+-- part_version(filename): the version a graph part's name carries (`<group>-<version>.parquet`;
+-- a legacy `<group>.parquet`: 0).
+CREATE OR REPLACE MACRO part_version(file_name) AS
+    coalesce(try_cast(regexp_extract(file_name, '-(\d{8})\.parquet$', 1) AS INTEGER), 0);
+
 CREATE OR REPLACE VIEW neighbor_versions AS
 SELECT backbone, weights_id, precision, image_id, neighbor_id, rank, similarity, method,
-    coalesce(try_cast(regexp_extract(filename, '-(\d{8})\.parquet$', 1) AS INTEGER), 0)
-        AS version
+    part_version(filename) AS version
 FROM read_parquet(lake_path('neighbors/*.parquet'), union_by_name = true, filename = true);
 
 CREATE OR REPLACE VIEW neighbors AS
@@ -16,19 +20,48 @@ SELECT backbone, weights_id, precision, image_id, neighbor_id, rank, similarity,
 FROM neighbor_versions
 QUALIFY version = max(version) OVER (PARTITION BY backbone, weights_id, precision, image_id);
 
+-- list_score_versions: per group, image and version, the stored list's similarity_sum, length n
+-- and max_similarity (its best). The graph writes them beside each neighbours part, one row a
+-- list in `list_scores/<the part's name>` (a tenth of the rows); a neighbours part without its
+-- scores part (written by embedlake before them) is scored from its rows here, and a scores part
+-- without its neighbours part (an update killed between the two writes) is left out. Part names
+-- come from listing the folders (glob), not from reading the parts.
+CREATE OR REPLACE VIEW list_score_versions AS
+WITH neighbor_parts AS (
+    SELECT parse_filename(file) AS part FROM glob(lake_path('neighbors/*.parquet'))
+),
+scored_parts AS (
+    SELECT parse_filename(file) AS part FROM glob(lake_path('list_scores/*.parquet'))
+    WHERE parse_filename(file) IN (SELECT part FROM neighbor_parts)
+),
+scored AS (
+    SELECT *, parse_filename(filename) AS part
+    FROM read_parquet(lake_path('list_scores/*.parquet'), union_by_name = true, filename = true)
+),
+unscored AS (
+    SELECT *, parse_filename(filename) AS part
+    FROM read_parquet(lake_path('neighbors/*.parquet'), union_by_name = true, filename = true)
+)
+SELECT backbone, weights_id, precision, image_id, part_version(part) AS version, similarity_sum,
+    n, max_similarity
+FROM scored
+WHERE part IN (SELECT part FROM scored_parts)
+UNION ALL
+SELECT backbone, weights_id, precision, image_id, part_version(part) AS version,
+    sum(similarity)::DOUBLE AS similarity_sum, count(*)::SMALLINT AS n,
+    max(similarity) AS max_similarity
+FROM unscored
+WHERE part NOT IN (SELECT part FROM scored_parts)
+GROUP BY ALL;
+
 -- list_scores(): each current list's similarity_sum and length (n), per group and image (the
--- outlier score is sum / n, the mean similarity to the image's neighbours). Each version's list
--- summed first, then the latest version's kept: two aggregates, where the mean over the
--- `neighbors` view's window over every row took twice as long (5.4 -> 2.7 s at 1 M images).
+-- outlier score is sum / n, the mean similarity to the image's neighbours): the latest version's
+-- of `list_score_versions`, where the mean over the `neighbors` view's window over every row took
+-- twice as long (5.4 -> 2.7 s at 1 M images), and summing every row again x?.
 CREATE OR REPLACE MACRO list_scores() AS TABLE
 SELECT backbone, weights_id, precision, image_id,
     arg_max(similarity_sum, version) AS similarity_sum, arg_max(n, version) AS n
-FROM (
-    SELECT backbone, weights_id, precision, image_id, version,
-        sum(similarity) AS similarity_sum, count(*) AS n
-    FROM neighbor_versions
-    GROUP BY ALL
-)
+FROM list_score_versions
 GROUP BY backbone, weights_id, precision, image_id;
 
 -- backbone_cka: linear CKA between each pair of backbones over the images both embedded.

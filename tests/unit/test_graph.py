@@ -482,10 +482,56 @@ def test_an_agreement_sample_over_float16_and_float32_parts(tmp_path):
     assert kept.vectors.dtype == np.float32
 
 
-def test_scores_and_close_rows_follow_the_current_lists_across_versions(tmp_path):
-    """list_scores() and close_neighbors() read every version's rows without the `neighbors`
+def test_the_graph_writes_each_lists_scores_before_it_and_the_catalog_reads_them(tmp_path):
+    """Each neighbours part has a scores part of its name: per list, the rows' similarity sum,
+    count and best. `list_score_versions` reads it (a changed score shows), and leaves out one
+    whose neighbours part is missing (an update killed between the two writes)."""
+    import pandas as pd
+
+    root = lake.Lake.at(tmp_path / "lake").ensure()
+    rng = np.random.default_rng(8)
+    ids = np.asarray([f"i{i:02d}" for i in range(30)], object)
+    neighbors = ids[rng.integers(0, 30, (30, 5))]
+    neighbors[::4, 3:] = None  # shorter lists
+    neighbors[7, :] = None  # an empty one: no row, no score
+    sims = -np.sort(-rng.uniform(0.1, 1.0, (30, 5)).astype(np.float32), axis=1)
+    part = graph._write_lists(root, KEY, graph.Lists(ids, neighbors, sims), "exact")
+    rows = pq.read_table(root.path / "neighbors" / part).to_pandas()
+    rows["similarity"] = rows["similarity"].astype(np.float64)  # as DuckDB's sum() adds them
+    expected = rows.groupby("image_id")["similarity"].agg(["sum", "count", "max"])
+    stored = pq.read_table(root.path / "list_scores" / part).to_pandas().set_index("image_id")
+    assert list(stored.index) == list(expected.index) and "i07" not in stored.index
+    np.testing.assert_allclose(stored["similarity_sum"], expected["sum"], rtol=1e-12)
+    assert (stored["n"] == expected["count"]).all()
+    assert (stored["max_similarity"] == expected["max"]).all()
+    assert set(stored[["backbone", "weights_id", "precision"]].itertuples(index=False)) == {KEY}
+
+    changed = pq.read_table(root.path / "list_scores" / part)
+    changed = changed.set_column(
+        changed.schema.get_field_index("similarity_sum"),
+        "similarity_sum",
+        pa.compute.add(changed["similarity_sum"], 100.0),
+    )
+    root.write_part(changed, "list_scores", part)
+    build_catalog(root)
+    with connect_read_only(root) as con:
+        got = pd.DataFrame(
+            con.execute("SELECT image_id, similarity_sum FROM list_scores()").fetchall(),
+            columns=["image_id", "similarity_sum"],
+        ).set_index("image_id")
+    np.testing.assert_allclose(got.loc[expected.index, "similarity_sum"], expected["sum"] + 100)
+    root.delete_part("neighbors", part)
+    with connect_read_only(root) as con:
+        assert con.execute("SELECT count(*) FROM list_score_versions").fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize("scores_parts", [True, False], ids=["scored", "written-before-scores"])
+def test_scores_and_close_rows_follow_the_current_lists_across_versions(tmp_path, scores_parts):
+    """list_scores() and close_neighbors() read every version's lists without the `neighbors`
     view's window; what they give is what that view's current lists give: random lists
-    rewritten over several versions (a legacy version 0 too), groups sharing a backbone."""
+    rewritten over several versions (a legacy version 0 too, whose scores part is then left
+    without its neighbours part), groups sharing a backbone; the lists' scores parts read, or
+    (a lake written before them) none."""
     root = lake.Lake.at(tmp_path / "lake").ensure()
     rng = np.random.default_rng(5)
     ids = np.asarray([f"i{i:03d}" for i in range(60)], object)
@@ -506,6 +552,10 @@ def test_scores_and_close_rows_follow_the_current_lists_across_versions(tmp_path
             if version == 0:  # as embedlake wrote a group's graph before it was maintained
                 folder = root.path / "neighbors"
                 (folder / name).rename(folder / f"{graph.group_name(*key)}.parquet")
+    if not scores_parts:
+        for part in root.part_names("list_scores"):
+            if part != lake.SCHEMA_PART:
+                root.delete_part("list_scores", part)
     build_catalog(root)
     group = "backbone, weights_id, precision, image_id"
     with connect_read_only(root) as con:
