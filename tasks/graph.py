@@ -265,6 +265,9 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
     n, k = lists.neighbors.shape
     valid = lists.neighbors.reshape(-1) != None  # noqa: E711 (element-wise)
     backbone, weights_id, precision = key
+    name = group_name(*key)
+    parts = _group_parts(root, name)
+    version = parts[-1][0] + 1 if parts else 1
     rows = pa.table(
         {
             "backbone": pa.array([backbone] * (n * k), pa.string()),
@@ -275,16 +278,14 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
             "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int16), n)),
             "similarity": pa.array(lists.sims.reshape(-1).astype(np.float32)),
             "method": pa.array([method] * (n * k), pa.string()),
+            "version": pa.array(np.full(n * k, version, np.int32)),
         },
         schema=lake.NEIGHBORS_SCHEMA,
     ).filter(pa.array(valid))
-    name = group_name(*key)
-    parts = _group_parts(root, name)
-    version = parts[-1][0] + 1 if parts else 1
     part = f"{name}-{version:08d}.parquet"
     # the lists' scores first: one whose neighbours part is missing (an update killed between
-    # the two writes) is ignored by `list_score_versions`, where a neighbours part without its
-    # scores would be scored from its rows, correct but slower
+    # the two writes; the next update writes that version again) is left out by
+    # `list_score_versions`, which takes a neighbours part with its `version` to have its scores
     root.write_part(_list_scores(key, lists), "list_scores", part)
     root.write_part(rows, "neighbors", part)
     return part
@@ -313,9 +314,10 @@ def _list_scores(key: GroupKey, lists: Lists) -> pa.Table:
 
 
 def delete_lists_part(root: lake.Lake, part: str) -> None:
-    """Remove a neighbours part and its scores (the scores first: see `_write_lists`)."""
-    root.delete_part("list_scores", part)
+    """Remove a neighbours part, then its scores (a scores part left alone is left out; a
+    neighbours part with its `version` but no scores would lose its lists' scores)."""
     root.delete_part("neighbors", part)
+    root.delete_part("list_scores", part)
 
 
 # ------------------------------------------------------------------------------- exact mode

@@ -156,6 +156,10 @@ NEIGHBORS_SCHEMA = pa.schema(
         ("rank", pa.int16()),
         ("similarity", pa.float32()),
         ("method", pa.string()),
+        # the part's version (its name's); null in parts written before lists had their
+        # scores parts, which `list_score_versions` then scores from the rows: a filter on it
+        # skips every part that has them by its row groups' statistics, reading nothing
+        ("version", pa.int32()),
     ]
 )
 

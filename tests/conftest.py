@@ -274,3 +274,16 @@ def s3_env(s3_server, monkeypatch, tmp_path) -> dict[str, str]:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EMBEDLAKE_CACHE", str(tmp_path / "cache"))
     return s3_server
+
+
+def as_written_before_scores(lake_dir: Path, part: str, name: str | None = None) -> None:
+    """A neighbours part as embedlake wrote it before the lists had scores parts (without its
+    rows' `version` column), renamed to `name` (a legacy `<group>.parquet`, say)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(lake_dir) / "neighbors"
+    rows = pq.read_table(folder / part)
+    if "version" in rows.column_names:
+        rows = rows.drop_columns(["version"])
+    (folder / part).unlink()
+    pq.write_table(rows, folder / (name or part))

@@ -21,43 +21,41 @@ FROM neighbor_versions
 QUALIFY version = max(version) OVER (PARTITION BY backbone, weights_id, precision, image_id);
 
 -- list_score_versions: per group, image and version, the stored list's similarity_sum, length n
--- and max_similarity (its best). The graph writes them beside each neighbours part, one row a
--- list in `list_scores/<the part's name>` (a tenth of the rows); a neighbours part without its
--- scores part (written by embedlake before them) is scored from its rows here, and a scores part
--- without its neighbours part (an update killed between the two writes) is left out. Part names
--- come from listing the folders (glob), not from reading the parts.
+-- and max_similarity (its best). The graph writes them, one row a list (a tenth of the rows),
+-- in `list_scores/<the neighbours part's name>`, before the neighbours part, whose rows then
+-- carry their `version`. A scores part without its neighbours part (an update killed between
+-- the two writes) is left out; a neighbours part written before (no `version` column) is scored
+-- from its rows here: the filter on that null column skips the other parts by their
+-- statistics, reading none of their rows.
 CREATE OR REPLACE VIEW list_score_versions AS
-WITH neighbor_parts AS (
+WITH neighbor_parts AS (  -- listed, not read
     SELECT parse_filename(file) AS part FROM glob(lake_path('neighbors/*.parquet'))
-),
-scored_parts AS (
-    SELECT parse_filename(file) AS part FROM glob(lake_path('list_scores/*.parquet'))
-    WHERE parse_filename(file) IN (SELECT part FROM neighbor_parts)
 ),
 scored AS (
     SELECT *, parse_filename(filename) AS part
     FROM read_parquet(lake_path('list_scores/*.parquet'), union_by_name = true, filename = true)
 ),
 unscored AS (
-    SELECT *, parse_filename(filename) AS part
+    SELECT backbone, weights_id, precision, image_id, similarity,
+        part_version(filename) AS part_version
     FROM read_parquet(lake_path('neighbors/*.parquet'), union_by_name = true, filename = true)
+    WHERE version IS NULL
 )
 SELECT backbone, weights_id, precision, image_id, part_version(part) AS version, similarity_sum,
     n, max_similarity
 FROM scored
-WHERE part IN (SELECT part FROM scored_parts)
+WHERE part IN (SELECT part FROM neighbor_parts)
 UNION ALL
-SELECT backbone, weights_id, precision, image_id, part_version(part) AS version,
+SELECT backbone, weights_id, precision, image_id, part_version AS version,
     sum(similarity)::DOUBLE AS similarity_sum, count(*)::SMALLINT AS n,
     max(similarity) AS max_similarity
 FROM unscored
-WHERE part NOT IN (SELECT part FROM scored_parts)
 GROUP BY ALL;
 
 -- list_scores(): each current list's similarity_sum and length (n), per group and image (the
 -- outlier score is sum / n, the mean similarity to the image's neighbours): the latest version's
 -- of `list_score_versions`, where the mean over the `neighbors` view's window over every row took
--- twice as long (5.4 -> 2.7 s at 1 M images), and summing every row again x?.
+-- twice as long (5.4 -> 2.7 s at 1 M images).
 CREATE OR REPLACE MACRO list_scores() AS TABLE
 SELECT backbone, weights_id, precision, image_id,
     arg_max(similarity_sum, version) AS similarity_sum, arg_max(n, version) AS n

@@ -12,6 +12,7 @@ from embedlake.tasks import lake
 from embedlake.tasks.catalog import build_catalog, connect_read_only
 from embedlake.tasks.neighbors import build_neighbor_graph, exact_topk, linear_cka
 from embedlake.tasks.queries import QueryError, list_queries, load_query, run_query
+from tests.conftest import as_written_before_scores
 
 pytestmark = pytest.mark.unit
 
@@ -245,7 +246,7 @@ def test_an_older_version_of_the_lists_changes_no_answer(synthetic_lake, tmp_pat
             graph.Lists(ids, neighbors, sims),
             "exact",
         )
-        (root / "neighbors" / name).rename(root / "neighbors" / f"{graph.group_name(*key)}.parquet")
+        as_written_before_scores(root, name, f"{graph.group_name(*key)}.parquet")
     build_catalog(root)
     with connect_read_only(root) as con:  # the old rows are there, under the current ones
         ((old,),) = con.sql("SELECT count(*) FROM neighbor_versions WHERE version = 0").fetchall()

@@ -14,6 +14,7 @@ import pytest
 from embedlake.tasks import graph, lake, samples
 from embedlake.tasks.catalog import build_catalog, connect_read_only
 from embedlake.tasks.neighbors import build_neighbor_graph, exact_topk, linear_cka
+from tests.conftest import as_written_before_scores
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +100,7 @@ def test_a_legacy_whole_graph_part_is_version_zero(tmp_path):
     # as embedlake wrote it before the graph was maintained: one `<group>.parquet` per group
     folder = root / "neighbors"
     (part,) = [p for p in folder.glob("*-0*.parquet")]
-    part.rename(folder / f"{graph.group_name(*KEY)}.parquet")
+    as_written_before_scores(root, part.name, f"{graph.group_name(*KEY)}.parquet")
     _add(root, ids[40:], x[40:], "r1")
     build_neighbor_graph(root, k=3)
     _assert_same(_graph(root), _brute_force(ids, x, 3))
@@ -520,6 +521,8 @@ def test_the_graph_writes_each_lists_scores_before_it_and_the_catalog_reads_them
             columns=["image_id", "similarity_sum"],
         ).set_index("image_id")
     np.testing.assert_allclose(got.loc[expected.index, "similarity_sum"], expected["sum"] + 100)
+    with connect_read_only(root) as con:  # one row a list: its rows were not scored again
+        assert con.execute("SELECT count(*) FROM list_score_versions").fetchall() == [(29,)]
     root.delete_part("neighbors", part)
     with connect_read_only(root) as con:
         assert con.execute("SELECT count(*) FROM list_score_versions").fetchall() == [(0,)]
@@ -550,12 +553,13 @@ def test_scores_and_close_rows_follow_the_current_lists_across_versions(tmp_path
             neighbors[rng.random(len(chosen)) < 0.2, -1] = None  # some lists shorter
             name = graph._write_lists(root, key, graph.Lists(chosen, neighbors, sims), "exact")
             if version == 0:  # as embedlake wrote a group's graph before it was maintained
-                folder = root.path / "neighbors"
-                (folder / name).rename(folder / f"{graph.group_name(*key)}.parquet")
-    if not scores_parts:
+                as_written_before_scores(root.path, name, f"{graph.group_name(*key)}.parquet")
+    if not scores_parts:  # a lake written before the lists had scores
         for part in root.part_names("list_scores"):
             if part != lake.SCHEMA_PART:
                 root.delete_part("list_scores", part)
+        for part in root.part_names("neighbors"):
+            as_written_before_scores(root.path, part)
     build_catalog(root)
     group = "backbone, weights_id, precision, image_id"
     with connect_read_only(root) as con:
