@@ -20,7 +20,6 @@ alternately on the same collection, sample and truth, in this one process.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recall_codes import _collection, _recall, _without_self  # noqa: E402
+from throughput import save_result  # noqa: E402
 
 from embedlake.tasks import ann_index, topk  # noqa: E402
 
@@ -115,9 +115,7 @@ def main() -> int:
     result["add_speedup_flat_over_hnsw_ef128"] = round(
         adds["HNSW32, efSearch 128"] / adds["flat"], 2
     )
-    out = Path(args.out or f"bench/measured/quantizer-choice-{args.n}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print("wrote", out)
+    save_result(result, args.out or f"bench/measured/quantizer-choice-{args.n}.json")
     return 0
 
 

@@ -286,28 +286,43 @@ def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> s
     # the lists' scores first: one whose neighbours part is missing (an update killed between
     # the two writes; the next update writes that version again) is left out by
     # `list_score_versions`, which takes a neighbours part with its `version` to have its scores
-    root.write_part(_list_scores(key, lists), "list_scores", part)
+    root.write_part(_list_scores(key, lists, method), "list_scores", part)
     root.write_part(rows, "neighbors", part)
     return part
 
 
-def _list_scores(key: GroupKey, lists: Lists) -> pa.Table:
+def _list_scores(key: GroupKey, lists: Lists, method: str) -> pa.Table:
     """One row per non-empty list: its similarity sum (float64, as DuckDB sums the rows), its
-    length and its best similarity."""
+    length, its best similarity, and its rows at or above `lake.CLOSE_FLOOR`."""
     valid = lists.neighbors != None  # noqa: E711 (element-wise)
-    sims = np.where(valid, lists.sims, 0).astype(np.float64)
     n = valid.sum(1)
     keep = n > 0
-    best = np.where(valid, lists.sims, -np.inf).max(1) if lists.sims.size else np.zeros(len(n))
+    sims = np.where(valid, lists.sims, -np.inf)[keep]
+    close = valid[keep] & (sims >= np.float32(lake.CLOSE_FLOOR))
+    rows, ranks = np.nonzero(close)  # row-major: each list's close rows in rank order
+    rows_close = pa.StructArray.from_arrays(
+        [
+            pa.array(lists.neighbors[keep][rows, ranks], pa.string()),
+            pa.array((ranks + 1).astype(np.int16)),
+            pa.array(sims[rows, ranks].astype(np.float32)),
+        ],
+        fields=list(lake.CLOSE_ROW),
+    )
+    offsets = np.concatenate([[0], np.cumsum(close.sum(1))]).astype(np.int32)
+    m = int(keep.sum())
     return pa.table(
         {
-            "backbone": pa.array([key.backbone] * int(keep.sum()), pa.string()),
-            "weights_id": pa.array([key.weights_id] * int(keep.sum()), pa.string()),
-            "precision": pa.array([key.precision] * int(keep.sum()), pa.string()),
+            "backbone": pa.array([key.backbone] * m, pa.string()),
+            "weights_id": pa.array([key.weights_id] * m, pa.string()),
+            "precision": pa.array([key.precision] * m, pa.string()),
             "image_id": pa.array(lists.ids[keep], pa.string()),
-            "similarity_sum": pa.array(sims.sum(1)[keep]),
+            "similarity_sum": pa.array(
+                np.where(valid, lists.sims, 0).astype(np.float64).sum(1)[keep]
+            ),
             "n": pa.array(n[keep].astype(np.int16)),
-            "max_similarity": pa.array(best[keep].astype(np.float32)),
+            "max_similarity": pa.array(sims.max(1, initial=-np.inf).astype(np.float32)),
+            "method": pa.array([method] * m, pa.string()),
+            "close": pa.ListArray.from_arrays(pa.array(offsets), rows_close),
         },
         schema=lake.LIST_SCORES_SCHEMA,
     )

@@ -56,6 +56,8 @@ import pyarrow.parquet as pq
 
 from .schemas import (  # re-exported: callers name them lake.X
     AGREEMENT_SCHEMA,
+    CLOSE_FLOOR,
+    CLOSE_ROW,
     EMBEDDINGS_SCHEMA,
     FILES_GONE_SCHEMA,
     FILES_SCHEMA,
@@ -78,6 +80,8 @@ __all__ = [
     "FILES_SCHEMA",
     "METADATA_KEYS_SCHEMA",
     "LIST_SCORES_SCHEMA",
+    "CLOSE_FLOOR",
+    "CLOSE_ROW",
     "NEIGHBORS_SCHEMA",
     "AGREEMENT_SCHEMA",
     "LABEL_ISSUES_SCHEMA",

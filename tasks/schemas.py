@@ -163,9 +163,15 @@ NEIGHBORS_SCHEMA = pa.schema(
     ]
 )
 
+# a list's rows at or above this similarity are kept with its scores (`close`): near-duplicate
+# questions at such a threshold read them there (sql/catalog/50_neighbors.sql, close_floor())
+CLOSE_FLOOR = 0.9
+CLOSE_ROW = pa.struct(
+    [("neighbor_id", pa.string()), ("rank", pa.int16()), ("similarity", pa.float32())]
+)
 # one row per list of a neighbours part, in a part of the same name written before it: what the
 # report's whole-graph questions ask of a list (outliers: the mean similarity; near-duplicates:
-# whether any row reaches a threshold) in a tenth of the rows (the `list_score_versions` view)
+# its rows at or above CLOSE_FLOOR) in a tenth of the rows (the `list_score_versions` view)
 LIST_SCORES_SCHEMA = pa.schema(
     [
         ("backbone", pa.string()),
@@ -175,6 +181,8 @@ LIST_SCORES_SCHEMA = pa.schema(
         ("similarity_sum", pa.float64()),
         ("n", pa.int16()),
         ("max_similarity", pa.float32()),
+        ("method", pa.string()),
+        ("close", pa.list_(CLOSE_ROW)),
     ]
 )
 

@@ -20,8 +20,13 @@ SELECT backbone, weights_id, precision, image_id, neighbor_id, rank, similarity,
 FROM neighbor_versions
 QUALIFY version = max(version) OVER (PARTITION BY backbone, weights_id, precision, image_id);
 
--- list_score_versions: per group, image and version, the stored list's similarity_sum, length n
--- and max_similarity (its best). The graph writes them, one row a list (a tenth of the rows),
+-- close_floor(): a list's rows at or above this similarity are kept with its scores, as `close`
+-- (tasks/schemas.py, CLOSE_FLOOR).
+CREATE OR REPLACE MACRO close_floor() AS 0.9::FLOAT;  -- compared as the writer does, in float32
+
+-- list_score_versions: per group, image and version, the stored list's similarity_sum, length n,
+-- max_similarity (its best), method, and close: its rows at or above close_floor() (a list of
+-- {neighbor_id, rank, similarity}). The graph writes them, one row a list (a tenth of the rows),
 -- in `list_scores/<the neighbours part's name>`, before the neighbours part, whose rows then
 -- carry their `version`. A scores part without its neighbours part (an update killed between
 -- the two writes) is left out; a neighbours part written before (no `version` column) is scored
@@ -36,21 +41,26 @@ scored AS (
     FROM read_parquet(lake_path('list_scores/*.parquet'), union_by_name = true, filename = true)
 ),
 unscored AS (
-    SELECT backbone, weights_id, precision, image_id, similarity,
+    SELECT backbone, weights_id, precision, image_id, neighbor_id, rank, similarity, method,
         part_version(filename) AS part_version
     FROM read_parquet(lake_path('neighbors/*.parquet'), union_by_name = true, filename = true)
     WHERE version IS NULL
 )
 SELECT backbone, weights_id, precision, image_id, part_version(part) AS version, similarity_sum,
-    n, max_similarity
+    n, max_similarity, method, close
 FROM scored
 WHERE part IN (SELECT part FROM neighbor_parts)
 UNION ALL
 SELECT backbone, weights_id, precision, image_id, part_version AS version,
     sum(similarity)::DOUBLE AS similarity_sum, count(*)::SMALLINT AS n,
-    max(similarity) AS max_similarity
+    max(similarity) AS max_similarity, any_value(method) AS method,
+    coalesce(
+        list({'neighbor_id': neighbor_id, 'rank': rank, 'similarity': similarity} ORDER BY rank)
+            FILTER (WHERE similarity >= close_floor()),
+        []
+    ) AS close
 FROM unscored
-GROUP BY ALL;
+GROUP BY backbone, weights_id, precision, image_id, part_version;
 
 -- list_scores(): each current list's similarity_sum and length (n), per group and image (the
 -- outlier score is sum / n, the mean similarity to the image's neighbours): the latest version's

@@ -39,26 +39,45 @@ WHERE field = column_name AND image_id IS NOT NULL
 GROUP BY image_id;
 
 -- close_neighbors(threshold): the rows of the current lists (the `neighbors` view's) whose
--- similarity is at least `threshold`. The rows at or above it are found first, which the scan
--- filters, and only their images' latest versions are then looked up, where the view ranks
--- every row's version before any filter (at 1 M images: 4.3 -> 2.9 s at 0.95; a low threshold
--- keeps most rows and gains nothing); the latest versions from `list_score_versions`, a row a list.
+-- similarity is at least `threshold`. The lists that hold such a row are found from their
+-- scores (`list_score_versions`' max_similarity, a row a list), and of those the lists that are
+-- their image's latest; at a threshold of close_floor() or more their rows are the `close` kept
+-- with the scores, below it they are read from the graph's rows (every part's image ids: at 1 M
+-- images ? s against ? s), never through the view's window over every row.
 CREATE OR REPLACE MACRO close_neighbors(threshold) AS TABLE
-WITH close AS (
-    SELECT * FROM neighbor_versions WHERE similarity >= threshold
+WITH lists AS MATERIALIZED (  -- of any version
+    SELECT * FROM list_score_versions WHERE max_similarity >= threshold
 ),
-latest AS (  -- the current version of the lists those rows belong to (of any, not only close)
-    SELECT backbone, weights_id, precision, image_id, max(version) AS version
-    FROM list_score_versions
-    WHERE image_id IN (SELECT image_id FROM close)
-    GROUP BY ALL
+current_lists AS MATERIALIZED (  -- those that are their image's latest list
+    SELECT l.*
+    FROM lists AS l
+    SEMI JOIN (
+        SELECT backbone, weights_id, precision, image_id, max(version) AS version
+        FROM list_score_versions
+        WHERE image_id IN (SELECT image_id FROM lists)
+        GROUP BY ALL
+    ) AS latest
+        ON latest.backbone = l.backbone AND latest.weights_id = l.weights_id
+        AND latest.precision = l.precision AND latest.image_id = l.image_id
+        AND latest.version = l.version
+),
+kept AS (
+    SELECT backbone, weights_id, precision, image_id, unnest(close) AS row, method
+    FROM current_lists
+    WHERE threshold >= close_floor()
 )
-SELECT c.backbone, c.weights_id, c.precision, c.image_id, c.neighbor_id, c.rank, c.similarity,
-    c.method
-FROM close AS c
-SEMI JOIN latest AS l
-    ON l.backbone = c.backbone AND l.weights_id = c.weights_id AND l.precision = c.precision
-    AND l.image_id = c.image_id AND l.version = c.version;
+SELECT backbone, weights_id, precision, image_id, row.neighbor_id, row.rank, row.similarity,
+    method
+FROM kept
+WHERE row.similarity >= threshold
+UNION ALL
+SELECT n.backbone, n.weights_id, n.precision, n.image_id, n.neighbor_id, n.rank, n.similarity,
+    n.method
+FROM neighbor_versions AS n
+SEMI JOIN current_lists AS c
+    ON c.backbone = n.backbone AND c.weights_id = n.weights_id AND c.precision = n.precision
+    AND c.image_id = n.image_id AND c.version = n.version
+WHERE n.similarity >= threshold AND threshold < close_floor();
 
 -- group_pairs(backbone, weights_id, precision, threshold): the pairs of different images of one
 -- backbone group whose graph similarity is at least `threshold`, each pair once as (a, b), a < b:

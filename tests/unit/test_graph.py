@@ -505,6 +505,15 @@ def test_the_graph_writes_each_lists_scores_before_it_and_the_catalog_reads_them
     np.testing.assert_allclose(stored["similarity_sum"], expected["sum"], rtol=1e-12)
     assert (stored["n"] == expected["count"]).all()
     assert (stored["max_similarity"] == expected["max"]).all()
+    assert set(stored["method"]) == {"exact"}
+    close = rows[rows["similarity"] >= lake.CLOSE_FLOOR].sort_values(["image_id", "rank"])
+    for image_id, kept in stored["close"].items():  # the rows at or above the floor, in rank order
+        mine = close[close["image_id"] == image_id]
+        assert [(c["neighbor_id"], c["rank"]) for c in kept] == list(
+            zip(mine["neighbor_id"], mine["rank"], strict=True)
+        )
+        assert [c["similarity"] for c in kept] == list(mine["similarity"])
+    assert 0 < len(close) < len(rows)
     assert set(stored[["backbone", "weights_id", "precision"]].itertuples(index=False)) == {KEY}
 
     changed = pq.read_table(root.path / "list_scores" / part)
@@ -523,6 +532,7 @@ def test_the_graph_writes_each_lists_scores_before_it_and_the_catalog_reads_them
     np.testing.assert_allclose(got.loc[expected.index, "similarity_sum"], expected["sum"] + 100)
     with connect_read_only(root) as con:  # one row a list: its rows were not scored again
         assert con.execute("SELECT count(*) FROM list_score_versions").fetchall() == [(29,)]
+        assert con.execute("SELECT close_floor()").fetchall() == [(np.float32(lake.CLOSE_FLOOR),)]
     root.delete_part("neighbors", part)
     with connect_read_only(root) as con:
         assert con.execute("SELECT count(*) FROM list_score_versions").fetchall() == [(0,)]
