@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recall_codes import _collection, _recall, _without_self  # noqa: E402
+from recall_codes import _collection, _exact_truth, _recall, _without_self  # noqa: E402
 from throughput import save_result  # noqa: E402
 
-from embedlake.tasks import ann_index, topk  # noqa: E402
+from embedlake.tasks import ann_index  # noqa: E402
 
 QUANTIZERS = {
     "HNSW32, efSearch 16": ("_HNSW32", 16),
@@ -54,10 +54,7 @@ def main() -> int:
     k = args.k
     started = time.perf_counter()
     x = _collection(args.n, args.dim)
-    queries = np.sort(np.random.default_rng(7).choice(args.n, args.queries, replace=False))
-    rows = np.arange(args.n)
-    blocks = ((rows[i : i + 65_536], x[i : i + 65_536]) for i in range(0, args.n, 65_536))
-    truth, _ = topk.top_k(x[queries], blocks, k, query_ids=queries)
+    queries, truth = _exact_truth(x, args.queries, k)
     nlist = max(1, min(ann_index._nlist(args.n), args.n // ann_index.TRAIN_PER_LIST))
     sample = x[np.random.default_rng(3).choice(args.n, nlist * ann_index.TRAIN_PER_LIST, False)]
     result: dict = {

@@ -48,6 +48,16 @@ def _collection(n: int, dim: int) -> np.ndarray:
     return x
 
 
+def _exact_truth(x: np.ndarray, n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n_queries` rows of x (rng 7, sorted) and their exact top-k, their own row excluded."""
+    n = len(x)
+    queries = np.sort(np.random.default_rng(7).choice(n, n_queries, replace=False))
+    rows = np.arange(n)
+    blocks = ((rows[i : i + 65_536], x[i : i + 65_536]) for i in range(0, n, 65_536))
+    truth, _ = topk.top_k(x[queries], blocks, k, query_ids=queries)
+    return queries, truth
+
+
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(
         np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)])
@@ -80,10 +90,7 @@ def main() -> int:
     started = time.perf_counter()
     x = _collection(args.n, args.dim)
     stored = x.astype(np.float16)  # as the lake keeps them
-    queries = np.sort(np.random.default_rng(7).choice(args.n, args.queries, replace=False))
-    rows = np.arange(args.n)
-    blocks = ((rows[i : i + 65_536], x[i : i + 65_536]) for i in range(0, args.n, 65_536))
-    truth, _ = topk.top_k(x[queries], blocks, k, query_ids=queries)
+    queries, truth = _exact_truth(x, args.queries, k)
     result: dict = {
         "what": __doc__.split("\n\n")[0],
         "command": "python " + " ".join(sys.argv),
