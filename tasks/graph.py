@@ -297,8 +297,9 @@ def _list_scores(key: GroupKey, lists: Lists, method: str) -> pa.Table:
     valid = lists.neighbors != None  # noqa: E711 (element-wise)
     n = valid.sum(1)
     keep = n > 0
-    sims = np.where(valid, lists.sims, -np.inf)[keep]
-    close = valid[keep] & (sims >= np.float32(lake.CLOSE_FLOOR))
+    valid = valid[keep]
+    sims = np.where(valid, lists.sims[keep], -np.inf)
+    close = valid & (sims >= np.float32(lake.CLOSE_FLOOR))
     rows, ranks = np.nonzero(close)  # row-major: each list's close rows in rank order
     rows_close = pa.StructArray.from_arrays(
         [
@@ -316,9 +317,7 @@ def _list_scores(key: GroupKey, lists: Lists, method: str) -> pa.Table:
             "weights_id": pa.array([key.weights_id] * m, pa.string()),
             "precision": pa.array([key.precision] * m, pa.string()),
             "image_id": pa.array(lists.ids[keep], pa.string()),
-            "similarity_sum": pa.array(
-                np.where(valid, lists.sims, 0).astype(np.float64).sum(1)[keep]
-            ),
+            "similarity_sum": pa.array(np.where(valid, sims, 0).astype(np.float64).sum(1)),
             "n": pa.array(n[keep].astype(np.int16)),
             "max_similarity": pa.array(sims.max(1, initial=-np.inf).astype(np.float32)),
             "method": pa.array([method] * m, pa.string()),
