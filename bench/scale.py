@@ -16,6 +16,10 @@ peak RSS is its own:
 - lake bytes, and recall@10 of the updated images' lists against an exact scan.
 
     python bench/scale.py --n 1000000 [--dim 1024 --base reindex|index --adds 1000,10000]
+    python bench/scale.py --n N --out JSON --again update:10000 [--before REV]
+
+`--again` re-measures on the lake of an earlier run (its JSON names it); `update:M` adds M more
+images and updates the graph, with `--before REV` twice: REV's code, then this checkout's.
 
 Results: bench/measured/scale-<n>.json and a table on stdout.
 """
@@ -23,6 +27,7 @@ Results: bench/measured/scale-<n>.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_scale import before_code, check_code_from, this_code  # noqa: E402
 
 BACKBONE, WEIGHTS, PRECISION = "mobilenet_v1", "synthetic", "fp32"
 PART_ROWS = 65_536
@@ -98,7 +106,8 @@ def stage_graph(lake_dir: str, rebuild: bool, ann_threshold: int) -> dict:
     from embedlake.tasks.neighbors import build_neighbor_graph
 
     written = build_neighbor_graph(lake_dir, k=10, ann_threshold=ann_threshold, rebuild=rebuild)
-    return {"lists_written": sum(written.values())}
+    code_from = str(Path(sys.modules[build_neighbor_graph.__module__].__file__).resolve().parent)
+    return {"lists_written": sum(written.values()), "code_from": code_from}
 
 
 def stage_catalog(lake_dir: str) -> dict:
@@ -270,14 +279,17 @@ STAGES = {
 }
 
 
-def _child(name: str, *args) -> dict:
-    """Run one stage in a fresh interpreter: its seconds and its own peak RSS."""
+def _child(name: str, *args, pythonpath: str | None = None) -> dict:
+    """Run one stage in a fresh interpreter: its seconds and its own peak RSS (`pythonpath`:
+    where `embedlake` is imported from, an earlier commit's code)."""
+    env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, __file__, "--stage", name, json.dumps(args)],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -293,8 +305,15 @@ def _lake_bytes(lake_dir: str) -> dict:
     return sizes
 
 
-def _again(out: Path, names: list[str]) -> int:
-    """Re-run read-only stages on the lake an earlier run left; the JSON keeps both."""
+def _again(out: Path, names: list[str], before: str | None) -> int:
+    """Re-run read-only stages on the lake an earlier run left; the JSON keeps both. With
+    `before`, each update runs twice, the earlier commit's code first, then this checkout's,
+    each on its own new images (the second on a lake larger by M)."""
+    with before_code(before) if before else contextlib.nullcontext() as shim:
+        return _again_with(out, names, before, shim)
+
+
+def _again_with(out: Path, names: list[str], before: str | None, shim: str | None) -> int:
     result = json.loads(out.read_text())
     stages, lake_dir = result["stages"], result["lake"]
     total = result["n"] + sum(s.get("images_added", 0) for s in stages.values())
@@ -308,13 +327,23 @@ def _again(out: Path, names: list[str]) -> int:
     for name in names:
         if name.startswith("update:"):  # another update of m images, on the final code
             m = int(name.split(":")[1])
-            run = f"again{m}-{len(stages)}"
-            stages[f"write_{run}"] = _child(
-                "write", lake_dir, total, m, result["dim"], run, result["storage"]
-            )
-            stages[f"update_{run}"] = _child("graph", lake_dir, False, result["ann_threshold"])
-            stages[f"update_{run}"]["images_added"] = m
-            total += m
+            codes = [(before, shim), (this_code(), None)] if shim else [(this_code(), None)]
+            by_code: dict[str, list[dict]] = {"before": [], "after": []}
+            for code, pythonpath in codes:
+                run = f"again{m}-{len(stages)}"
+                stages[f"write_{run}"] = _child(
+                    "write", lake_dir, total, m, result["dim"], run, result["storage"]
+                )
+                update = _child(
+                    "graph", lake_dir, False, result["ann_threshold"], pythonpath=pythonpath
+                )
+                update.update(images_added=m, code=code, command="python " + " ".join(sys.argv))
+                update["measured_at"] = datetime.now(UTC).isoformat()
+                by_code["before" if pythonpath else "after"].append(update)
+                stages[f"update_{run}"] = update
+                total += m
+            if shim:
+                check_code_from(by_code, shim)
             continue
         if name in stages:
             stages.setdefault("superseded", {})[name] = stages[name]
@@ -346,6 +375,10 @@ def main() -> int:
         help="re-measure stages (queries, nearest_cli, recall, nprobe; update:M adds M images "
         "and updates the graph) on the lake of an earlier run of this size, and update its JSON",
     )
+    parser.add_argument(
+        "--before",
+        help="with --again update:M: run each update on this earlier commit's code too, first",
+    )
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -358,7 +391,7 @@ def main() -> int:
     n, dim = args.n, args.dim
     out = Path(args.out or f"bench/measured/scale-{n}.json")
     if args.again:
-        return _again(out, args.again.split(","))
+        return _again(out, args.again.split(","), args.before)
     lake_dir = args.lake or tempfile.mkdtemp(prefix="scale-", dir="/work/tmp")
     adds = [int(a) for a in args.adds.split(",")] if args.adds else [n // 1000, n // 100]
     result: dict = {

@@ -416,6 +416,10 @@ class GroupIndex:
                 ) from exc
             ivf = faiss.extract_index_ivf(index)
             ivf.nprobe = probed.shape[1]
+            # search_preassigned splits the queries over OpenMP's threads only in mode 3; in the
+            # default mode 0 that split is `search`'s, and one thread scanned every query (10 M
+            # images, 1,000 queries, 2 cores: 25.4 s wall in mode 0, 15.3 s in mode 3)
+            ivf.parallel_mode = 3
             _no_prefetch(ivf)
             sims, labels = ivf.search_preassigned(queries, min(k, seg.rows), probed, probe_s)
             del index  # unmaps the segment
