@@ -305,6 +305,15 @@ def _lake_bytes(lake_dir: str) -> dict:
     return sizes
 
 
+def _short(rev: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def _again(out: Path, names: list[str], before: str | None) -> int:
     """Re-run read-only stages on the lake an earlier run left; the JSON keeps both. With
     `before`, each update runs twice, the earlier commit's code first, then this checkout's,
@@ -327,7 +336,9 @@ def _again_with(out: Path, names: list[str], before: str | None, shim: str | Non
     for name in names:
         if name.startswith("update:"):  # another update of m images, on the final code
             m = int(name.split(":")[1])
-            codes = [(before, shim), (this_code(), None)] if shim else [(this_code(), None)]
+            codes = [(this_code(), None)]
+            if shim:  # the earlier commit's code first
+                codes.insert(0, (_short(str(before)), shim))
             by_code: dict[str, list[dict]] = {"before": [], "after": []}
             for code, pythonpath in codes:
                 run = f"again{m}-{len(stages)}"
