@@ -226,22 +226,28 @@ def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = N
 
     from .catalog import sql_text
 
-    tables = []
-    for version, part in _group_parts(root, group_name(*key)):
-        dataset = ds.dataset(
-            root._part_path("neighbors", part),
-            format="parquet",
-            filesystem=root._arrow_filesystem(),
-        )
-        where = None if only is None else ds.field("image_id").isin(only)
-        table = dataset.to_table(
-            columns=["image_id", "neighbor_id", "rank", "similarity"], filter=where
-        )
-        tables.append(table.append_column("version", pa.array([version] * len(table), pa.int32())))
-    if not tables:
+    parts = _group_parts(root, group_name(*key))
+    if not parts:
         return Lists.empty(k)
     con = duckdb.connect()
-    con.register("parts", pa.concat_tables(tables))
+    base = root.register(con)
+    con.register(
+        "part_versions",
+        pa.table(
+            {
+                "part": pa.array([part for _, part in parts], pa.string()),
+                "version": pa.array([version for version, _ in parts], pa.int32()),
+            }
+        ),
+    )
+    wanted = pa.array([], pa.string()) if only is None else only.cast(pa.string())
+    con.register("wanted", pa.table({"image_id": wanted}))
+    files = [f"{base}/neighbors/{part}" for _, part in parts]
+    # a table, not a view: the statement's parameters are bound once
+    con.execute(
+        f"CREATE TEMP TABLE parts AS {sql_text('search', 'list_rows.sql')}",
+        {"files": files, "all": only is None},
+    )
     latest = con.sql(sql_text("search", "latest_lists.sql")).to_arrow_table()
     n = latest.num_rows
     neighbors = np.full((n, k), None, object)
