@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tempfile
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -224,12 +226,32 @@ def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = N
     """The group's current lists (latest version per image), optionally of `only` those ids."""
     import duckdb
 
-    from .catalog import sql_text
-
     parts = _group_parts(root, group_name(*key))
     if not parts:
         return Lists.empty(k)
-    con = duckdb.connect()
+    # spilling (a full read at 10 M) to a folder of its own: DuckDB's default is ./.tmp
+    with (
+        tempfile.TemporaryDirectory(prefix="embedlake-lists-") as spill,
+        duckdb.connect(config={"memory_limit": "2GB", "temp_directory": spill}) as con,
+    ):
+        latest = _latest_lists(con, root, parts, only)
+    n = latest.num_rows
+    neighbors = np.full((n, k), None, object)
+    sims = np.full((n, k), -np.inf, np.float32)
+    for row, (nb, sim) in enumerate(
+        zip(latest["nb"].to_pylist(), latest["sim"].to_pylist(), strict=True)
+    ):
+        neighbors[row, : len(nb[:k])] = nb[:k]
+        sims[row, : len(sim[:k])] = sim[:k]
+    return Lists(np.asarray(latest["image_id"].to_pylist(), object), neighbors, sims)
+
+
+def _latest_lists(
+    con: Any, root: lake.Lake, parts: list[tuple[int, str]], only: pa.Array | None
+) -> pa.Table:
+    """latest_lists.sql over the parts' rows (of `only` those ids), read by list_rows.sql."""
+    from .catalog import sql_text
+
     base = root.register(con)
     con.register(
         "part_versions",
@@ -242,22 +264,12 @@ def read_lists(root: lake.Lake, key: GroupKey, k: int, only: pa.Array | None = N
     )
     wanted = pa.array([], pa.string()) if only is None else only.cast(pa.string())
     con.register("wanted", pa.table({"image_id": wanted}))
-    files = [f"{base}/neighbors/{part}" for _, part in parts]
     # a table, not a view: the statement's parameters are bound once
     con.execute(
         f"CREATE TEMP TABLE parts AS {sql_text('search', 'list_rows.sql')}",
-        {"files": files, "all": only is None},
+        {"files": [f"{base}/neighbors/{part}" for _, part in parts], "all": only is None},
     )
-    latest = con.sql(sql_text("search", "latest_lists.sql")).to_arrow_table()
-    n = latest.num_rows
-    neighbors = np.full((n, k), None, object)
-    sims = np.full((n, k), -np.inf, np.float32)
-    for row, (nb, sim) in enumerate(
-        zip(latest["nb"].to_pylist(), latest["sim"].to_pylist(), strict=True)
-    ):
-        neighbors[row, : len(nb[:k])] = nb[:k]
-        sims[row, : len(sim[:k])] = sim[:k]
-    return Lists(np.asarray(latest["image_id"].to_pylist(), object), neighbors, sims)
+    return con.sql(sql_text("search", "latest_lists.sql")).to_arrow_table()
 
 
 def _write_lists(root: lake.Lake, key: GroupKey, lists: Lists, method: str) -> str | None:
