@@ -594,3 +594,42 @@ def test_scores_and_close_rows_follow_the_current_lists_across_versions(tmp_path
             < len(con.execute("SELECT * FROM close_neighbors(0.8)").fetchall())
             < len(con.execute("SELECT * FROM neighbor_versions WHERE similarity >= 0.8").fetchall())
         )  # older versions' rows were there to be left out
+
+
+@pytest.mark.parametrize("wanted", ["all", "some"])
+def test_read_lists_gives_each_images_latest_list_across_versions(tmp_path, wanted):
+    """What an update merges into (`read_lists`, sql/search/list_rows.sql) is what the
+    `neighbors` view holds as current: random lists over four versions, a legacy version 0 and
+    a part written before the `version` column, a group beside it sharing the backbone; all of
+    the group's images, or some (one without a list, which gets none)."""
+    root = lake.Lake.at(tmp_path / "lake").ensure()
+    rng = np.random.default_rng(11)
+    ids = np.asarray([f"i{i:03d}" for i in range(80)], object)
+    other = lake.GroupKey("mobilenet_v1", "w-m", "bf16")
+    k = 4
+    for key in (KEY, other):
+        for version in range(4):
+            chosen = ids[rng.random(len(ids)) < 0.5]
+            neighbors = ids[rng.integers(0, len(ids), (len(chosen), k))]
+            neighbors[rng.random(len(chosen)) < 0.2, -1] = None  # some lists shorter
+            sims = -np.sort(-rng.uniform(0.1, 1.0, (len(chosen), k)).astype(np.float32), axis=1)
+            name = graph._write_lists(root, key, graph.Lists(chosen, neighbors, sims), "exact")
+            if version == 0:
+                as_written_before_scores(root.path, name, f"{graph.group_name(*key)}.parquet")
+            elif version == 2:
+                as_written_before_scores(root.path, name)
+    build_catalog(root)
+    with connect_read_only(root) as con:
+        rows = con.execute(
+            "SELECT image_id, list(neighbor_id ORDER BY rank), list(similarity ORDER BY rank)"
+            " FROM neighbors WHERE precision = 'fp32' GROUP BY image_id ORDER BY image_id"
+        ).fetchall()
+    current = {image_id: (nb, sims) for image_id, nb, sims in rows}
+    only = None if wanted == "all" else pa.array(["i999", *sorted(current)[::3]], pa.string())
+    expected = sorted(current) if only is None else sorted(current)[::3]
+    lists = graph.read_lists(root, KEY, k, only=only)
+    assert list(lists.ids) == expected
+    for image_id, nb, sims in zip(lists.ids, lists.neighbors, lists.sims, strict=True):
+        want_nb, want_sims = current[image_id]
+        assert list(nb[: len(want_nb)]) == want_nb and all(n is None for n in nb[len(want_nb) :])
+        np.testing.assert_array_equal(sims[: len(want_sims)], np.float32(want_sims))
