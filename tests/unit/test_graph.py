@@ -47,12 +47,13 @@ def _add(root, ids, vectors, run, backbone="mobilenet_v1") -> None:
     lake.Lake.at(root).write_part(table, "embeddings", f"{run}.parquet")
 
 
-def _graph(root) -> dict[str, tuple[list[str], list[float]]]:
+def _graph(root, where: str = "backbone = 'mobilenet_v1'") -> dict[str, tuple[list, list]]:
+    """The `neighbors` view's current lists of one group: image_id -> (neighbours, sims)."""
     build_catalog(root)
     with connect_read_only(root) as con:
         rows = con.execute(
             "SELECT image_id, list(neighbor_id ORDER BY rank), list(similarity ORDER BY rank)"
-            " FROM neighbors WHERE backbone = 'mobilenet_v1' GROUP BY image_id"
+            f" FROM neighbors WHERE {where} GROUP BY image_id"
         ).fetchall()
     return {image_id: (nb, sims) for image_id, nb, sims in rows}
 
@@ -618,13 +619,7 @@ def test_read_lists_gives_each_images_latest_list_across_versions(tmp_path, want
                 as_written_before_scores(root.path, name, f"{graph.group_name(*key)}.parquet")
             elif version == 2:
                 as_written_before_scores(root.path, name)
-    build_catalog(root)
-    with connect_read_only(root) as con:
-        rows = con.execute(
-            "SELECT image_id, list(neighbor_id ORDER BY rank), list(similarity ORDER BY rank)"
-            " FROM neighbors WHERE precision = 'fp32' GROUP BY image_id ORDER BY image_id"
-        ).fetchall()
-    current = {image_id: (nb, sims) for image_id, nb, sims in rows}
+    current = _graph(root, where="precision = 'fp32'")
     only = None if wanted == "all" else pa.array(["i999", *sorted(current)[::3]], pa.string())
     expected = sorted(current) if only is None else sorted(current)[::3]
     lists = graph.read_lists(root, KEY, k, only=only)
