@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from report_scale import before_code, check_code_from, this_code  # noqa: E402
+from report_scale import before_code, check_code_from, short_commit, this_code  # noqa: E402
 
 _CHILD = """
 import hashlib, json, sys, time
@@ -101,12 +101,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "lake": args.lake,
         "group": list(key),
-        "before": subprocess.run(
-            ["git", "rev-parse", "--short", f"{args.before}^{{commit}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip(),
+        "before": short_commit(args.before),
         "after": this_code(),
         "lists_wanted": len(wanted),
         "lists_read": runs["after"][0]["lists"],

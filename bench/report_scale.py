@@ -292,15 +292,19 @@ def check_code_from(runs: dict[str, list[dict]], shim: str) -> None:
         raise RuntimeError(f"the code did not come from where it should: {runs}")
 
 
-def this_code() -> str:
-    """This checkout's commit, and whether it has uncommitted changes."""
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+def short_commit(rev: str) -> str:
+    """The commit `rev` names, abbreviated (what a result records, not the name given)."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", f"{rev}^{{commit}}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    return head + (" + uncommitted changes" if _dirty() else "")
+
+
+def this_code() -> str:
+    """This checkout's commit, and whether it has uncommitted changes."""
+    return short_commit("HEAD") + (" + uncommitted changes" if _dirty() else "")
 
 
 def _catalog(lake: Path):

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_scale import before_code, check_code_from, this_code  # noqa: E402
+from report_scale import before_code, check_code_from, short_commit, this_code  # noqa: E402
 
 BACKBONE, WEIGHTS, PRECISION = "mobilenet_v1", "synthetic", "fp32"
 PART_ROWS = 65_536
@@ -305,15 +305,6 @@ def _lake_bytes(lake_dir: str) -> dict:
     return sizes
 
 
-def _short(rev: str) -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 def _again(out: Path, names: list[str], before: str | None) -> int:
     """Re-run read-only stages on the lake an earlier run left; the JSON keeps both. With
     `before`, each update runs twice, the earlier commit's code first, then this checkout's,
@@ -338,7 +329,7 @@ def _again_with(out: Path, names: list[str], before: str | None, shim: str | Non
             m = int(name.split(":")[1])
             codes = [(this_code(), None)]
             if shim:  # the earlier commit's code first
-                codes.insert(0, (_short(str(before)), shim))
+                codes.insert(0, (short_commit(str(before)), shim))
             by_code: dict[str, list[dict]] = {"before": [], "after": []}
             for code, pythonpath in codes:
                 run = f"again{m}-{len(stages)}"
