@@ -199,9 +199,10 @@ def stage_nearest_cli(lake_dir: str, n: int) -> dict:
     }
 
 
-def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
+def stage_recall(lake_dir: str, lo: int, hi: int, sample: int, nprobes: tuple = ()) -> dict:
     """Lists of `sample` images among rows lo..hi against their exact top-10 (a blocked scan of
-    every vector)."""
+    every vector); with `nprobes`, the same images searched through the index at each nprobe too,
+    against the same exact scan (what probing fewer lists costs the lists an update writes)."""
     import pyarrow as pa
 
     from embedlake.tasks import graph, lake
@@ -221,7 +222,10 @@ def stage_recall(lake_dir: str, lo: int, hi: int, sample: int) -> dict:
     lists = graph.read_lists(root, key, 10, only=wanted)
     got = dict(zip(lists.ids, lists.neighbors, strict=True))
     hits = [len(set(got.get(q, [])) & set(best_i[r])) / 10 for r, q in enumerate(query_ids)]
-    return {"recall_at_10": round(float(np.mean(hits)), 4), "sample": len(picks)}
+    out = {"recall_at_10": round(float(np.mean(hits)), 4), "sample": len(picks)}
+    if nprobes:
+        out["index_by_nprobe"] = _by_nprobe(root, key, queries, query_ids, best_i, nprobes)
+    return out
 
 
 def stage_nprobe(lake_dir: str, total: int, sample: int) -> dict:
@@ -242,9 +246,17 @@ def stage_nprobe(lake_dir: str, total: int, sample: int) -> dict:
     }
     queries = np.stack([found[i] for i in query_ids])
     _, truth = _exact_top10(root, key, queries, query_ids)
+    return {"sample": sample} | _by_nprobe(root, key, queries, query_ids, truth, (16, 32, 64, 128))
+
+
+def _by_nprobe(root, key, queries, query_ids, truth, nprobes) -> dict:
+    """Recall@10 (the query itself left out) and search time of `queries` through the group's
+    index at each nprobe."""
+    from embedlake.tasks import graph
+
     index = graph.open_index(root, key)
-    out = {"sample": sample}
-    for nprobe in (16, 32, 64, 128):
+    out = {}
+    for nprobe in nprobes:
         index.nprobe = nprobe
         started = time.perf_counter()
         _, ids = index.search(queries, 11)
@@ -252,7 +264,7 @@ def stage_nprobe(lake_dir: str, total: int, sample: int) -> dict:
         hits = [len((set(ids[r]) - {q}) & set(truth[r])) / 10 for r, q in enumerate(query_ids)]
         out[f"nprobe_{nprobe}"] = {
             "recall_at_10": round(float(np.mean(hits)), 4),
-            "ms_per_query": round(seconds / sample * 1000, 2),
+            "ms_per_query": round(seconds / len(query_ids) * 1000, 2),
         }
     return out
 
@@ -276,7 +288,9 @@ STAGES = {
     "nearest_cli": stage_nearest_cli,
     "nprobe": stage_nprobe,
     "recall": stage_recall,
+    "recall_last": stage_recall,
 }
+NPROBES = (8, 12, 16, 24, 32)
 
 
 def _child(name: str, *args, pythonpath: str | None = None) -> dict:
@@ -318,12 +332,6 @@ def _again_with(out: Path, names: list[str], before: str | None, shim: str | Non
     stages, lake_dir = result["stages"], result["lake"]
     total = result["n"] + sum(s.get("images_added", 0) for s in stages.values())
     lo = 0 if result["base"] == "reindex" else result["n"]
-    args = {
-        "queries": (lake_dir, total, total <= 1_000_000),
-        "nearest_cli": (lake_dir, total),
-        "recall": (lake_dir, lo, total, result["stages"]["recall"]["sample"]),
-        "nprobe": (lake_dir, total, 100),
-    }
     for name in names:
         if name.startswith("update:"):  # another update of m images, on the final code
             m = int(name.split(":")[1])
@@ -347,6 +355,15 @@ def _again_with(out: Path, names: list[str], before: str | None, shim: str | Non
             if shim:
                 check_code_from(by_code, shim)
             continue
+        last = [s for s in stages.values() if "images_added" in s][-1]["images_added"]
+        args = {
+            "queries": (lake_dir, total, total <= 1_000_000),
+            "nearest_cli": (lake_dir, total),
+            "recall": (lake_dir, lo, total, result["stages"]["recall"]["sample"]),
+            "nprobe": (lake_dir, total, 100),
+            # the images the latest update added: their lists, and the index at several nprobe
+            "recall_last": (lake_dir, total - last, total, 1000, NPROBES),
+        }
         if name in stages:
             stages.setdefault("superseded", {})[name] = stages[name]
         stages[name] = _child(name, *args[name])
@@ -374,7 +391,8 @@ def main() -> int:
     parser.add_argument(
         "--again",
         default="",
-        help="re-measure stages (queries, nearest_cli, recall, nprobe; update:M adds M images "
+        help="re-measure stages (queries, nearest_cli, recall, nprobe, recall_last; update:M "
+        "adds M images "
         "and updates the graph) on the lake of an earlier run of this size, and update its JSON",
     )
     parser.add_argument(
