@@ -141,13 +141,16 @@ def test_ann_mode_inserts_into_the_index_in_the_lake(tmp_path):
     assert build_neighbor_graph(root, k=10, ann_threshold=1000) == {graph.group_name(*KEY): 0}
 
 
-def test_ann_search_maps_one_segment_at_a_time_and_merges(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scan", ["faiss", "batched"])
+def test_ann_search_maps_one_segment_at_a_time_and_merges(tmp_path, monkeypatch, scan):
     """Many small updates: segments are merged once there are too many; search results equal
-    those of one index holding everything (same lists probed)."""
+    those of one index holding everything (same lists probed), whether each segment is scanned
+    by faiss query by query or list by list (tasks/ivf_scan.py)."""
     faiss = pytest.importorskip("faiss")
-    from embedlake.tasks import ann_index
+    from embedlake.tasks import ann_index, ivf_scan
 
     monkeypatch.setattr(ann_index, "MAX_SMALL_SEGMENTS", 3)
+    monkeypatch.setattr(ivf_scan, "MIN_QUERIES_PER_LIST", 0 if scan == "batched" else 10**9)
     root = lake.ensure_lake(tmp_path / "lake")
     x = _clustered(2400, 32, seed=5)
     ids = [f"b{i:05d}" for i in range(len(x))]
