@@ -78,6 +78,8 @@ def _scan(invlists, scaled, probed, base, k, d, threads) -> tuple[np.ndarray, np
     from threadpoolctl import threadpool_limits
 
     n, nprobe = probed.shape
+    if not probed.size:
+        return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
     pairs = probed.ravel()
     order = np.argsort(pairs, kind="stable")  # the (query, probe) pairs, list by list
     bounds = np.searchsorted(pairs[order], np.arange(max(int(pairs.max()) + 2, 1)))

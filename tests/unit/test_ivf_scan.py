@@ -51,3 +51,11 @@ def test_batched_only_for_8_bit_residual_codes_and_enough_queries_per_list():
     assert not ivf_scan.batched(sq8, few, 1)  # nearest's single query: faiss's own scan
     assert not ivf_scan.batched(flat, many, 1)
     assert not ivf_scan.batched(fp16, many, 1)
+
+
+def test_no_queries_answer_nothing():
+    index, x = _index("IVF24,SQ8")
+    ivf = _ivf(index)
+    probe_s, probed = ivf.quantizer.search(x[:0], 6)
+    sims, labels = ivf_scan.search_preassigned(ivf, x[:0], 10, probed, probe_s, 2)
+    assert sims.shape == labels.shape == (0, 10)
