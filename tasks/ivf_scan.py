@@ -23,6 +23,7 @@ faiss's of the same name.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,6 +34,9 @@ __all__ = ["MIN_QUERIES_PER_LIST", "batched", "search_preassigned"]
 # `nearest` command's) would pay a matrix product's setup per list for one row
 MIN_QUERIES_PER_LIST = 8
 _QUERY_CHUNK = 16_384  # queries scored at a time: their (query, probe) best are held at once
+# BLAS's thread count is the process's: two scans at once would each set it and restore what
+# they found, and could leave it at one thread; they take turns (each uses every core anyway)
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def batched(ivf, n_queries: int, nprobe: int) -> bool:
@@ -108,7 +112,7 @@ def _scan(invlists, scaled, probed, base, k, d, threads) -> tuple[np.ndarray, np
 
     # BLAS on one thread per list: the threads here split the lists (small products on
     # several BLAS threads each ran ~3x slower)
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(max(1, threads)) as pool:
+    with _ONE_AT_A_TIME, threadpool_limits(1, "blas"), ThreadPoolExecutor(max(1, threads)) as pool:
         list(pool.map(run, [lists[i :: max(1, threads)] for i in range(max(1, threads))]))
     got_s = got_s.reshape(n, nprobe * k)
     got_l = got_l.reshape(n, nprobe * k)

@@ -59,3 +59,24 @@ def test_no_queries_answer_nothing():
     probe_s, probed = ivf.quantizer.search(x[:0], 6)
     sims, labels = ivf_scan.search_preassigned(ivf, x[:0], 10, probed, probe_s, 2)
     assert sims.shape == labels.shape == (0, 10)
+
+
+def test_scans_at_once_leave_blas_threads_as_they_were():
+    """Each scan holds BLAS to one thread; scans in several threads at once take turns, so the
+    process's BLAS thread count is what it was when they are done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    index, x = _index("IVF24,SQ8")
+    ivf = _ivf(index)
+    probe_s, probed = ivf.quantizer.search(x, 6)
+    before = [(p["filepath"], p["num_threads"]) for p in threadpool_info()]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: ivf_scan.search_preassigned(ivf, x, 10, probed, probe_s, 2), range(8)
+            )
+        )
+    assert [(p["filepath"], p["num_threads"]) for p in threadpool_info()] == before
+    assert all((a[1] == answers[0][1]).all() for a in answers)
