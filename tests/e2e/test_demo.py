@@ -36,6 +36,7 @@ EXTRA_MODULES = {
     "prefect-ray": ["prefect_ray"],
     "s3fs": ["s3fs"],
     "psutil": [],  # a base dependency too (serve)
+    "threadpoolctl": [],  # in the base install too: scikit-learn's (openTSNE's) dependency
 }
 
 
