@@ -355,18 +355,19 @@ def _again_with(out: Path, names: list[str], before: str | None, shim: str | Non
             if shim:
                 check_code_from(by_code, shim)
             continue
-        last = [s for s in stages.values() if "images_added" in s][-1]["images_added"]
-        args = {
-            "queries": (lake_dir, total, total <= 1_000_000),
-            "nearest_cli": (lake_dir, total),
-            "recall": (lake_dir, lo, total, result["stages"]["recall"]["sample"]),
-            "nprobe": (lake_dir, total, 100),
-            # the images the latest update added: their lists, and the index at several nprobe
-            "recall_last": (lake_dir, total - last, total, 1000, NPROBES),
-        }
+        if name == "recall_last":  # the latest update's images: their lists, the index by nprobe
+            last = [s for s in stages.values() if "images_added" in s][-1]["images_added"]
+            args = (lake_dir, total - last, total, 1000, NPROBES)
+        else:
+            args = {
+                "queries": (lake_dir, total, total <= 1_000_000),
+                "nearest_cli": (lake_dir, total),
+                "recall": (lake_dir, lo, total, result["stages"]["recall"]["sample"]),
+                "nprobe": (lake_dir, total, 100),
+            }[name]
         if name in stages:
             stages.setdefault("superseded", {})[name] = stages[name]
-        stages[name] = _child(name, *args[name])
+        stages[name] = _child(name, *args)
         stages[name]["measured_again_at"] = datetime.now(UTC).isoformat()
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {out}")

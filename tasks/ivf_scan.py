@@ -86,8 +86,10 @@ def _scan(invlists, scaled, probed, base, k, d, threads) -> tuple[np.ndarray, np
         return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
     pairs = probed.ravel()
     order = np.argsort(pairs, kind="stable")  # the (query, probe) pairs, list by list
-    bounds = np.searchsorted(pairs[order], np.arange(max(int(pairs.max()) + 2, 1)))
-    lists = [int(v) for v in np.flatnonzero(np.diff(bounds)) if v >= 0]
+    # bounds[v] .. bounds[v + 1]: list v's pairs in `order` (a -1, no list, sorts before 0)
+    bounds = np.searchsorted(pairs[order], np.arange(int(pairs.max()) + 2))
+    lists = [int(v) for v in np.flatnonzero(np.diff(bounds))]
+    threads = max(1, threads)
     got_s = np.full((n * nprobe, k), -np.inf, np.float32)
     got_l = np.full((n * nprobe, k), -1, np.int64)
     base = base.ravel()
@@ -112,8 +114,8 @@ def _scan(invlists, scaled, probed, base, k, d, threads) -> tuple[np.ndarray, np
 
     # BLAS on one thread per list: the threads here split the lists (small products on
     # several BLAS threads each ran ~3x slower)
-    with _ONE_AT_A_TIME, threadpool_limits(1, "blas"), ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(run, [lists[i :: max(1, threads)] for i in range(max(1, threads))]))
+    with _ONE_AT_A_TIME, threadpool_limits(1, "blas"), ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, [lists[i::threads] for i in range(threads)]))
     got_s = got_s.reshape(n, nprobe * k)
     got_l = got_l.reshape(n, nprobe * k)
     if nprobe * k > k:
